@@ -1,0 +1,57 @@
+"""Gradient noise scale B_simple (McCandlish et al. 2018) from the curves, when measured.
+
+B_simple grows as the loss falls, so it is compared with B_crit at the target: for each
+batch size's best trial, the last finite ``grad_noise_scale`` at or before the step it
+reached the target (the first measurement when none came earlier). The run's ``b_simple``
+is the median of these over batch sizes. Batch sizes that never reached the target do not
+contribute, since their noise scale was never measured at the target loss.
+
+    from analysis import load_run, per_batch_summary
+    from analysis.noise import noise_at_target, noise_curves
+    run = load_run("runs/nqm")
+    noise_at_target(run, per_batch_summary(run))   # (per-batch Series, median or None)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .load import Run
+
+COLUMN = "grad_noise_scale"
+
+
+def has_noise_scale(run: Run) -> bool:
+    c = run.curves
+    return COLUMN in c.columns and bool(np.isfinite(c[COLUMN].to_numpy(dtype=float, na_value=np.nan)).any())
+
+
+def noise_curves(run: Run, summary: pd.DataFrame) -> pd.DataFrame:
+    """The best trial's noise-scale measurements per batch size (batch_size, step, examples_seen, value)."""
+    if not has_noise_scale(run):
+        return pd.DataFrame(columns=["batch_size", "trial_id", "step", "examples_seen", COLUMN])
+    ids = summary["best_trial_id"].dropna().astype(str)
+    c = run.curves
+    rows = c.loc[c["trial_id"].isin(set(ids)), ["batch_size", "trial_id", "step", COLUMN]].copy()
+    rows[COLUMN] = rows[COLUMN].astype(float)
+    rows = rows[np.isfinite(rows[COLUMN].to_numpy())]
+    rows["examples_seen"] = rows["step"].astype(float) * rows["batch_size"]
+    return rows.sort_values(["batch_size", "step"]).reset_index(drop=True)
+
+
+def noise_at_target(run: Run, summary: pd.DataFrame) -> tuple[pd.Series, float | None]:
+    """Per batch size B_simple of the best trial at the target, and the median over them."""
+    curves = noise_curves(run, summary)
+    values: dict[int, float] = {}
+    for _, row in summary.iterrows():
+        s = row["steps_to_target"]
+        if not np.isfinite(s) or row["best_trial_id"] is None:
+            continue
+        t = curves[curves["trial_id"] == row["best_trial_id"]]
+        if t.empty:
+            continue
+        before = t[t["step"] <= s]
+        values[int(row["batch_size"])] = float((before if not before.empty else t.iloc[:1])[COLUMN].iloc[-1])
+    per_batch = pd.Series(values, name="b_simple_at_target", dtype=float)
+    return per_batch, (float(per_batch.median()) if len(per_batch) else None)

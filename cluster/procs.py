@@ -1,0 +1,134 @@
+"""Small /proc helpers to find, signal and wait for *our own* processes by pid.
+
+Used by ``cluster.devslurm`` and ``cluster.ray_cluster``: both must stop exactly the
+processes they started (the machine is shared), never by name. Linux only; no psutil
+(it is not a dependency of this project).
+
+    python -c "from cluster import procs; print(procs.cmdline(1))"
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+def _read(pid: int, name: str) -> bytes | None:
+    try:
+        return (_PROC / str(pid) / name).read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return None
+    except OSError:  # e.g. ESRCH while the process exits
+        return None
+
+
+def _reap(pid: int) -> None:
+    """Collect `pid` if it is our exited child, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie (a zombie is dead, only unreaped)."""
+    if pid <= 0:
+        return False
+    _reap(pid)
+    stat = _read(pid, "stat")
+    if stat is None:
+        return False
+    # Field 3 (after the parenthesised comm, which may contain spaces) is the state.
+    state = stat[stat.rfind(b")") + 2 :].split(b" ", 1)[0]
+    return state not in (b"Z", b"X")
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv of `pid` ([] when gone or unreadable)."""
+    raw = _read(pid, "cmdline")
+    if not raw:
+        return []
+    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The initial environment of `pid` ({} when gone or unreadable)."""
+    raw = _read(pid, "environ")
+    if not raw:
+        return {}
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def ppid(pid: int) -> int | None:
+    """The parent pid of `pid`, or None when gone."""
+    stat = _read(pid, "stat")
+    if stat is None:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split(b" ")
+    return int(fields[1])
+
+
+def all_pids() -> Iterator[int]:
+    """Every pid currently visible in /proc."""
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def ancestors(pid: int) -> set[int]:
+    """`pid` and all its ancestors (used so a caller never signals itself)."""
+    seen: set[int] = set()
+    cur: int | None = pid
+    while cur and cur not in seen:
+        seen.add(cur)
+        cur = ppid(cur)
+    return seen
+
+
+def read_pid_file(path: Path) -> int | None:
+    """The pid stored in `path`, or None if missing/garbled."""
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def wait_gone(pids: Iterable[int], timeout: float, poll: float = 0.1) -> set[int]:
+    """Poll until none of `pids` is alive; return those still alive at `timeout`."""
+    left = {p for p in pids if alive(p)}
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        time.sleep(poll)
+        left = {p for p in left if alive(p)}
+    return left
+
+
+def terminate(pids: Iterable[int], timeout: float = 15.0) -> set[int]:
+    """SIGTERM `pids`, wait up to `timeout`, SIGKILL the rest, wait again.
+
+    Returns the pids that still exist afterwards (normally empty).
+    """
+    targets = {p for p in pids if alive(p)}
+    for pid in targets:
+        _signal(pid, signal.SIGTERM)
+    left = wait_gone(targets, timeout)
+    for pid in left:
+        _signal(pid, signal.SIGKILL)
+    return wait_gone(left, 5.0)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

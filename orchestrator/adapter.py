@@ -1,0 +1,68 @@
+"""Adapts a Ray-free trainable (``trainables``) to a Ray Tune function trainable.
+
+The adapter drops ``None`` metrics (Tune's schedulers cannot compare them), tags each
+result with the node it ran on, persists the trainable's checkpoint dict at most every
+``checkpoint_every_s`` seconds (a checkpoint per evaluation would cost more than the
+training of a small model), resumes from Tune's latest checkpoint, and ends the trial at
+the study's target.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from ray import tune
+
+import trainables
+from trainables.common import target_reached
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class _TargetReached(Exception):
+    """Unwinds a trainable that does not stop at the target by itself."""
+
+
+def node_name() -> str:
+    """The Slurm node name when in a Slurm job, else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable running ``trainables.get(trainable)`` on ``config["t"]``."""
+
+    def run_trial(config: dict[str, Any]) -> None:
+        cfg = dict(config["t"])
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                cfg["_checkpoint"] = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+        node = node_name()
+        last_saved = time.monotonic()
+
+        def report(metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+            nonlocal last_saved
+            clean = {k: v for k, v in metrics.items() if v is not None}
+            clean["node"] = node
+            if checkpoint is not None and time.monotonic() - last_saved >= checkpoint_every_s:
+                with tempfile.TemporaryDirectory() as d:
+                    torch.save(checkpoint, Path(d) / CHECKPOINT_FILE)
+                    tune.report(clean, checkpoint=tune.Checkpoint.from_directory(d))
+                last_saved = time.monotonic()
+            else:
+                tune.report(clean)
+            if target_reached(metrics, cfg):
+                raise _TargetReached
+
+        try:
+            trainables.get(trainable)(cfg, report)
+        except _TargetReached:
+            pass
+
+    return run_trial

@@ -1,0 +1,7 @@
+"""The one exception type that means "bad input": the CLI turns it into exit code 2."""
+
+from __future__ import annotations
+
+
+class UsageError(ValueError):
+    """Bad study file, flag or path. The message is one line and names the offending key."""

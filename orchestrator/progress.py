@@ -1,0 +1,168 @@
+"""A compact live view of a sweep: per batch size, trials done / running / stopped /
+diverged and the best target value so far, plus an overall ETA.
+
+The sweep's callback writes a snapshot to ``RUN_DIR/tune/progress.json`` (atomically)
+and, when local, renders it; ``launch --follow`` renders the same snapshot from the shared
+filesystem while a Slurm job runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from orchestrator.study import Study
+
+SNAPSHOT = Path("tune") / "progress.json"
+
+
+def snapshot_path(run_dir: Path) -> Path:
+    return Path(run_dir) / SNAPSHOT
+
+
+def read_snapshot(run_dir: Path) -> dict[str, Any] | None:
+    """The latest snapshot, or None before the sweep wrote one."""
+    try:
+        return json.loads(snapshot_path(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The display text of one snapshot."""
+    t = snap["target"]
+    done = sum(b["completed"] + b["early_stopped"] + b["diverged"] + b["failed"] for b in snap["batches"])
+    head = (f"{snap['study']}  {done}/{snap['total_trials']} trials done  "
+            f"elapsed {_fmt_s(snap['elapsed_s'])}  "
+            + ("finished" if snap["done"] else f"ETA {_fmt_s(snap['eta_s'])}"))
+    metric = f"best {t['metric']}"
+    lines = [head, f"{'batch':>7} {'done':>6} {'run':>4} {'stop':>4} {'div':>4} {'fail':>4} {metric:>20} {'reached':>7}"]
+    for b in snap["batches"]:
+        fin = b["completed"] + b["early_stopped"] + b["diverged"] + b["failed"]
+        best = "-" if b["best"] is None else f"{b['best']:.4g}"
+        frac = f"{fin}/{b['trials']}"
+        lines.append(f"{b['batch_size']:>7} {frac:>6} {b['running']:>4} {b['early_stopped']:>4} "
+                     f"{b['diverged']:>4} {b['failed']:>4} {best:>20} {b['reached']:>7}")
+    return "\n".join(lines)
+
+
+class LiveDisplay:
+    """Redraws in place on a terminal; on a pipe or file, prints every ``every_s``."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 30.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every_s = every_s if not self.tty else 0.5
+        self._lines = 0
+        self._last = 0.0
+
+    def show(self, snap: dict[str, Any], force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        text = render(snap)
+        if self.tty and self._lines:
+            self.stream.write(f"\x1b[{self._lines}F\x1b[J")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._lines = text.count("\n") + 1 if self.tty else 0
+
+
+class ProgressCallback(Callback):
+    """Keeps the per-batch-size counts and writes/renders snapshots."""
+
+    def __init__(self, run_dir: Path, study: Study, early_stopped: set[str],
+                 display: LiveDisplay | None, every_s: float = 1.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.study = study
+        self.early_stopped = early_stopped
+        self.diverged: set[str] = set()
+        self.display = display
+        self.every_s = every_s
+        self.best: dict[int, float] = {}
+        self.reached: dict[int, set[str]] = {}
+        self.examples: dict[str, int] = {}
+        self.started = time.time()
+        self._last = 0.0
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        b = int(trial.config["t"]["batch_size"])
+        self.examples[trial.trial_id] = int(result.get("examples_seen", 0))
+        t = self.study.target
+        v = result.get(t.metric)
+        if v is not None and math.isfinite(v):
+            old = self.best.get(b)
+            if old is None or (v > old if t.mode == "max" else v < old):
+                self.best[b] = float(v)
+            if t.reached(v):
+                self.reached.setdefault(b, set()).add(trial.trial_id)
+        if result.get("diverged"):
+            self.diverged.add(trial.trial_id)
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            self.publish(trials, done=False)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self.publish(trials, done=True)
+
+    def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
+        caps = {b: self.study.budget.examples_cap(b) for b in self.study.search.batch_sizes}
+        rows = {b: dict(batch_size=b, trials=0, pending=0, running=0, completed=0, early_stopped=0,
+                        diverged=0, failed=0, best=self.best.get(b), reached=len(self.reached.get(b, ())))
+                for b in self.study.search.batch_sizes}
+        budget = done_ex = 0
+        for tr in trials:
+            b = int(tr.config["t"]["batch_size"])
+            r = rows.setdefault(b, dict(batch_size=b, trials=0, pending=0, running=0, completed=0,
+                                        early_stopped=0, diverged=0, failed=0, best=None, reached=0))
+            r["trials"] += 1
+            budget += caps.get(b, 0)
+            if tr.status in (Trial.PENDING, Trial.PAUSED):
+                r["pending"] += 1
+            elif tr.status == Trial.RUNNING:
+                r["running"] += 1
+                done_ex += self.examples.get(tr.trial_id, 0)
+            else:
+                done_ex += caps.get(b, 0)  # a finished trial used (or was spared) its whole budget
+                if tr.status == Trial.ERROR:
+                    r["failed"] += 1
+                elif tr.trial_id in self.diverged:
+                    r["diverged"] += 1
+                elif tr.trial_id in self.early_stopped:
+                    r["early_stopped"] += 1
+                else:
+                    r["completed"] += 1
+        elapsed = time.time() - self.started
+        rate = done_ex / elapsed if elapsed > 0 else 0.0
+        eta = (budget - done_ex) / rate if rate > 0 else None
+        return dict(study=self.study.name, target=self.study.target.model_dump(), done=done,
+                    total_trials=len(trials), elapsed_s=elapsed, eta_s=0.0 if done else eta,
+                    updated=time.time(), pid=os.getpid(), batches=[rows[b] for b in sorted(rows)])
+
+    def publish(self, trials: list[Trial], done: bool) -> None:
+        snap = self.snapshot(trials, done)
+        path = snapshot_path(self.run_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(snap))
+        os.replace(tmp, path)
+        if self.display is not None:
+            self.display.show(snap, force=done)

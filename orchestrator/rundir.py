@@ -1,0 +1,40 @@
+"""Creating and reading a run directory (contract: "Run directory (RUN_DIR)")."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from orchestrator import toml_out
+from orchestrator.errors import UsageError
+from orchestrator.study import Study, read_toml, validate
+
+STUDY_FILE = "study.toml"
+
+
+def default_run_dir(study: Study, root: Path = Path("runs")) -> Path:
+    return root / f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_new(run_dir: Path) -> None:
+    """A new run must not write into an existing, non-empty directory."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UsageError(f"--out: {run_dir} exists and is not empty (use --resume {run_dir} to continue it)")
+
+
+def create(run_dir: Path, study: Study) -> Path:
+    """Make RUN_DIR and freeze the resolved study in it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = study.model_dump(mode="json", exclude_none=True)
+    data["trainable_config"] = study.trainable_settings().model_dump(mode="json", exclude_none=True)
+    text = "# Resolved study, frozen at launch.\n" + toml_out.dumps(data)
+    (run_dir / STUDY_FILE).write_text(text)
+    return run_dir
+
+
+def load_frozen(run_dir: Path) -> Study:
+    """The study a run was launched with (for ``--resume``)."""
+    path = Path(run_dir) / STUDY_FILE
+    if not path.is_file():
+        raise UsageError(f"--resume: {run_dir} has no {STUDY_FILE}; not a run directory")
+    return validate(read_toml(path))

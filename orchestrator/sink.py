@@ -1,0 +1,188 @@
+"""Every evaluation of every trial into ``RUN_DIR/curves`` (Parquet), crash-safe.
+
+A Tune callback on the driver. Each trial owns one file,
+``curves/batch_size=<B>/<trial_id>.parquet``, rewritten with all of the trial's rows at
+most every ``flush_every_s`` and when the trial ends; a rewrite goes to a temporary name
+that is then renamed over the old file, so readers (the progress display, a notebook)
+always see a whole file and a crash never leaves half of one. Rows are keyed by
+``(trial_id, step)``: a resumed trial that reports a step again replaces nothing and
+duplicates nothing. At the end, ``trials.parquet`` holds one row per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from orchestrator.schema import CURVES_FILE_SCHEMA, TRIALS_SCHEMA
+
+CONFIG_COLUMNS = ("batch_size", "micro_batch_size", "lr", "seed")
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+class TrialRecord:
+    """What the sink knows of one trial: its rows and its end."""
+
+    def __init__(self, trial_id: str, config: dict[str, Any]) -> None:
+        self.trial_id = trial_id
+        self.config = config
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.dirty = False
+        self.last_flush = 0.0
+        self.node: str | None = None
+        self.diverged = False
+        self.failed = False
+        self.sharpness: float | None = None
+
+    @property
+    def path_parts(self) -> tuple[str, str]:
+        return f"batch_size={int(self.config['batch_size'])}", f"{self.trial_id}.parquet"
+
+
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+class ParquetSink(Callback):
+    """Writes curves as trials report and ``trials.parquet`` when the sweep ends."""
+
+    def __init__(self, run_dir: Path, study_name: str, early_stopped: set[str] | None = None,
+                 flush_every_s: float = 2.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.curves_dir = self.run_dir / "curves"
+        self.study = study_name
+        self.flush_every_s = flush_every_s
+        # shared with the scheduler, which adds the trials it stops
+        self.early_stopped = early_stopped if early_stopped is not None else set()
+        self.records: dict[str, TrialRecord] = {}
+
+    # --- Tune hooks -------------------------------------------------------------------
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        rec = self._record(trial)
+        self.add_row(rec, result)
+        if time.monotonic() - rec.last_flush >= self.flush_every_s:
+            self.flush(rec)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.flush(self._record(trial))
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        rec = self._record(trial)
+        rec.failed = True
+        self.flush(rec)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for t in trials:
+            self._record(t)
+        self.finish()
+
+    # --- the work ----------------------------------------------------------------------
+    def _record(self, trial: Trial) -> TrialRecord:
+        rec = self.records.get(trial.trial_id)
+        if rec is None:
+            rec = self.records[trial.trial_id] = TrialRecord(trial.trial_id, dict(trial.config["t"]))
+            self._load_existing(rec)
+        return rec
+
+    def _load_existing(self, rec: TrialRecord) -> None:
+        # a resumed sweep: keep what the trial already wrote
+        path = self.curves_dir.joinpath(*rec.path_parts)
+        if path.is_file():
+            for row in pq.read_table(path).to_pylist():
+                rec.rows[int(row["step"])] = row
+
+    def add_row(self, rec: TrialRecord, result: dict[str, Any]) -> None:
+        """Add one reported result (ignored if that step was already recorded)."""
+        if "step" not in result:
+            return
+        rec.node = result.get("node", rec.node)
+        if result.get("diverged"):
+            rec.diverged = True
+        if result.get("sharpness") is not None:
+            rec.sharpness = float(result["sharpness"])
+        step = int(result["step"])
+        if step in rec.rows:
+            return
+        cfg = rec.config
+        row: dict[str, Any] = {
+            "study": self.study,
+            "trial_id": rec.trial_id,
+            "micro_batch_size": int(cfg.get("micro_batch_size") or cfg["batch_size"]),
+            "lr": float(cfg["lr"]),
+            "seed": int(cfg["seed"]),
+            "step": step,
+            "examples_seen": int(result.get("examples_seen", step * int(cfg["batch_size"]))),
+        }
+        for col in ("epoch", "wall_time_s", "train_loss", "val_loss", "val_accuracy", "lr_current", "grad_noise_scale"):
+            row[col] = _float(result.get(col))
+        rec.rows[step] = row
+        rec.dirty = True
+
+    def flush(self, rec: TrialRecord) -> None:
+        if not rec.dirty:
+            return
+        rows = [rec.rows[s] for s in sorted(rec.rows)]
+        table = pa.Table.from_pylist(rows, schema=CURVES_FILE_SCHEMA)
+        write_atomic(table, self.curves_dir.joinpath(*rec.path_parts))
+        rec.dirty = False
+        rec.last_flush = time.monotonic()
+
+    def status(self, rec: TrialRecord) -> str:
+        if rec.diverged:
+            return "diverged"
+        if rec.failed:
+            return "failed"
+        if rec.trial_id in self.early_stopped:
+            return "early_stopped"
+        return "completed"
+
+    def trials_table(self) -> pa.Table:
+        out = []
+        for rec in self.records.values():
+            rows = [rec.rows[s] for s in sorted(rec.rows)]
+            last = rows[-1] if rows else {}
+            val_losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+            accs = [r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])]
+            cfg = rec.config
+            out.append({
+                "trial_id": rec.trial_id,
+                "study": self.study,
+                "batch_size": int(cfg["batch_size"]),
+                "micro_batch_size": int(cfg.get("micro_batch_size") or cfg["batch_size"]),
+                "lr": float(cfg["lr"]),
+                "seed": int(cfg["seed"]),
+                "optimizer": str(cfg.get("optimizer", "")),
+                "status": self.status(rec),
+                "steps": int(last.get("step", 0)),
+                "examples_seen": int(last.get("examples_seen", 0)),
+                "wall_time_s": float(last.get("wall_time_s") or 0.0),
+                "final_val_loss": val_losses[-1] if val_losses else None,
+                "best_val_accuracy": max(accs) if accs else None,
+                "sharpness": rec.sharpness,
+                "node": rec.node,
+                "config_json": json.dumps(cfg, sort_keys=True, default=str),
+            })
+        return pa.Table.from_pylist(sorted(out, key=lambda r: (r["batch_size"], r["lr"], r["seed"])), schema=TRIALS_SCHEMA)
+
+    def finish(self) -> None:
+        """Flush every trial and write ``trials.parquet``."""
+        for rec in self.records.values():
+            self.flush(rec)
+        write_atomic(self.trials_table(), self.run_dir / "trials.parquet")
+

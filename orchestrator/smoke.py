@@ -1,0 +1,47 @@
+"""``--budget smoke``: shrink any study to a run of well under a minute on 2 CPU cores.
+
+Three batch sizes spread over the study's range, the three central learning rates, one
+seed, and at most 50,000 examples or 300 steps per trial. The result exercises the whole
+pipeline (Tune, ASHA, sink, report); its numbers are not a study.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SMOKE_BATCH_SIZES = 3
+SMOKE_LRS = 3
+SMOKE_MAX_EXAMPLES = 50_000
+SMOKE_MAX_STEPS = 300
+SMOKE_GRACE_EXAMPLES = 5_000
+
+
+def shrink(raw: dict[str, Any]) -> dict[str, Any]:
+    """The smoke version of a validated study dict (``Study.model_dump()``)."""
+    search = dict(raw["search"])
+    sizes = search["batch_sizes"]
+    if len(sizes) > SMOKE_BATCH_SIZES:
+        idx = np.linspace(0, len(sizes) - 1, 2 * SMOKE_BATCH_SIZES - 1).round().astype(int)
+        # the lower two-thirds of the range: the largest batches cannot reach anything
+        # in a few hundred examples-per-batch steps, and they are the slowest trials.
+        sizes = sorted({sizes[i] for i in idx[:SMOKE_BATCH_SIZES]})
+    search["batch_sizes"] = sizes
+    lr = dict(search["lr"])
+    if "rule" in lr:
+        lr["decades"] = min(lr["decades"], 0.5)
+        lr["points"] = min(lr["points"], SMOKE_LRS)
+    elif lr["points"] > SMOKE_LRS:
+        grid = np.geomspace(lr["min"], lr["max"], lr["points"])
+        mid = len(grid) // 2
+        lr.update(min=float(grid[mid - 1]), max=float(grid[mid + 1]), points=SMOKE_LRS)
+    search["lr"] = lr
+    search["seeds"] = 1
+    budget = dict(raw["budget"])
+    budget["max_examples"] = min(budget.get("max_examples") or SMOKE_MAX_EXAMPLES, SMOKE_MAX_EXAMPLES)
+    budget["max_steps"] = min(budget.get("max_steps") or SMOKE_MAX_STEPS, SMOKE_MAX_STEPS)
+    es = dict(raw.get("early_stopping", {}))
+    if es:
+        es["grace_examples"] = min(es.get("grace_examples", SMOKE_GRACE_EXAMPLES), SMOKE_GRACE_EXAMPLES)
+    return {**raw, "search": search, "budget": budget, "early_stopping": es}

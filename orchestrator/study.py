@@ -1,0 +1,269 @@
+"""The study specification: a TOML file validated by pydantic (unknown keys are errors).
+
+    from orchestrator.study import load_study
+    study = load_study("fashion-mnist", overrides=["search.seeds=2"], budget="smoke")
+    print(study.search.batch_sizes)
+
+The layout is fixed by ``../shared/CONTRACTS.md`` ("study file").
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.errors import UsageError
+from orchestrator.overrides import apply_overrides
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+DEFAULT_STUDY = "fashion-mnist"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LrGrid(_Strict):
+    """A log-spaced learning-rate grid, the same for every batch size."""
+
+    min: float = Field(gt=0)
+    """Smallest learning rate of the grid."""
+    max: float = Field(gt=0)
+    """Largest learning rate of the grid."""
+    points: PositiveInt = 9
+    """Number of log-spaced learning rates from ``min`` to ``max`` inclusive."""
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> "LrGrid":
+        if self.max < self.min:
+            raise ValueError("max must be >= min")
+        return self
+
+
+class LrRule(_Strict):
+    """A log-spaced grid centred, per batch size, on a scaling rule's prediction."""
+
+    rule: Literal["linear", "sqrt"]
+    """linear: lr = base_lr * B/base_batch (Goyal et al.); sqrt: base_lr * sqrt(B/base_batch)."""
+    base_batch: PositiveInt
+    """Batch size at which ``base_lr`` is the centre of the grid."""
+    base_lr: float = Field(gt=0)
+    """Learning rate the rule starts from at ``base_batch``."""
+    decades: float = Field(default=1.0, gt=0)
+    """Half-width of the grid around the rule's prediction, in powers of ten."""
+    points: PositiveInt = 7
+    """Number of log-spaced learning rates per batch size."""
+
+
+def _lr_kind(v: Any) -> str:
+    # a table with a ``rule`` key is a rule-centred grid; anything else a plain grid, so
+    # errors name the keys of the form the user meant
+    return "lr_rule" if isinstance(v, LrRule) or (isinstance(v, dict) and "rule" in v) else "lr_grid"
+
+
+class Search(_Strict):
+    """The outer batch-size grid and the inner learning-rate search."""
+
+    batch_sizes: list[PositiveInt] = Field(min_length=1)
+    """Global batch sizes of one optimizer update (distinct)."""
+    lr: Annotated[
+        Annotated[LrGrid, pydantic.Tag("lr_grid")] | Annotated[LrRule, pydantic.Tag("lr_rule")],
+        pydantic.Discriminator(_lr_kind),
+    ]
+    """Learning-rate grid: ``{min, max, points}`` or ``{rule, base_batch, base_lr, decades, points}``."""
+    seeds: PositiveInt = 1
+    """Seeds per (batch size, learning rate)."""
+    optimizer: Literal["sgd", "adamw", "lars"] = "sgd"
+    """Optimizer of every trial."""
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    """Heavy-ball momentum (sgd, lars) or beta1 (adamw)."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """Weight decay (decoupled for adamw)."""
+    warmup_examples: int = Field(default=0, ge=0)
+    """Linear learning-rate warmup length, in examples (so it is comparable across batch sizes)."""
+
+    @pydantic.field_validator("batch_sizes")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("batch sizes must be distinct")
+        return sorted(v)
+
+
+class Budget(_Strict):
+    """How long one trial may train."""
+
+    max_examples: PositiveInt | None = None
+    """Cap on examples seen per trial."""
+    max_steps: PositiveInt | None = None
+    """Cap on optimizer updates per trial (the tighter of the two caps applies)."""
+    stop_at_target: bool = True
+    """End a trial as soon as it reaches the target."""
+    max_micro_batch: PositiveInt = 4096
+    """Largest forward/backward pass; larger batches accumulate (averaged) gradients."""
+
+    @pydantic.model_validator(mode="after")
+    def _some_cap(self) -> "Budget":
+        if self.max_examples is None and self.max_steps is None:
+            raise ValueError("set max_examples or max_steps")
+        return self
+
+    def examples_cap(self, batch_size: int) -> int:
+        """The per-trial cap in examples for one batch size."""
+        caps = [c for c in (self.max_examples, self.max_steps and self.max_steps * batch_size) if c]
+        return min(caps)
+
+
+class Target(_Strict):
+    """The goal for steps-to-target."""
+
+    metric: str = "val_accuracy"
+    """A curves column, e.g. val_accuracy or val_loss."""
+    mode: Literal["max", "min"] = "max"
+    """max: reached when metric >= value; min: when metric <= value."""
+    value: float
+    """The threshold."""
+
+    def reached(self, value: float | None) -> bool:
+        """Whether one measured value meets the target."""
+        if value is None or not math.isfinite(value):
+            return False
+        return value >= self.value if self.mode == "max" else value <= self.value
+
+
+class EarlyStopping(_Strict):
+    """ASHA over examples seen, one ASHA state per batch size."""
+
+    scheduler: Literal["asha", "none"] = "asha"
+    """asha: asynchronous successive halving; none: run the full grid."""
+    per_batch_size: bool = True
+    """Compare trials only within one batch size (a batch-size study needs this)."""
+    metric: str = "val_loss"
+    """Metric the rungs compare."""
+    mode: Literal["min", "max"] = "min"
+    """Direction of ``metric``."""
+    grace_examples: PositiveInt = 60000
+    """Examples every trial sees before it can be stopped (first rung)."""
+    reduction_factor: float = Field(default=3, gt=1)
+    """Each rung keeps the best 1/reduction_factor of the trials that reached it."""
+
+
+class Resources(_Strict):
+    """What one trial occupies; Ray packs trials onto the allocation."""
+
+    cpus_per_trial: float = Field(default=1, gt=0)
+    """CPU cores per trial (also the trial's torch thread count, rounded up)."""
+    gpus_per_trial: float = Field(default=0, ge=0)
+    """GPUs per trial; fractional values pack several trials onto one GPU."""
+
+
+class Study(_Strict):
+    """One batch-size × learning-rate study."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Study name (letters, digits, ``-_.``): used in RUN_DIR names and the curves."""
+    trainable: str
+    """Registry name of the training function in ``trainables/``."""
+    trainable_config: dict[str, Any] = Field(default_factory=dict)
+    """Passed through to the trainable, validated by its ``TrainableConfig``."""
+    search: Search
+    budget: Budget
+    target: Target
+    early_stopping: EarlyStopping = EarlyStopping()
+    resources: Resources = Resources()
+
+    @pydantic.field_validator("trainable")
+    @classmethod
+    def _trainable_known(cls, v: str) -> str:
+        import trainables
+
+        if v not in trainables.names():
+            raise ValueError(f"unknown trainable (known: {', '.join(trainables.names())})")
+        return v
+
+    def trainable_settings(self) -> BaseModel:
+        """The validated ``[trainable_config]`` with the trainable's defaults filled in."""
+        import trainables
+
+        return trainables.config_model(self.trainable).model_validate(self.trainable_config)
+
+
+def _first_error(err: pydantic.ValidationError, prefix: str = "") -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
+    key = ".".join(p for p in (prefix, loc) if p) or "study"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "missing":
+        msg = "required key is missing"
+    got = e.get("input")
+    shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {msg}{shown}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the union member it tried in the location; users never wrote it.
+    return isinstance(part, str) and part in ("lr_grid", "lr_rule")
+
+
+def study_path(name_or_path: str | None) -> Path:
+    """Resolve ``--study``: a built-in name under studies/ or a path to a TOML file."""
+    name_or_path = name_or_path or DEFAULT_STUDY
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists() or "/" in name_or_path:
+        if not p.is_file():
+            raise UsageError(f"--study: no such file {name_or_path}")
+        return p
+    builtin = STUDIES_DIR / f"{name_or_path}.toml"
+    if not builtin.is_file():
+        known = ", ".join(sorted(q.stem for q in STUDIES_DIR.glob("*.toml")))
+        raise UsageError(f"--study: unknown study {name_or_path!r} (built-in: {known})")
+    return builtin
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error is a UsageError naming the file and line."""
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def validate(raw: dict[str, Any]) -> Study:
+    """Validate a study dict; any problem is a one-line UsageError naming the key."""
+    try:
+        study = Study.model_validate(raw)
+    except pydantic.ValidationError as e:
+        raise UsageError(_first_error(e)) from None
+    try:
+        study.trainable_settings()
+    except pydantic.ValidationError as e:
+        raise UsageError(_first_error(e, prefix="trainable_config")) from None
+    return study
+
+
+def load_study(
+    name_or_path: str | None = None,
+    overrides: list[str] | None = None,
+    budget: Literal["full", "smoke"] = "full",
+) -> Study:
+    """Read, override (``--set``), shrink (``--budget smoke``) and validate a study."""
+    raw = read_toml(study_path(name_or_path))
+    raw = apply_overrides(raw, overrides or [])
+    study = validate(raw)
+    if budget == "smoke":
+        from orchestrator.smoke import shrink
+
+        study = validate(shrink(study.model_dump(mode="python", exclude_none=True)))
+    return study
+

@@ -1,0 +1,117 @@
+"""Run a study's sweep with Ray Tune into a run directory (local or inside a Slurm job).
+
+    from pathlib import Path
+    from orchestrator.study import load_study
+    from orchestrator.sweep import run_sweep
+    run_sweep(load_study("fashion-mnist", budget="smoke"), Path("runs/try"))
+
+``address=None`` starts (and stops) a Ray instance on this machine; inside a Slurm job the
+caller passes the explicit address of the job's own head node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+# Tune's default CSV/JSON/TensorBoard loggers would write every result a second time.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from orchestrator.adapter import tune_trainable  # noqa: E402
+from orchestrator.grid import trial_config, trial_grid  # noqa: E402
+from orchestrator.progress import LiveDisplay, ProgressCallback  # noqa: E402
+from orchestrator.scheduler import PerBatchSizeASHA, make_scheduler  # noqa: E402
+from orchestrator.sink import ParquetSink  # noqa: E402
+from orchestrator.study import Study  # noqa: E402
+
+EXPERIMENT = "sweep"
+
+
+class SchedulerState(tune.Callback):
+    """Carries the scheduler's state through Tune's experiment checkpoints.
+
+    Tune checkpoints and restores callback state (``get_state``/``set_state``) but not a
+    scheduler's, so this callback does it for the scheduler it holds.
+    """
+
+    def __init__(self, scheduler: PerBatchSizeASHA) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any] | None:
+        return self.scheduler.state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state(state)
+
+
+def tune_dir(run_dir: Path) -> Path:
+    return Path(run_dir).resolve() / "tune"
+
+
+def run_sweep(
+    study: Study,
+    run_dir: Path,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    display: LiveDisplay | None = None,
+    num_cpus: int | None = None,
+    checkpoint_every_s: float = 60.0,
+) -> ParquetSink:
+    """Run (or resume) every trial of ``study``; returns the sink, whose trials are final."""
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            num_cpus=num_cpus if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+        started_ray = True
+    try:
+        return _fit(study, Path(run_dir), resume, display, checkpoint_every_s)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,
+         checkpoint_every_s: float) -> ParquetSink:
+    scheduler = make_scheduler(study)
+    early = scheduler.early_stopped if isinstance(scheduler, PerBatchSizeASHA) else set()
+    sink = ParquetSink(run_dir, study.name, early_stopped=early)
+    progress = ProgressCallback(run_dir, study, early, display)
+    callbacks: list[tune.Callback] = [sink, progress]
+    if isinstance(scheduler, PerBatchSizeASHA):
+        callbacks.append(SchedulerState(scheduler))
+    trainable = tune.with_resources(
+        tune_trainable(study.trainable, checkpoint_every_s),
+        {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial},
+    )
+    points = [trial_config(study, p) for p in trial_grid(study)]
+    path = tune_dir(run_dir) / EXPERIMENT
+    if resume and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"t": tune.grid_search(points)},
+            tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=str(tune_dir(run_dir)),
+                callbacks=callbacks,
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+    tuner.fit()
+    return sink

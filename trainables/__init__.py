@@ -1,0 +1,67 @@
+"""Ray-free training functions, looked up by registry name.
+
+A trainable is ``train(config: dict, report: Report) -> None``. It calls
+``report(metrics, checkpoint)`` at each evaluation with the curves columns it knows
+(see ``../shared/CONTRACTS.md``) and resumes from ``config["_checkpoint"]`` when given.
+Each trainable module also defines ``TrainableConfig``, a pydantic model of the keys a
+study's ``[trainable_config]`` may hold, so a study is validated before anything runs.
+
+    from trainables import get
+    train = get("fashion_mnist")
+    train({"batch_size": 128, "lr": 0.1, ...}, lambda metrics, checkpoint=None: print(metrics))
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Callable, Protocol
+
+import pydantic
+
+
+class Report(Protocol):
+    def __call__(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None: ...
+
+
+TrainFn = Callable[[dict[str, Any], Report], None]
+
+# Modules are imported on first use: torch is slow to import and the CLI validates
+# studies of every trainable without needing all of them.
+_MODULES: dict[str, str] = {
+    "fashion_mnist": "trainables.fashion_mnist",
+    "nqm": "trainables.nqm",
+    "cifar10": "trainables.cifar10",
+    "imagenet": "trainables.imagenet",
+}
+
+
+def names() -> list[str]:
+    """Registry names of the trainables this installation has."""
+    return sorted(n for n in _MODULES if importlib.util.find_spec(_MODULES[n]) is not None)
+
+
+def _module(name: str) -> ModuleType:
+    if name not in _MODULES or importlib.util.find_spec(_MODULES[name]) is None:
+        raise KeyError(f"unknown trainable {name!r}; known: {', '.join(names())}")
+    return importlib.import_module(_MODULES[name])
+
+
+def get(name: str) -> TrainFn:
+    """The ``train`` function registered under ``name``."""
+    return _module(name).train
+
+
+def preflight(name: str, settings: pydantic.BaseModel) -> None:
+    """Check, before anything starts, what a trainable needs (its data on disk).
+
+    Raises ``FileNotFoundError`` or ``ValueError`` with a one-line message.
+    """
+    check = getattr(_module(name), "preflight", None)
+    if check is not None:
+        check(settings)
+
+
+def config_model(name: str) -> type[pydantic.BaseModel]:
+    """The pydantic model that validates a study's ``[trainable_config]`` for ``name``."""
+    return _module(name).TrainableConfig

@@ -1,0 +1,178 @@
+"""The training loop of the torch classification trainables (data held in memory).
+
+One optimizer update = one batch of ``batch_size`` examples, run as ``batch_size /
+micro_batch_size`` forward/backward passes whose gradients are *averaged* (each micro-batch
+loss is divided by the number of micro-batches): a sum would multiply the effective
+learning rate by that number.
+
+Evaluations fall on log-spaced steps (``trainables.schedule``). A trial whose training loss
+becomes non-finite or exceeds ``divergence_factor`` times its first loss reports one last
+row with ``diverged: True`` and stops.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables import Report
+from trainables.common import max_steps, target_reached, torch_threads
+from trainables.optim import lr_at, make_optimizer
+from trainables.schedule import eval_steps
+
+EVAL_CHUNK = 4096
+
+
+@dataclass
+class ClassificationData:
+    """Training and validation tensors: float inputs, int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+@dataclass
+class LoopSettings:
+    """The loop's knobs that come from a trainable's ``TrainableConfig``."""
+
+    eval_ratio: float = 1.05
+    divergence_factor: float = 10.0
+
+
+class _BatchStream:
+    """Indices of successive batches: epochs of a seeded permutation, resumable."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.gen = torch.Generator().manual_seed(seed)
+        self.buffer = torch.empty(0, dtype=torch.long)
+
+    def next(self, size: int) -> torch.Tensor:
+        while len(self.buffer) < size:
+            self.buffer = torch.cat([self.buffer, torch.randperm(self.n, generator=self.gen)])
+        out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "buffer": self.buffer.clone()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.buffer = state["buffer"].clone()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(x), EVAL_CHUNK):
+        logits = model(x[i : i + EVAL_CHUNK])
+        loss_sum += F.cross_entropy(logits, y[i : i + EVAL_CHUNK], reduction="sum").item()
+        correct += (logits.argmax(1) == y[i : i + EVAL_CHUNK]).sum().item()
+    model.train()
+    return loss_sum / len(x), correct / len(x)
+
+
+def accumulate_gradients(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch_size: int
+) -> float:
+    """Backward of the mean loss over ``x`` in micro-batches; returns that mean loss."""
+    k = len(x) // micro_batch_size
+    total = 0.0
+    for j in range(k):
+        sl = slice(j * micro_batch_size, (j + 1) * micro_batch_size)
+        loss = F.cross_entropy(model(x[sl]), y[sl])
+        (loss / k).backward()
+        total += loss.item() / k
+    return total
+
+
+def train_classifier(
+    config: dict[str, Any],
+    report: Report,
+    data: ClassificationData,
+    build_model: Callable[[], nn.Module],
+    settings: LoopSettings,
+) -> None:
+    """Train ``build_model()`` on ``data`` as the flat trial ``config`` says."""
+    torch.set_num_threads(torch_threads(config))
+    batch, micro = int(config["batch_size"]), int(config.get("micro_batch_size") or config["batch_size"])
+    if batch % micro:
+        raise ValueError(f"batch_size {batch} is not a multiple of micro_batch_size {micro}")
+    seed, base_lr = int(config["seed"]), float(config["lr"])
+    warmup = int(config.get("warmup_examples") or 0)
+    cap = max_steps(config)
+    n_train = len(data.x_train)
+
+    torch.manual_seed(seed)
+    model = build_model()
+    opt = make_optimizer(
+        config.get("optimizer", "sgd"), model.parameters(), base_lr,
+        float(config.get("momentum", 0.0)), float(config.get("weight_decay", 0.0)),
+    )
+    stream = _BatchStream(n_train, seed)
+    step, wall_before, first_loss = 0, 0.0, None
+    if (ckpt := config.get("_checkpoint")) is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        stream.load(ckpt["stream"])
+        step, wall_before, first_loss = ckpt["step"], ckpt["wall_time_s"], ckpt["first_loss"]
+
+    start = time.perf_counter()
+    loss_sum, loss_n = 0.0, 0
+    model.train()
+    for next_eval in (s for s in eval_steps(cap, settings.eval_ratio) if s > step):
+        while step < next_eval:
+            idx = stream.next(batch)
+            lr_now = lr_at(base_lr, (step + 1) * batch, warmup)
+            for g in opt.param_groups:
+                g["lr"] = lr_now
+            opt.zero_grad(set_to_none=True)
+            loss = accumulate_gradients(model, data.x_train[idx], data.y_train[idx], micro)
+            first_loss = loss if first_loss is None else first_loss
+            if not math.isfinite(loss) or loss > settings.divergence_factor * first_loss:
+                report({**_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
+                         "train_loss": loss, "diverged": True})
+                return
+            opt.step()
+            step += 1
+            loss_sum, loss_n = loss_sum + loss, loss_n + 1
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+        row = {
+            **_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
+            "train_loss": loss_sum / max(loss_n, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+        }
+        loss_sum, loss_n = 0.0, 0
+        checkpoint = {
+            "model": copy.deepcopy(model.state_dict()),
+            "optimizer": copy.deepcopy(opt.state_dict()),
+            "stream": stream.state(),
+            "step": step,
+            "wall_time_s": row["wall_time_s"],
+            "first_loss": first_loss,
+        }
+        report(row, checkpoint)
+        if step >= cap or target_reached(row, config):
+            return
+
+
+def _row(step: int, batch: int, n_train: int, wall: float, lr_now: float) -> dict[str, Any]:
+    return {
+        "step": step,
+        "examples_seen": step * batch,
+        "epoch": step * batch / n_train,
+        "wall_time_s": wall,
+        "lr_current": lr_now,
+    }

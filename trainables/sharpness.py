@@ -1,0 +1,83 @@
+"""Sharpness: the top eigenvalue of the training-loss Hessian, by power iteration.
+
+Each iteration is one Hessian-vector product (double backward through the loss), so the
+cost is bounded by ``max_iter`` gradient-sized backward passes. The loss should be
+evaluated on a fixed subset of the training data (and with the model in a fixed mode,
+e.g. ``model.eval()`` if batch-norm statistics must not change): power iteration needs
+the same Hessian at every step. The random start vector comes from ``seed``, so the same
+weights and subset give the same estimate.
+
+    >>> import torch
+    >>> from trainables.sharpness import top_hessian_eigenvalue
+    >>> a = torch.diag(torch.tensor([5.0, 2.0, 1.0], dtype=torch.float64))
+    >>> w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    >>> lam = top_hessian_eigenvalue(lambda: 0.5 * w @ a @ w, [w])
+    >>> round(lam, 3)
+    5.0
+
+Power iteration converges to the eigenvalue of largest magnitude; at the end of training
+that is the largest positive one (the sharpness of Cohen et al. 2021's edge of
+stability), though early on a large negative eigenvalue can dominate.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["top_hessian_eigenvalue", "hessian_vector_product"]
+
+
+def _dot(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(xs, ys))
+
+
+def hessian_vector_product(
+    grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], vec: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """H v, from gradients built with ``create_graph=True``: ∂(g·v)/∂θ.
+
+    The graph is kept so that one gradient computation serves every iteration.
+    """
+    hv = torch.autograd.grad(_dot(grads, vec), params, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params)]
+
+
+def top_hessian_eigenvalue(
+    loss_fn: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    max_iter: int = 20,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> float:
+    """Largest-magnitude eigenvalue of the Hessian of ``loss_fn()`` w.r.t. ``params``.
+
+    ``loss_fn`` recomputes the scalar loss (on a fixed subset); ``params`` require grad.
+    Stops after ``max_iter`` Hessian-vector products, or earlier once the Rayleigh
+    quotient changes by less than ``tol`` relative to its value. Parameter gradients
+    (``.grad``) are left untouched.
+    """
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("no parameter requires grad")
+    # The start vector is drawn on the CPU from its own generator: reproducible across
+    # devices and independent of the global RNG (which training also uses).
+    gen = torch.Generator().manual_seed(seed)
+    vec = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype) for p in params]
+    with torch.enable_grad():
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        eig: float | None = None
+        for _ in range(max_iter):
+            norm = torch.sqrt(_dot(vec, vec))
+            if norm == 0 or not torch.isfinite(norm):
+                break
+            vec = [v / norm for v in vec]
+            hv = hessian_vector_product(grads, params, vec)
+            new = float(_dot(vec, hv))  # Rayleigh quotient vᵀHv with |v| = 1
+            converged = eig is not None and abs(new - eig) < tol * abs(new)
+            eig, vec = new, hv
+            if converged:
+                break
+    return float("nan") if eig is None else eig
