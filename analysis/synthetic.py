@@ -84,6 +84,7 @@ def write_synthetic_run(
     batch_size_column: bool = True,
     file_per_trial: bool = False,
     val_every: int = 1,
+    truncate_unfinished: bool = True,
     name: str = "synthetic",
     rng_seed: int = 0,
 ) -> Truth:
@@ -92,6 +93,8 @@ def write_synthetic_run(
     ``budget`` is the step cap as a multiple of S(B), one value or one per batch size (a
     value below 1 censors that batch size). ``noise_scale``, when given, is B_simple at the
     target; the written value grows with the step as it does while the loss falls.
+    ``truncate_unfinished`` ends early-stopped and diverged curves early, as a scheduler would;
+    without it every trial has the same number of rows (for benchmarks).
     """
     run_dir = Path(run_dir)
     rng = np.random.default_rng(rng_seed)
@@ -121,9 +124,9 @@ def write_synthetic_run(
                 reached = (s_trial <= max_steps) and not diverged
                 status = "completed" if reached else ("diverged" if diverged else "early_stopped")
                 st = steps
-                if status == "early_stopped":
+                if truncate_unfinished and status == "early_stopped":
                     st = steps[: max(len(steps) // 2, 2)]
-                if diverged:
+                if truncate_unfinished and diverged:
                     st = steps[: max(len(steps) // 4, 2)]
                 x = np.log(st) - np.log(s_trial)
                 if mode == "max":

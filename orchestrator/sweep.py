@@ -31,6 +31,9 @@ from orchestrator.sink import ParquetSink  # noqa: E402
 from orchestrator.study import Study  # noqa: E402
 
 EXPERIMENT = "sweep"
+# The sweep keeps its results in RUN_DIR/curves, not in Tune's per-trial result files
+# (disabled above), so Tune's end-of-run analysis has nothing to read: not a problem.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 class SchedulerState(tune.Callback):
@@ -48,6 +51,11 @@ class SchedulerState(tune.Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.load_state(state)
+
+
+def _trial_name(trial: tune.experiment.Trial) -> str:
+    # Tune's default names spell out the whole config: too long for a directory name.
+    return trial.trial_id
 
 
 def tune_dir(run_dir: Path) -> Path:
@@ -103,7 +111,13 @@ def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,
         tuner = tune.Tuner(
             trainable,
             param_space={"t": tune.grid_search(points)},
-            tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True),
+            tune_config=tune.TuneConfig(
+                scheduler=scheduler,
+                num_samples=1,
+                reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT,
                 storage_path=str(tune_dir(run_dir)),

@@ -65,7 +65,8 @@ def test_requeue_reruns_the_job(devslurm, tmp_path: Path) -> None:
     marker = tmp_path / "runs"
     jid = _run(
         devslurm.env, "sbatch", "--parsable", "--requeue", f"--output={tmp_path / 'o'}",
-        f"--wrap=echo $SLURM_RESTART_COUNT >> {marker}; sleep 60",
+        # SLURM_RESTART_COUNT is unset on the first run.
+        f"--wrap=echo ${{SLURM_RESTART_COUNT:-0}} >> {marker}; sleep 60",
     ).strip()  # fmt: skip
     try:
         _poll(lambda: marker.exists(), 60, "first run")

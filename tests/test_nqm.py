@@ -141,6 +141,11 @@ def test_divergence_is_reported_and_stops() -> None:
     assert not any(r.get("diverged") for r in rows[:-1])
     rows, _ = _run({"batch_size": 64, "lr": 2.5, "max_steps": 10_000, "dim": 100, "mode": "sampled"})
     assert rows[-1]["diverged"] is True and rows[-1]["step"] < 100
+    # heavy ball is stable up to α·h_max < 2(1 + β) = 3.8: matrix-power jumps blow up past it
+    rows, _ = _run({"batch_size": 64, "lr": 3.7, "momentum": 0.9, "max_steps": 10_000, "dim": 100})
+    assert not any(r.get("diverged") for r in rows)
+    rows, _ = _run({"batch_size": 64, "lr": 3.9, "momentum": 0.9, "max_steps": 10_000, "dim": 100})
+    assert rows[-1]["diverged"] is True and rows[-1]["step"] < 10_000
 
 
 def test_config_validation_and_caps() -> None:

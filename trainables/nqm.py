@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from trainables import Report
 from trainables.noise_scale import NoiseScaleEstimator
 from trainables.schedule import eval_steps
 
@@ -188,7 +189,7 @@ def _max_steps(config: dict[str, Any], batch_size: int) -> int:
     return max(1, min(caps))
 
 
-def train(config: dict[str, Any], report: Any) -> None:
+def train(config: dict[str, Any], report: Report) -> None:
     """Run one NQM trial, calling ``report(metrics, checkpoint)`` at each evaluation step.
 
     Honours batch_size, lr, seed (sampled mode), optimizer (only "sgd"), momentum,
@@ -270,9 +271,9 @@ def train(config: dict[str, Any], report: Any) -> None:
                         state["m"] = jumper(state["m"], target - step)
                     step = target
                 return
-            x, u, sd = state["x"], state["u"], np.sqrt(var)
+            x, u, sd, a_const = state["x"], state["u"], np.sqrt(var), lr * hp
             while step < target:
-                a = lr_at(step) * hp
+                a = lr_at(step) * hp if step < warm_steps else a_const
                 grad = hu * x
                 noise = rng.standard_normal(cfg.dim) * sd
                 if cfg.noise_scale_every and step % cfg.noise_scale_every == 0:

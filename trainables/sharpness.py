@@ -15,6 +15,10 @@ weights and subset give the same estimate.
     >>> round(lam, 3)
     5.0
 
+With a model: ``idx = fixed_subset(len(train_x), 1024)``, then
+``top_hessian_eigenvalue(lambda: criterion(model(train_x[idx]), train_y[idx]),
+list(model.parameters()))``.
+
 Power iteration converges to the eigenvalue of largest magnitude; at the end of training
 that is the largest positive one (the sharpness of Cohen et al. 2021's edge of
 stability), though early on a large negative eigenvalue can dominate.
@@ -26,7 +30,17 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["top_hessian_eigenvalue", "hessian_vector_product"]
+__all__ = ["top_hessian_eigenvalue", "hessian_vector_product", "fixed_subset"]
+
+
+def fixed_subset(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of ``min(size, n)`` examples out of ``n``, the same for every call.
+
+    Measure sharpness at every checkpoint of a trial on the same examples, so changes
+    over training are changes of the weights, not of the sample.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[: min(size, n)].sort().values
 
 
 def _dot(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,50 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   the built-in Fashion-MNIST study, locally, with its report
+#   make test   the test suite (starts and stops a real two-node Slurm cluster on this machine)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   := /usr/share/datasets/fashion-mnist
+# Debian packages the tests need: the dataset, and Slurm + munge for the real local cluster.
+APT_TEST := dataset-fashion-mnist slurmctld slurmd slurm-client munge
+
+.PHONY: demo test setup data slurm-packages clean
+
+demo: setup data
+	$(PY) -m orchestrator.launch --cluster local
+
+test: setup data slurm-packages
+	$(PY) -m pytest -q tests
+
+setup: $(VENV)/.installed
+
+# torch is pinned to the CPU build on this disk; a range would download a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+data:
+	@if [ ! -e $(DATA)/train-images-idx3-ubyte.gz ] && [ ! -e $(DATA)/train-images-idx3-ubyte ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or point a study at" \
+	         "your IDX files with --set trainable_config.data_dir=DIR"; exit 1; \
+	  fi; \
+	fi
+
+slurm-packages:
+	@missing=""; for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (install them with sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,213 @@
+"""The report's content: summary, figures, tables, methods, caveats, nulls, environment.
+
+    from analysis.document import build_document
+    blocks = build_document(analysis, figures, tables, environment_stamp())
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .figures import FigureFile
+from .fits import Analysis
+from .render import Block, Bullets, Figure, Heading, Paragraph, Table
+from .tables import TableFile
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "n/a"
+    v = float(x)
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.{digits}g}"
+
+
+def _ci(ci: list | None) -> str:
+    if ci is None:
+        return "95% CI n/a"
+    lo, hi = ("n/a" if v is None else _f(v) for v in ci)
+    return f"95% CI [{lo}, {hi}]"
+
+
+def _counts(a: Analysis) -> dict[str, Any]:
+    t = a.trials
+    seeds = t["seed"].dropna().unique()
+    return {
+        "trials": len(t), "batch_sizes": int(t["batch_size"].nunique()),
+        "seeds": len(seeds) if len(seeds) else 1, "reached": int(t["reached"].sum()),
+        "rows": len(a.run.curves),
+        "status": t["status"].value_counts().to_dict(),
+    }
+
+
+def summary(a: Analysis) -> list[str]:
+    c, lr, reg, n = a.critical, a.lr_scaling, a.regimes, _counts(a)
+    tgt = a.target
+    items = [f"Target: `{tgt.metric}` {'≥' if tgt.mode == 'max' else '≤'} {tgt.value:g}. "
+             f"{n['trials']} trials over {n['batch_sizes']} batch sizes ({n['seeds']} seed(s)); "
+             f"{n['reached']} reached the target."]
+    if c["b_crit"] is not None:
+        items.append(f"Critical batch size **B_crit = {_f(c['b_crit'])}** ({_ci(c['b_crit_ci95'])}, "
+                     f"{c['n_points']} batch sizes); S_min = {_f(c['s_min'])} steps, "
+                     f"E_min = {_f(c['e_min'])} examples.")
+    else:
+        items.append(f"Critical batch size not estimated: {c['reason']}.")
+    p, d = reg["perfect_scaling_up_to"], reg["diminishing_returns_up_to"]
+    if p is not None:
+        txt = f"Perfect scaling up to B = {p}; "
+        txt += (f"diminishing returns up to B = {d}, maximal data parallelism beyond."
+                if d is not None else reg["reasons"].get("diminishing_returns_up_to", "") + ".")
+        items.append(txt)
+    else:
+        items.append(f"Regimes not estimated: {reg['reasons'].get('perfect_scaling_up_to')}.")
+    if lr["exponent"] is not None:
+        freq = lr["selection_frequency"]
+        chosen = (f" (chosen in {freq[lr['preferred_rule']]:.0%} of bootstrap resamples)"
+                  if lr["preferred_rule"] in freq else "")
+        items.append(f"LR scaling: preferred rule **{lr['preferred_rule'] or 'n/a'}**{chosen}; free exponent "
+                     f"{_f(lr['exponent'])} ({_ci(lr['exponent_ci95'])}) over {lr['n_points']} interior optima.")
+    else:
+        items.append(f"LR scaling not estimated: {lr['reason']}.")
+    if a.noise["b_simple"] is not None:
+        ratio = (f"; B_simple / B_crit = {a.noise['b_simple'] / c['b_crit']:.2g}"
+                 if c["b_crit"] is not None else "")
+        items.append(f"Gradient noise scale at the target B_simple = {_f(a.noise['b_simple'])}{ratio}.")
+    gap = a.per_batch["generalization_gap"].to_numpy(dtype=float)
+    if np.isfinite(gap).any():
+        b = a.per_batch["batch_size"].to_numpy()
+        ok = np.isfinite(gap)
+        items.append(f"Generalization gap (val − train loss at the best LR) from {_f(gap[ok][0])} at "
+                     f"B = {b[ok][0]} to {_f(gap[ok][-1])} at B = {b[ok][-1]}.")
+    return items
+
+
+METHODS = (
+    "**Steps to target.** For each trial, S is the first optimizer step at which `{metric}` "
+    "reaches {value:g} ({mode}), interpolated linearly in log(step) between the evaluation "
+    "before the crossing and the crossing; examples to target E = B·S and wall time to target "
+    "(linear in step between the same evaluations). Diverged trials never count as reaching "
+    "the target. Per batch size B, S(B) is that of the best trial (fewest steps; Shallue et "
+    "al. 2018); a batch size where no trial reached the target is censored: reported with "
+    "null steps and left out of every fit.",
+    "**Best learning rate.** At each B the objective at a grid LR is log S of its best trial; "
+    "LRs whose trials never reached the target are censored (worse than any that did) and "
+    "excluded from the interpolation. A least-squares parabola in log η through the grid "
+    "minimum and its two neighbours (up to two more on a side where a neighbour is censored) "
+    "gives the optimum −b/(2a) (only if a > 0, kept between the neighbouring grid points). "
+    "Where no trial at a B reached the target the objective falls back to the best value of "
+    "`{metric}` each trial attained. An optimum at the first or last LR of the grid is "
+    "flagged `lr_on_edge` and left out of the LR-rule fits, since it only bounds the true one.",
+    "**Critical batch size** (McCandlish et al. 2018). S(B) = S_min (1 + B_crit/B), "
+    "equivalently E(B) = E_min (1 + B/B_crit) with B_crit = E_min/S_min. Start: ordinary "
+    "least squares of S on 1/B (intercept S_min, slope E_min); then Levenberg–Marquardt on "
+    "log S, parametrised by (log S_min, log B_crit), because the errors are multiplicative. "
+    "B_crit is reported as not estimable when fewer than 3 batch sizes reached the target or "
+    "the fit pins it more than 100× outside the measured range.",
+    "**Regimes** (Shallue et al. 2018), read off the measured S(B): perfect scaling up to the "
+    "largest B such that every B up to it keeps S(B) ≤ 1.2 · S(B₀)·B₀/B (B₀ the smallest B "
+    "that reached the target); diminishing returns up to the first B beyond which one doubling "
+    "of B cuts S by less than 10% (per-doubling cut 1 − (S₂/S₁)^(1/log₂(B₂/B₁)) between "
+    "consecutive measured B); maximal data parallelism beyond.",
+    "**LR scaling rule.** On log η*(B) = c + k log B: linear (k = 1; Goyal et al. 2017), "
+    "square root (k = 1/2; Krizhevsky 2014, Malladi et al. 2022), power (free k, OLS) and the "
+    "saturating η*(B) = η_max/(1 + B_noise/B) (NLS on log η). Compared by "
+    "AICc = n ln(RSS/n) + 2p + 2p(p+1)/(n−p−1) with p the number of curve parameters; the "
+    "lowest wins, except that a fixed rule (linear or square root) wins when within 2 AICc "
+    "units of the best.",
+    "**Bootstrap.** {n_boot} resamples (seed {seed}): within each batch size, trials are "
+    "resampled with replacement and the whole pipeline (best trial, best LR and its edge flag, "
+    "both fits) is redone on each; intervals are 2.5–97.5% percentiles. Resamples in which "
+    "B_crit left the measured range count at that end of the ranking.",
+    "**Generalization gap and noise scale.** The gap is final validation minus final training "
+    "loss at the best trial's LR, averaged over its seeds (Keskar et al. 2016). When the curves "
+    "carry `grad_noise_scale` (B_simple = tr(Σ)/|G|², McCandlish et al. 2018), the value of "
+    "each batch size's best trial at the step it reached the target is taken, and the run's "
+    "B_simple is their median over batch sizes.",
+)
+
+
+def caveats(a: Analysis) -> list[str]:
+    pb, n = a.per_batch, _counts(a)
+    items: list[str] = []
+    edge = pb.loc[pb["lr_on_edge"], "batch_size"].tolist()
+    if edge:
+        items.append(f"Best LR on the grid's edge at B = {', '.join(map(str, edge))}: the optimum may lie "
+                     "outside the grid, so S there is an upper bound and these B are left out of the "
+                     "LR-rule fits. Widen the LR grid to resolve them.")
+    cens = pb.loc[pb["censored"], "batch_size"].tolist()
+    if cens:
+        items.append(f"Censored batch sizes (no trial reached the target): B = {', '.join(map(str, cens))}. "
+                     "They are listed with null steps and excluded from the fits.")
+    counts = pb["trials"].to_numpy()
+    items.append(
+        "S(B) is a best-of-n statistic: the minimum over n trials falls as n grows"
+        + (f", and the trial counts differ across batch sizes ({counts.min()}–{counts.max()}), so "
+           "batch sizes with more trials are favoured." if counts.min() != counts.max()
+           else f" (n = {counts.min()} at every batch size here).")
+        + " Its bootstrap interval is one-sided by construction (a resample's minimum is never "
+          "below the full data's).")
+    c = a.critical
+    if c["b_crit"] is not None:
+        b = pb["batch_size"].to_numpy(dtype=float)
+        if c["b_crit"] > b.max() or c["b_crit"] < b.min():
+            items.append(f"B_crit = {_f(c['b_crit'])} lies outside the measured batch sizes "
+                         f"({int(b.min())}–{int(b.max())}): it is an extrapolation.")
+    if c["n_points"] and 0 < c["n_points"] < 5:
+        items.append(f"Only {c['n_points']} batch sizes reached the target: fits rest on few points.")
+    if a.run.trials_synthesised:
+        items.append("No trials.parquet: every trial with curves counted as completed (diverged and "
+                     "early-stopped trials are not marked).")
+    diverged = n["status"].get("diverged", 0)
+    if diverged:
+        items.append(f"{diverged} trial(s) diverged; they never count as reaching the target.")
+    return items
+
+
+def nulls(a: Analysis) -> list[str]:
+    return [f"`{key}`: {why}" for key, why in a.reasons.items()]
+
+
+def environment(a: Analysis, env: dict[str, Any]) -> list[str]:
+    n = _counts(a)
+    pk = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+    git = env["git"]
+    commit = (git["commit"][:12] + (" (uncommitted changes)" if git["dirty"] else "")) if git["commit"] else "n/a (not a git checkout with commits)"
+    nodes = a.run.trials["node"].dropna().astype(str).unique() if a.run.trials is not None and "node" in a.run.trials else []
+    items = [
+        f"Date: {env['date_utc']}; analysis code commit: {commit}",
+        f"Python {env['python']} on {env['platform']}; CPU: {env['cpu']} ({env['cpu_count']} cores), "
+        f"{env['memory_gib']} GiB RAM" + (f"; GPUs: {'; '.join(env['gpus'])}" if env["gpus"] else ""),
+        f"Packages: {pk}",
+        f"Run: `{a.run.run_dir}`, study `{a.run.name}`: {n['trials']} trials, {n['seeds']} seed(s), "
+        f"{n['batch_sizes']} batch sizes, {n['rows']} curve rows; trial status: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(n["status"].items())),
+        f"Bootstrap: {a.n_boot} resamples, seed {a.seed}",
+    ]
+    if len(nodes):
+        items.append(f"Training nodes: {', '.join(sorted(nodes)[:20])}" + (" …" if len(nodes) > 20 else ""))
+    return items
+
+
+def build_document(a: Analysis, figures: list[FigureFile], tables: list[TableFile], env: dict[str, Any]) -> list[Block]:
+    fmt = {"metric": a.target.metric, "value": a.target.value,
+           "mode": "higher is better" if a.target.mode == "max" else "lower is better",
+           "n_boot": a.n_boot, "seed": a.seed}
+    blocks: list[Block] = [Heading(f"Batch-size study: {a.run.name}", 1), Heading("Summary"),
+                           Bullets(tuple(summary(a)))]
+    blocks.append(Heading("Figures"))
+    blocks += [Figure(f) for f in figures]
+    missing = {"steps_vs_batch", "examples_vs_batch", "lr_vs_batch", "heatmap", "learning_curves",
+               "generalization_gap", "noise_scale"} - {f.name for f in figures}
+    if missing:
+        blocks.append(Paragraph("Not drawn, for lack of data: " + ", ".join(sorted(missing)) + "."))
+    blocks.append(Heading("Tables"))
+    blocks += [Table(t) for t in tables]
+    blocks.append(Heading("Methods"))
+    blocks += [Paragraph(p.format(**fmt)) for p in METHODS]
+    blocks += [Heading("Caveats"), Bullets(tuple(caveats(a)))]
+    null_items = nulls(a)
+    if null_items:
+        blocks += [Heading("Values not estimated (null in fits.json)"), Bullets(tuple(null_items))]
+    blocks += [Heading("Environment"), Bullets(tuple(environment(a, env)))]
+    return blocks

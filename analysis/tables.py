@@ -1,0 +1,168 @@
+"""Report tables: per batch size, and the fitted parameters with their 95% CIs.
+
+Each is written as CSV (full precision, snake_case columns, for scripts) and as a LaTeX
+booktabs table (rounded, for the paper; needs ``\\usepackage{booktabs}``). ``format_table``
+gives the rounded text form that report.md and report.html show.
+
+    from analysis import load_run
+    from analysis.fits import analyse
+    from analysis.tables import write_tables
+    write_tables(analyse(load_run("runs/fashion-mnist")), "/tmp/tables")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .fits import Analysis
+
+
+@dataclass(frozen=True)
+class TableFile:
+    name: str
+    title: str
+    data: pd.DataFrame  # raw values, the CSV
+    text: pd.DataFrame  # rounded strings, headers for humans
+    csv: Path
+    tex: Path
+
+
+def _g(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x)}"
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3):
+            return f"{v:.{digits}g}"
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        return f"{v:.{digits}g}"
+    return str(x)
+
+
+def _ci(lo: Any, hi: Any, fmt: Callable[[Any], str] = _g) -> str:
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "–"
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def per_batch_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
+    pb = a.per_batch
+    cols = ["batch_size", "trials", "reached", "censored", "best_lr", "best_lr_ci95_low",
+            "best_lr_ci95_high", "lr_on_edge", "best_trial_lr", "steps_to_target",
+            "steps_ci95_low", "steps_ci95_high", "examples_to_target", "wall_time_to_target_s",
+            "steps_over_s_min", "final_train_loss", "final_val_loss", "generalization_gap"]
+    if pb["sharpness"].notna().any():
+        cols.append("sharpness")
+    if pb["b_simple_at_target"].notna().any():
+        cols.append("b_simple_at_target")
+    data = pb[cols].copy()
+    text = pd.DataFrame({
+        "B": data["batch_size"].map(_g),
+        "trials": data["trials"].map(_g),
+        "reached": data["reached"].map(_g),
+        "best LR": [_g(v) + (" (edge)" if e else "") for v, e in zip(data["best_lr"], data["lr_on_edge"])],
+        "LR 95% CI": [_ci(lo, hi) for lo, hi in zip(data["best_lr_ci95_low"], data["best_lr_ci95_high"])],
+        "steps S": [("censored" if c else _g(v)) for v, c in zip(data["steps_to_target"], data["censored"])],
+        "S 95% CI": [_ci(lo, hi) for lo, hi in zip(data["steps_ci95_low"], data["steps_ci95_high"])],
+        "examples E": data["examples_to_target"].map(_g),
+        "wall (s)": data["wall_time_to_target_s"].map(_g),
+        "S/S_min": data["steps_over_s_min"].map(_g),
+        "gen. gap": data["generalization_gap"].map(_g),
+    })
+    if "sharpness" in data:
+        text["sharpness"] = data["sharpness"].map(_g)
+    if "b_simple_at_target" in data:
+        text["B_simple"] = data["b_simple_at_target"].map(_g)
+    return data, text
+
+
+def fit_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
+    c, lr, reg = a.critical, a.lr_scaling, a.regimes
+
+    def ci(x: list | None, i: int) -> float:
+        return np.nan if x is None or x[i] is None else float(x[i])
+
+    def num(x: Any) -> float:
+        return np.nan if x is None else float(x)
+
+    rows: list[dict[str, Any]] = [
+        {"parameter": "B_crit", "estimate": num(c["b_crit"]), "ci95_low": ci(c["b_crit_ci95"], 0),
+         "ci95_high": ci(c["b_crit_ci95"], 1), "note": c["reason"] or ""},
+        {"parameter": "S_min", "estimate": num(c["s_min"]), "ci95_low": ci(c["s_min_ci95"], 0),
+         "ci95_high": ci(c["s_min_ci95"], 1), "note": ""},
+        {"parameter": "E_min", "estimate": num(c["e_min"]), "ci95_low": ci(c["e_min_ci95"], 0),
+         "ci95_high": ci(c["e_min_ci95"], 1), "note": ""},
+        {"parameter": "LR exponent", "estimate": num(lr["exponent"]), "ci95_low": ci(lr["exponent_ci95"], 0),
+         "ci95_high": ci(lr["exponent_ci95"], 1),
+         "note": (f"preferred rule: {lr['preferred_rule']}" if lr["preferred_rule"] else (lr["reason"] or ""))},
+    ]
+    for rule in ("linear", "sqrt", "power", "saturating"):
+        freq = lr["selection_frequency"].get(rule)
+        rows.append({"parameter": f"AICc {rule}", "estimate": num(lr["aicc"].get(rule)),
+                     "ci95_low": np.nan, "ci95_high": np.nan,
+                     "note": f"chosen in {freq:.0%} of resamples" if freq is not None else ""})
+    rows += [
+        {"parameter": "perfect scaling up to B", "estimate": num(reg["perfect_scaling_up_to"]),
+         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg["reasons"].get("perfect_scaling_up_to", "")},
+        {"parameter": "diminishing returns up to B", "estimate": num(reg["diminishing_returns_up_to"]),
+         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg["reasons"].get("diminishing_returns_up_to", "")},
+        {"parameter": "B_simple (at target)", "estimate": num(a.noise["b_simple"]), "ci95_low": np.nan,
+         "ci95_high": np.nan, "note": a.reasons.get("noise_scale.b_simple", "")},
+    ]
+    data = pd.DataFrame(rows)
+    text = pd.DataFrame({
+        "parameter": data["parameter"],
+        "estimate": data["estimate"].map(_g),
+        "95% CI": [_ci(lo, hi) for lo, hi in zip(data["ci95_low"], data["ci95_high"])],
+        "note": data["note"],
+    })
+    return data, text
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+                  "–": "--", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def to_booktabs(text: pd.DataFrame, caption: str, label: str) -> str:
+    """A LaTeX table (booktabs rules) of a frame of strings."""
+    align = "".join("l" if i == 0 or col in ("note", "parameter") else "r" for i, col in enumerate(text.columns))
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(caption)}}}",
+             rf"\label{{{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in text.columns) + r" \\", r"\midrule"]
+    for _, row in text.iterrows():
+        lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, title, (data, text) in (
+        ("per_batch", "Per batch size", per_batch_table(a)),
+        ("fits", "Fitted parameters (bootstrap 95% CIs)", fit_table(a)),
+    ):
+        csv, tex = out / f"{name}.csv", out / f"{name}.tex"
+        data.to_csv(csv, index=False)
+        caption = f"{a.run.name}: {title.lower()}; target {a.target.metric} " \
+                  f"{'≥' if a.target.mode == 'max' else '≤'} {a.target.value:g}."
+        tex.write_text(to_booktabs(text, caption, f"tab:{name}"))
+        written.append(TableFile(name, title, data, text, csv, tex))
+    return written

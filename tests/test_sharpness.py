@@ -1,0 +1,75 @@
+"""Top Hessian eigenvalue by power iteration on Hessian-vector products."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.sharpness import fixed_subset, hessian_vector_product, top_hessian_eigenvalue
+
+
+def _spd_with_gap(n: int, top: float, rest_max: float, seed: int) -> torch.Tensor:
+    """Random SPD matrix with eigenvalues top and uniform(0.1, rest_max)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    eig = torch.rand(n, generator=gen, dtype=torch.float64) * (rest_max - 0.1) + 0.1
+    eig[0] = top
+    return (q * eig) @ q.T
+
+
+def test_quadratic_with_known_spectrum() -> None:
+    a = _spd_with_gap(50, top=10.0, rest_max=7.0, seed=0)
+    true_top = float(torch.linalg.eigvalsh(a)[-1])
+    # the parameters are split in two tensors, as in a model with several weight tensors
+    w1 = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(20, dtype=torch.float64, requires_grad=True)
+
+    def loss() -> torch.Tensor:
+        w = torch.cat([w1, w2])
+        return 0.5 * w @ a @ w
+
+    est = top_hessian_eigenvalue(loss, [w1, w2])
+    assert est == pytest.approx(true_top, rel=0.01)
+    assert top_hessian_eigenvalue(loss, [w1, w2]) == est              # fixed seed: reproducible
+    assert w1.grad is None and w2.grad is None                         # .grad left untouched
+    # the HVP itself is exact
+    v = [torch.ones(30, dtype=torch.float64), torch.zeros(20, dtype=torch.float64)]
+    grads = torch.autograd.grad(loss(), [w1, w2], create_graph=True)
+    hv = torch.cat(hessian_vector_product(grads, [w1, w2], v))
+    torch.testing.assert_close(hv, a @ torch.cat(v))
+
+
+def test_early_stop_bounds_the_cost() -> None:
+    a = torch.diag(torch.tensor([4.0, 1.0, 0.5], dtype=torch.float64))
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    calls = 0
+
+    def loss() -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        return 0.5 * w @ a @ w
+
+    assert top_hessian_eigenvalue(loss, [w], max_iter=20, tol=1e-3) == pytest.approx(4.0, rel=1e-3)
+    assert calls == 1                   # one forward pass; every iteration reuses its graph
+    one = top_hessian_eigenvalue(loss, [w], max_iter=1)
+    assert 0.5 <= one <= 4.0            # one Rayleigh quotient: inside the spectrum
+
+
+def test_linear_regression_least_squares() -> None:
+    gen = torch.Generator().manual_seed(1)
+    n, d = 200, 8
+    x = torch.randn(n, d, generator=gen) * torch.linspace(0.3, 3.0, d)   # anisotropic features
+    y = torch.randn(n, generator=gen)
+    model = torch.nn.Linear(d, 1, bias=False)
+    loss = lambda: 0.5 * ((model(x).squeeze(1) - y) ** 2).mean()
+    h = x.T @ x / n                       # Hessian of the mean ½ squared error
+    est = top_hessian_eigenvalue(loss, list(model.parameters()))  # defaults: ≤ 20 HVPs
+    assert est == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=0.01)
+
+
+def test_fixed_subset_is_reproducible() -> None:
+    a, b = fixed_subset(1000, 64, seed=3), fixed_subset(1000, 64, seed=3)
+    assert torch.equal(a, b) and a.numel() == 64 and a.unique().numel() == 64
+    assert bool((a[1:] > a[:-1]).all()) and int(a.max()) < 1000
+    assert not torch.equal(a, fixed_subset(1000, 64, seed=4))
+    assert fixed_subset(10, 64).numel() == 10

@@ -1,0 +1,100 @@
+"""Bad study input and flags: exit 2, one line naming the key, nothing started or written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.launch import main
+from support import launch
+
+BAD_SETS = [
+    ("search.lr.min=-1", "search.lr.min"),
+    ("search.lr.max=0.0000001", "search.lr"),
+    ("search.lr={rule='cubic',base_batch=128,base_lr=0.1}", "search.lr.rule"),
+    ("search.lr={rule='sqrt',base_batch=128}", "search.lr.base_lr"),
+    ("search.batch_sizes=[16,16]", "search.batch_sizes"),
+    ("search.batch_sizes=[0,16]", "search.batch_sizes.0"),
+    ("search.batch_sizes=[]", "search.batch_sizes"),
+    ("search.seeds=0", "search.seeds"),
+    ("search.optimizer='rmsprop'", "search.optimizer"),
+    ("search.momentum=1.5", "search.momentum"),
+    ("search.colour=3", "search.colour"),
+    ("budget={stop_at_target=true}", "budget"),
+    ("target.mode=up", "target.mode"),
+    ("early_stopping.reduction_factor=1", "early_stopping.reduction_factor"),
+    ("early_stopping.scheduler='hyperband'", "early_stopping.scheduler"),
+    ("resources.cpus_per_trial=0", "resources.cpus_per_trial"),
+    ("name='two words'", "name"),
+    ("trainable=resnet9000", "trainable"),
+    ("trainable_config.model=rnn", "trainable_config.model"),
+    ("trainable_config.depth=3", "trainable_config.depth"),
+    ("trainable_config.data_dir=/nonexistent", "trainable_config.data_dir"),
+    ("search", "--set"),
+    ("search..lr=1", "--set"),
+]
+
+BAD_FLAGS = [
+    (["--cluster", "aws"], "--cluster"),
+    (["--budget", "tiny"], "--budget"),
+    (["--study", "no-such-study"], "--study"),
+    (["--study", "/nonexistent/study.toml"], "--study"),
+    (["--nodes", "2"], "--nodes"),
+    (["--frobnicate"], "--frobnicate"),
+    (["--resume", "/nonexistent/run"], "--resume"),
+]
+
+
+@pytest.mark.parametrize("assignment,key", BAD_SETS)
+def test_bad_set_exits_2_naming_the_key(assignment: str, key: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["--set", assignment, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith(f"error: {key}"), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,key", BAD_FLAGS)
+def test_bad_flag_exits_2_naming_the_flag(flags: list[str], key: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = flags if "--resume" in flags else [*flags, "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert key in err, err
+    assert not out.exists()
+
+
+def test_bad_toml_file_names_file_and_line(tmp_path: Path, capsys) -> None:
+    study = tmp_path / "broken.toml"
+    study.write_text('name = "x"\ntrainable = \n')
+    assert main(["--study", str(study), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert str(study) in err and "line 2" in err
+
+
+def test_out_dir_not_empty_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "keep.txt").write_text("precious")
+    assert main(["--out", str(tmp_path), "--budget", "smoke"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_exit_code_in_a_real_process(tmp_path: Path) -> None:
+    r = launch("--set", "search.lr.min=-1", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: search.lr.min: Input should be greater than 0 (got -1)"
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_prints_grid_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["--dry-run", "--out", str(out), "--set", "search.seeds=2",
+                 "--set", "search.batch_sizes=[32, 8192]", "--set", "budget.max_micro_batch=2048"]) == 0
+    text = capsys.readouterr().out
+    assert "8192    2048" in text  # micro-batch: gradient accumulation over 4 passes
+    assert "36 trials (2 batch sizes)" in text  # 2 batch sizes x 9 LRs x 2 seeds
+    assert not out.exists()

@@ -1,0 +1,111 @@
+"""The sweep through real Ray Tune: per-batch-size ASHA and the Parquet sink."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from orchestrator.schema import CURVES_SCHEMA, TRIALS_SCHEMA, read_curves
+from orchestrator.study import Study, validate
+from orchestrator.sweep import run_sweep
+from support import write_tiny_fashion_mnist
+
+CAP = 2**18
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def nqm_study(per_batch_size: bool) -> Study:
+    """Large batches are far worse per example early on: at the first rung (8192
+    examples) B=1024 has taken 8 steps, B=4 has taken 2048."""
+    return validate({
+        "name": "nqm-asha",
+        "trainable": "nqm",
+        "trainable_config": {"dim": 1000},
+        "search": {"batch_sizes": [4, 64, 1024], "lr": {"min": 0.01, "max": 1.0, "points": 4},
+                   "momentum": 0.0},
+        "budget": {"max_examples": CAP, "stop_at_target": False},
+        "target": {"metric": "val_loss", "mode": "min", "value": 0.01},
+        "early_stopping": {"scheduler": "asha", "per_batch_size": per_batch_size, "metric": "val_loss",
+                           "mode": "min", "grace_examples": 8192, "reduction_factor": 3},
+    })
+
+
+def finished_at_cap(run_dir: Path) -> dict[int, int]:
+    trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
+    full = trials[(trials.status == "completed") & (trials.examples_seen >= CAP)]
+    return {int(b): int((full.batch_size == b).sum()) for b in sorted(trials.batch_size.unique())}
+
+
+def test_asha_per_batch_size_carries_every_batch_size_to_the_end(tmp_path: Path) -> None:
+    run_sweep(nqm_study(per_batch_size=True), tmp_path / "per_b")
+    per_b = finished_at_cap(tmp_path / "per_b")
+    assert all(n >= 1 for n in per_b.values()), per_b
+    statuses = pq.read_table(tmp_path / "per_b" / "trials.parquet").column("status").to_pylist()
+    assert "early_stopped" in statuses  # ASHA did prune, within each batch size
+
+    # The same study with one shared ASHA state loses the largest batch size entirely:
+    # the bias the per-batch-size scheduler exists to remove.
+    run_sweep(nqm_study(per_batch_size=False), tmp_path / "shared")
+    shared = finished_at_cap(tmp_path / "shared")
+    assert shared[1024] == 0, shared
+
+
+def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
+    data = write_tiny_fashion_mnist(tmp_path / "data", n=3000)
+    study = validate({
+        "name": "sink-test",
+        "trainable": "fashion_mnist",
+        "trainable_config": {"data_dir": str(data), "val_size": 500, "hidden": 64},
+        "search": {"batch_sizes": [8, 64], "lr": {"min": 0.005, "max": 0.02, "points": 2}},
+        "budget": {"max_examples": 40000, "stop_at_target": False},
+        "target": {"metric": "val_accuracy", "mode": "max", "value": 0.99},
+        "early_stopping": {"scheduler": "none"},
+    })
+    run_dir = tmp_path / "run"
+    reads: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            if (run_dir / "curves").is_dir():
+                try:
+                    reads.append(read_curves(str(run_dir / "curves")).num_rows)
+                except BaseException as e:  # noqa: BLE001 - any failure to read is the finding
+                    errors.append(e)
+            time.sleep(0.2)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        run_sweep(study, run_dir)
+    finally:
+        done.set()
+        t.join()
+    assert not errors, errors[:3]
+    assert any(0 < n for n in reads), "no partial read while the sweep ran"
+    final = read_curves(str(run_dir / "curves"))
+    assert max(reads) <= final.num_rows
+    assert final.schema == CURVES_SCHEMA
+    df = final.to_pandas()
+    assert not df.duplicated(["trial_id", "step"]).any()
+    assert sorted(df.batch_size.unique()) == [8, 64]
+    assert (df.examples_seen == df.step * df.batch_size).all()
+    assert df.groupby("trial_id").step.max().eq(40000 // df.groupby("trial_id").batch_size.first()).all()
+    assert sorted(p.name for p in (run_dir / "curves").iterdir()) == ["batch_size=64", "batch_size=8"]
+    assert not list((run_dir / "curves").rglob("*.tmp"))
+    trials = pq.read_table(run_dir / "trials.parquet")
+    assert trials.schema == TRIALS_SCHEMA
+    assert trials.num_rows == 4
+    assert set(trials.column("status").to_pylist()) == {"completed"}
