@@ -112,9 +112,10 @@ METHODS = (
     "**LR scaling rule.** On log η*(B) = c + k log B: linear (k = 1; Goyal et al. 2017), "
     "square root (k = 1/2; Krizhevsky 2014, Malladi et al. 2022), power (free k, OLS) and the "
     "saturating η*(B) = η_max/(1 + B_noise/B) (NLS on log η). Compared by "
-    "AICc = n ln(RSS/n) + 2p + 2p(p+1)/(n−p−1) with p the number of curve parameters; the "
+    "AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n−k−1) on the log residuals, with k the number of curve "
+    "parameters plus one for the residual variance (so n ≥ k + 2 points are needed); the "
     "lowest wins, except that a fixed rule (linear or square root) wins when within 2 AICc "
-    "units of the best.",
+    "units of the best. Edge optima are excluded.",
     "**Bootstrap.** {n_boot} resamples (seed {seed}): within each batch size, trials are "
     "resampled with replacement and the whole pipeline (best trial, best LR and its edge flag, "
     "both fits) is redone on each; intervals are 2.5–97.5% percentiles. Resamples in which "

@@ -154,7 +154,7 @@ def _reasons(a: Analysis) -> dict[str, str]:
             if v is None:
                 p = 2 if rule in ("power", "saturating") else 1
                 r[f"lr_scaling.aicc.{rule}"] = (f"AICc of a {p}-parameter rule needs at least "
-                                                f"{p + 2} interior optima; {lr['n_points']} available")
+                                                f"{p + 3} interior optima; {lr['n_points']} available")
         if lr["preferred_rule"] is None:
             r["lr_scaling.preferred_rule"] = lr["reason"]
     for k, why in a.regimes["reasons"].items():

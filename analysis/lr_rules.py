@@ -5,9 +5,9 @@ On x = log B, y = log eta*(B):
 - sqrt (Krizhevsky 2014, Malladi et al. 2022): y = c + x / 2;
 - power (free exponent k): y = c + k x, ordinary least squares;
 - saturating (McCandlish et al. 2018): eta = eta_max / (1 + B_noise / B), NLS on log eta.
-Models are compared by AICc = n ln(RSS/n) + 2p + 2p(p+1)/(n-p-1), with p the number of
-fitted parameters of the curve (SCIENCE.md section 5); a fixed rule (linear or sqrt) wins
-when its AICc is within 2 of the best. Everything is batched over rows (bootstrap resamples).
+Models are compared by AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1) for Gaussian log-residuals,
+with k = curve parameters + 1 (the residual variance counts, as usual for least squares); a
+fixed rule (linear or sqrt) wins when its AICc is within 2 of the best. Everything is batched over rows (bootstrap resamples).
 
     from analysis.lr_rules import fit_lr_rules
     fit_lr_rules([32, 64, 128, 256], [0.01, 0.02, 0.04, 0.08])["preferred_rule"]   # 'linear'
@@ -29,11 +29,12 @@ MIN_POINTS = 3
 
 
 def _aicc(rss: np.ndarray, n: np.ndarray, p: int) -> np.ndarray:
+    k = p + 1  # the residual variance is estimated too
     # A perfect fit would give log(0); floor RSS at float noise so ties stay ties.
     with np.errstate(divide="ignore", invalid="ignore"):
         rss = np.maximum(rss, n * 1e-12)
-        out = n * np.log(rss / n) + 2 * p + 2 * p * (p + 1) / (n - p - 1)
-    return np.where(n - p - 1 > 0, out, np.nan)
+        out = n * np.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+    return np.where(n - k - 1 > 0, out, np.nan)
 
 
 def fit_lr_rules_batched(batch_sizes: np.ndarray, lrs: np.ndarray) -> dict[str, Any]:

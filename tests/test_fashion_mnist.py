@@ -102,3 +102,26 @@ def test_eval_steps_place_a_crossing_within_five_percent() -> None:
 def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         run(config(tmp_path))
+
+
+def test_noise_scale_finite_positive_and_grows_as_loss_falls() -> None:
+    """McCandlish et al.: B_simple grows as training progresses (real Fashion-MNIST)."""
+    from trainables.fashion_mnist import DEFAULT_DATA_DIR
+
+    rows, _ = run({"batch_size": 128, "micro_batch_size": 32, "lr": 0.05, "seed": 0, "optimizer": "sgd",
+                   "momentum": 0.9, "max_steps": 1500, "data_dir": DEFAULT_DATA_DIR,
+                   "noise_scale_every": 5, "sharpness_examples": 0})
+    measured = [(r["step"], r["val_loss"], r["grad_noise_scale"]) for r in rows if r["step"] >= 100]
+    assert all(b is not None and 0 < b < float("inf") for _, _, b in measured)
+    early = [b for s, _, b in measured if s <= 200]
+    late = [b for s, _, b in measured if s >= 1000]
+    assert measured[-1][1] < measured[0][1]  # the loss fell
+    assert min(late) > 2 * max(early), (early, late)
+
+
+def test_sharpness_reported_on_the_last_evaluation(data_dir: Path) -> None:
+    rows, _ = run(config(data_dir, max_steps=30, sharpness_examples=256))
+    assert "sharpness" not in rows[0]
+    assert rows[-1]["sharpness"] > 0
+    rows_off, _ = run(config(data_dir, max_steps=30, sharpness_examples=0))
+    assert rows_off[-1]["sharpness"] is None

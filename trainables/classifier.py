@@ -8,6 +8,12 @@ learning rate by that number.
 Evaluations fall on log-spaced steps (``trainables.schedule``). A trial whose training loss
 becomes non-finite or exceeds ``divergence_factor`` times its first loss reports one last
 row with ``diverged: True`` and stops.
+
+Every ``noise_scale_every`` steps the loop measures the gradient noise scale (McCandlish et
+al. 2018, App. A) from the squared gradient norm of the first micro-batch (B_small) and of
+the whole batch (B_big); without accumulation that step runs as two half batches, which is
+the same update. On its last evaluation (step cap or target) it measures the sharpness:
+the top Hessian eigenvalue of the training loss on a fixed subset (Keskar et al. 2016).
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from torch import nn
 
 from trainables import Report
 from trainables.common import max_steps, target_reached, torch_threads
+from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
 from trainables.optim import lr_at, make_optimizer
 from trainables.schedule import eval_steps
+from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
 
 EVAL_CHUNK = 4096
 
@@ -46,6 +54,9 @@ class LoopSettings:
 
     eval_ratio: float = 1.05
     divergence_factor: float = 10.0
+    noise_scale_every: int = 10
+    sharpness_examples: int = 1024
+    sharpness_iters: int = 20
 
 
 class _BatchStream:
@@ -84,17 +95,43 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 
 def accumulate_gradients(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch_size: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch_size: int,
+    noise: NoiseScaleEstimator | None = None,
 ) -> float:
-    """Backward of the mean loss over ``x`` in micro-batches; returns that mean loss."""
+    """Backward of the mean loss over ``x`` in micro-batches; returns that mean loss.
+
+    With ``noise``, also feeds the estimator one (|G_small|², |G_big|²) pair.
+    """
+    if noise is not None and micro_batch_size == len(x):
+        if len(x) < 2 or len(x) % 2:
+            noise = None  # no two equal halves: skip this measurement
+        else:
+            micro_batch_size = len(x) // 2
     k = len(x) // micro_batch_size
     total = 0.0
+    g_small_sq = 0.0
     for j in range(k):
         sl = slice(j * micro_batch_size, (j + 1) * micro_batch_size)
         loss = F.cross_entropy(model(x[sl]), y[sl])
         (loss / k).backward()
         total += loss.item() / k
+        if noise is not None and j == 0:
+            # .grad holds g_small / k after the first of k averaged micro-batches
+            g_small_sq = grad_sq_norm(p.grad for p in model.parameters()) * k * k
+    if noise is not None:
+        g_big_sq = grad_sq_norm(p.grad for p in model.parameters())
+        noise.update(g_small_sq, g_big_sq, micro_batch_size, len(x))
     return total
+
+
+def sharpness(model: nn.Module, data: ClassificationData, settings: "LoopSettings") -> float | None:
+    """Top Hessian eigenvalue of the training loss on a fixed subset (None when disabled)."""
+    if settings.sharpness_examples <= 0:
+        return None
+    idx = fixed_subset(len(data.x_train), min(settings.sharpness_examples, len(data.x_train)))
+    x, y = data.x_train[idx], data.y_train[idx]
+    return top_hessian_eigenvalue(lambda: F.cross_entropy(model(x), y), list(model.parameters()),
+                                  max_iter=settings.sharpness_iters)
 
 
 def train_classifier(
@@ -121,12 +158,15 @@ def train_classifier(
         float(config.get("momentum", 0.0)), float(config.get("weight_decay", 0.0)),
     )
     stream = _BatchStream(n_train, seed)
+    noise = NoiseScaleEstimator()
     step, wall_before, first_loss = 0, 0.0, None
     if (ckpt := config.get("_checkpoint")) is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         stream.load(ckpt["stream"])
+        noise.load_state_dict(ckpt["noise"])
         step, wall_before, first_loss = ckpt["step"], ckpt["wall_time_s"], ckpt["first_loss"]
+    every = settings.noise_scale_every
 
     start = time.perf_counter()
     loss_sum, loss_n = 0.0, 0
@@ -138,7 +178,8 @@ def train_classifier(
             for g in opt.param_groups:
                 g["lr"] = lr_now
             opt.zero_grad(set_to_none=True)
-            loss = accumulate_gradients(model, data.x_train[idx], data.y_train[idx], micro)
+            measure = noise if every > 0 and step % every == 0 else None
+            loss = accumulate_gradients(model, data.x_train[idx], data.y_train[idx], micro, measure)
             first_loss = loss if first_loss is None else first_loss
             if not math.isfinite(loss) or loss > settings.divergence_factor * first_loss:
                 report({**_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
@@ -153,8 +194,12 @@ def train_classifier(
             "train_loss": loss_sum / max(loss_n, 1),
             "val_loss": val_loss,
             "val_accuracy": val_acc,
+            "grad_noise_scale": noise.b_simple,
         }
         loss_sum, loss_n = 0.0, 0
+        final = step >= cap or target_reached(row, config)
+        if final:
+            row["sharpness"] = sharpness(model, data, settings)
         checkpoint = {
             "model": copy.deepcopy(model.state_dict()),
             "optimizer": copy.deepcopy(opt.state_dict()),
@@ -162,9 +207,10 @@ def train_classifier(
             "step": step,
             "wall_time_s": row["wall_time_s"],
             "first_loss": first_loss,
+            "noise": noise.state_dict(),
         }
         report(row, checkpoint)
-        if step >= cap or target_reached(row, config):
+        if final:
             return
 
 

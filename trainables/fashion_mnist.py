@@ -49,6 +49,12 @@ class TrainableConfig(BaseModel):
     """Consecutive evaluation steps differ by at most this factor (1.05: crossings known to 5%)."""
     divergence_factor: float = Field(default=10.0, gt=1.0)
     """A trial diverges when its training loss exceeds this multiple of its first loss."""
+    noise_scale_every: int = Field(default=10, ge=0)
+    """Measure the gradient noise scale every this many steps (0: never)."""
+    sharpness_examples: int = Field(default=1024, ge=0)
+    """Training examples (a fixed subset) for the end-of-training sharpness (0: skip it)."""
+    sharpness_iters: int = Field(default=20, ge=1, le=100)
+    """Power-iteration steps (Hessian-vector products) for the sharpness."""
 
 
 def data_files(data_dir: str | Path) -> list[Path]:
@@ -107,5 +113,5 @@ def train(config: dict[str, Any], report: Report) -> None:
     data = load_data(settings.data_dir, settings.val_size)
     train_classifier(
         config, report, data, lambda: build_model(settings),
-        LoopSettings(eval_ratio=settings.eval_ratio, divergence_factor=settings.divergence_factor),
+        LoopSettings(**settings.model_dump(include=set(LoopSettings.__dataclass_fields__))),
     )

@@ -1,0 +1,45 @@
+"""The CLI end to end in a subprocess: the smoke budget of the built-in study."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from orchestrator.schema import CURVES_SCHEMA, read_curves
+from support import launch
+
+
+def test_smoke_study_end_to_end(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    r = launch("--cluster", "local", "--budget", "smoke", "--out", str(run_dir))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    assert sorted(p.name for p in run_dir.iterdir()) == ["curves", "report", "study.toml", "trials.parquet", "tune"]
+    study = tomllib.loads((run_dir / "study.toml").read_text())
+    assert study["name"] == "fashion-mnist" and study["search"]["batch_sizes"] == [16, 64, 256]
+    assert study["trainable_config"]["val_size"] == 10000  # the trainable's defaults are frozen too
+
+    curves = read_curves(str(run_dir / "curves"))
+    assert curves.schema == CURVES_SCHEMA
+    df = curves.to_pandas()
+    assert not df.duplicated(["trial_id", "step"]).any()
+    trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
+    assert len(trials) == 9 and set(trials.trial_id) == set(df.trial_id)
+    assert set(trials.status) <= {"completed", "early_stopped", "diverged", "failed"}
+    assert "failed" not in set(trials.status)
+    # every trial's last row is its final state in trials.parquet
+    last = df.sort_values("step").groupby("trial_id").last()
+    for t in trials.itertuples():
+        assert last.loc[t.trial_id, "step"] == t.steps
+
+    # the live display went to stderr, the summary table to stdout, then the report
+    assert "trials done" in r.stderr
+    assert "batch_size" in r.stdout and "best_lr" in r.stdout
+    report = run_dir / "report"
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    fits = json.loads((report / "fits.json").read_text())
+    assert [p["batch_size"] for p in fits["per_batch"]] == [16, 64, 256]
+    assert str(report / "report.md") in r.stdout
