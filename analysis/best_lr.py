@@ -89,7 +89,8 @@ def interpolated_argmin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
     w[:, [0, 4]] &= (w[:, 1:4].sum(axis=1) < 3)[:, None]
     wf = w.astype(float)
     dx = np.where(w, x[jc] - xk[:, None], 0.0)
-    dy = np.where(w, yw - np.take_along_axis(y, k[:, None], axis=1), 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf in rows with no finite value at all
+        dy = np.where(w, yw - np.take_along_axis(y, k[:, None], axis=1), 0.0)
     s = [np.sum(wf * dx**p, axis=1) for p in range(5)]
     t = [np.sum(wf * dx**p * dy, axis=1) for p in range(3)]
     m = np.stack([np.stack([s[4], s[3], s[2]], -1),

@@ -65,8 +65,10 @@ def summary(a: Analysis) -> list[str]:
         freq = lr["selection_frequency"]
         chosen = (f" (chosen in {freq[lr['preferred_rule']]:.0%} of bootstrap resamples)"
                   if lr["preferred_rule"] in freq else "")
-        items.append(f"LR scaling: preferred rule **{lr['preferred_rule'] or 'n/a'}**{chosen}; free exponent "
-                     f"{_f(lr['exponent'])} ({_ci(lr['exponent_ci95'])}) over {lr['n_points']} interior optima.")
+        rule = (f"preferred rule **{lr['preferred_rule']}**{chosen}" if lr["preferred_rule"]
+                else f"no rule compared ({lr['reason']})")
+        items.append(f"LR scaling: {rule}; free exponent {_f(lr['exponent'])} "
+                     f"({_ci(lr['exponent_ci95'])}) over {lr['n_points']} interior optima.")
     else:
         items.append(f"LR scaling not estimated: {lr['reason']}.")
     if a.noise["b_simple"] is not None:

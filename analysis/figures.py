@@ -45,7 +45,7 @@ STYLE: dict = {
     "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
     "axes.prop_cycle": cycler(color=PALETTE), "axes.grid": True, "grid.alpha": 0.25,
     "grid.linewidth": 0.5, "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42,
-    "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "figure.dpi": 100,
+    "figure.dpi": 100,
 }
 REGIME_COLOURS = {"perfect scaling": "#d9f0d3", "diminishing returns": "#fee8c8",
                   "maximal data parallelism": "#f4cccc"}
@@ -168,16 +168,15 @@ def steps_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     if (ok & edge).any():
         ax.errorbar(b[ok & edge], s[ok & edge], yerr=err[:, ok & edge], fmt="o", mfc="white",
                     color="k", ms=3.5, lw=0.8, capsize=1.5, label="best LR on grid edge", zorder=5)
-    cens = ~ok
-    y_cens = np.array([])
-    if cens.any():
-        budget = a.trials.groupby("batch_size")["last_step"].max().reindex(b[cens].astype(int))
-        y_cens = np.where(budget.to_numpy() > 0, budget.to_numpy(dtype=float), np.nanmax(s))
-        ax.scatter(b[cens], y_cens, marker="^", facecolor="white", edgecolor="C3", s=22, zorder=6,
-                   label="censored (at budget)")
     ax.set_xlim(lo_x, hi_x)
     ax.set_yscale("log", base=2)
-    _data_ylim(ax, np.r_[s, pb["steps_ci95_high"].to_numpy(dtype=float), y_cens])
+    _data_ylim(ax, np.r_[s, pb["steps_ci95_high"].to_numpy(dtype=float)])
+    cens = ~ok
+    if cens.any():
+        # S is only known to exceed the trials' length there: mark them along the top edge.
+        ax.scatter(b[cens], np.full(cens.sum(), 0.95), transform=ax.get_xaxis_transform(), marker="^",
+                   facecolor="white", edgecolor="C3", s=24, zorder=6, clip_on=False,
+                   label="censored (target not reached)")
     _log2_axis(ax.yaxis, _pow2_label)
     _batch_axis(ax, b)
     ax.set_ylabel("steps to target $S$")
@@ -186,7 +185,9 @@ def steps_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
                  "Steps to target S(B) of the best trial at each batch size (error bars: bootstrap "
                  "95% CI over trials), the perfect-scaling line anchored at the smallest batch size, "
                  "the fitted S_min(1 + B_crit/B) with its bootstrap 95% band, and the regimes "
-                 "(green: perfect scaling, orange: diminishing returns, red: maximal data parallelism).")
+                 "(green: perfect scaling, orange: diminishing returns, red: maximal data parallelism). "
+                 "Open circles: best LR on the grid's edge (S is an upper bound); open triangles along "
+                 "the top: censored batch sizes, where no trial reached the target.")
 
 
 def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
@@ -237,8 +238,6 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     lo_x, hi_x = b.min() / 1.3, b.max() * 1.3
     fig, ax = _column_figure(HEIGHT + 0.9)
     grid_lr = a.trials["lr"].to_numpy(dtype=float)
-    for i, edge_lr in enumerate((grid_lr.min(), grid_lr.max())):
-        ax.axhline(edge_lr, color="0.6", lw=0.8, ls=(0, (1, 1)), label="LR grid edges" if i == 0 else None)
     fit = a.lr_scaling
     grid = np.geomspace(lo_x, hi_x, 200)
     if fit["exponent"] is not None:
@@ -256,9 +255,14 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     err = np.vstack([lr - pb["best_lr_ci95_low"].to_numpy(dtype=float),
                      pb["best_lr_ci95_high"].to_numpy(dtype=float) - lr])
     err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
-    inner = ok & ~edge
+    by_metric = (pb["lr_objective"] == "metric").to_numpy()
+    inner = ok & ~edge & ~by_metric
     ax.errorbar(b[inner], lr[inner], yerr=err[:, inner], fmt="o", color="k", ms=3.5, lw=0.8,
                 capsize=1.5, label="best LR (interpolated)", zorder=5)
+    fallback = ok & ~edge & by_metric
+    if fallback.any():
+        ax.errorbar(b[fallback], lr[fallback], yerr=err[:, fallback], fmt="D", color="0.45", ms=3.2,
+                    lw=0.8, capsize=1.5, label="best LR by best metric (censored B)", zorder=5)
     if (ok & edge).any():
         ax.scatter(b[ok & edge], lr[ok & edge], marker="o", facecolor="white", edgecolor="C3",
                    s=20, zorder=6, label="on grid edge (not fitted)")
@@ -268,14 +272,20 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     lr_hi = pb["best_lr_ci95_high"].to_numpy(dtype=float)
     finite = np.r_[lr, lr_lo, lr_hi]
     finite = finite[np.isfinite(finite) & (finite > 0)]
-    ax.set_ylim(max(finite.min() / 2, grid_lr.min() / 1.5), min(finite.max() * 2, grid_lr.max() * 1.5))
+    y_lo, y_hi = max(finite.min() / 2, grid_lr.min() / 1.5), min(finite.max() * 2, grid_lr.max() * 1.5)
+    ax.set_ylim(y_lo, y_hi)
+    edges = [v for v in (grid_lr.min(), grid_lr.max()) if y_lo < v < y_hi]
+    for i, v in enumerate(edges):
+        ax.axhline(v, color="0.6", lw=0.8, ls=(0, (1, 1)), label="LR grid edge" if i == 0 else None)
     _batch_axis(ax, b)
     ax.set_ylabel("best learning rate $\\eta^*$")
     _legend_below(fig, ax)
     return _save(fig, out, "lr_vs_batch", "Best learning rate vs batch size",
                  "Best learning rate per batch size (interpolated on the grid; error bars: bootstrap "
                  "95% CI), with the linear and square-root rules and the free power law fitted to the "
-                 "interior optima; open red circles are optima on the grid's edge, left out of the fits.")
+                 "interior optima; open red circles are optima on the grid's edge, left out of the fits; "
+                 "grey diamonds are batch sizes where no trial reached the target, whose best LR is "
+                 "the one with the best value of the target metric.")
 
 
 def _cell_text(statuses: pd.Series, reached: pd.Series) -> str:
@@ -301,7 +311,8 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
         t["value"] = t["steps_to_target"]
         label, norm_log = "steps to target", True
     else:
-        t["value"] = t["best_metric"]
+        # A diverged trial's metric says nothing about its LR's quality: leave its cell blank.
+        t["value"] = t["best_metric"].where(t["status"] != "diverged")
         label, norm_log = f"best {a.target.metric}", False
     lrs = np.sort(t["log_lr"].unique())
     bs = np.sort(t["batch_size"].unique())
@@ -334,7 +345,11 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
             i, j = int(np.searchsorted(bs, bb)), int(np.searchsorted(lrs, ll))
             txt = _cell_text(grp["status"], grp["reached"])
             if txt:
-                ax.text(j + 0.5, i + 0.5, txt, ha="center", va="center", fontsize=6, color="0.25")
+                v = mat.iat[i, j]
+                r, g, b_, _alpha = cmap(norm(v)) if np.isfinite(v) else (0.9, 0.9, 0.9, 1)
+                dark = 0.299 * r + 0.587 * g + 0.114 * b_ < 0.5
+                ax.text(j + 0.5, i + 0.5, txt, ha="center", va="center", fontsize=6,
+                        color="white" if dark else "0.25")
             if best_ids & set(grp["trial_id"]):
                 # Inset so neighbouring rows' boxes never share an edge.
                 ax.add_patch(plt.Rectangle((j + 0.08, i + 0.1), 0.84, 0.8, fill=False, ec="C3", lw=1.2))

@@ -20,7 +20,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert sorted(p.name for p in run_dir.iterdir()) == ["curves", "report", "study.toml", "trials.parquet", "tune"]
     study = tomllib.loads((run_dir / "study.toml").read_text())
     assert study["name"] == "fashion-mnist" and study["search"]["batch_sizes"] == [16, 64, 256]
-    assert study["trainable_config"]["val_size"] == 10000  # the trainable's defaults are frozen too
+    assert study["trainable_config"]["val_size"] == 5000  # the trainable's defaults are frozen too
 
     curves = read_curves(str(run_dir / "curves"))
     assert curves.schema == CURVES_SCHEMA

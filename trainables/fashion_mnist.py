@@ -43,7 +43,7 @@ class TrainableConfig(BaseModel):
     """Width of the MLP's hidden layers (channels of the CNN's second conv are hidden/8)."""
     data_dir: str = DEFAULT_DATA_DIR
     """Directory with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]."""
-    val_size: int = Field(default=10000, gt=0)
+    val_size: int = Field(default=5000, gt=0)
     """Examples held out of the training set for validation."""
     eval_ratio: float = Field(default=1.05, gt=1.0, le=2.0)
     """Consecutive evaluation steps differ by at most this factor (1.05: crossings known to 5%)."""
