@@ -67,7 +67,7 @@ def write_synthetic_run(
     run_dir: str | Path,
     batch_sizes: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
     lr_law: Callable[[np.ndarray], np.ndarray] = lambda b: 0.01 * np.asarray(b) / 32,
-    lr_grid: Sequence[float] | None = None,
+    lr_grid: Sequence[float] | Callable[[int], Sequence[float]] | None = None,
     s_min: float = 1000.0,
     b_crit: float = 256.0,
     kappa: float = 1.0,
@@ -90,7 +90,8 @@ def write_synthetic_run(
 ) -> Truth:
     """Write ``study.toml``, ``curves/`` and (optionally) ``trials.parquet`` under ``run_dir``.
 
-    ``budget`` is the step cap as a multiple of S(B), one value or one per batch size (a
+    ``lr_grid`` is one grid for all batch sizes or a function of the batch size (e.g. a grid
+    centred on a scaling rule). ``budget`` is the step cap as a multiple of S(B), one value or one per batch size (a
     value below 1 censors that batch size). ``noise_scale``, when given, is B_simple at the
     target; the written value grows with the step as it does while the loss falls.
     ``truncate_unfinished`` ends early-stopped and diverged curves early, as a scheduler would;
@@ -99,7 +100,12 @@ def write_synthetic_run(
     run_dir = Path(run_dir)
     rng = np.random.default_rng(rng_seed)
     b_arr = np.asarray(batch_sizes, dtype=np.int64)
-    grid = np.geomspace(1e-3, 10.0, 17) if lr_grid is None else np.asarray(lr_grid, dtype=float)
+    def grid_at(b: int) -> np.ndarray:
+        if callable(lr_grid):
+            return np.asarray(lr_grid(b), dtype=float)
+        return np.geomspace(1e-3, 10.0, 17) if lr_grid is None else np.asarray(lr_grid, dtype=float)
+
+    grid = grid_at(int(b_arr[0]))
     budgets = np.broadcast_to(np.asarray(budget, dtype=float), b_arr.shape)
     s_true = s_min * (1 + b_crit / b_arr)
     eta = np.asarray(lr_law(b_arr.astype(float)), dtype=float)
@@ -115,7 +121,7 @@ def write_synthetic_run(
         else:
             steps = np.unique(np.linspace(max_steps / evals_per_trial, max_steps, evals_per_trial).astype(np.int64))
         tables = []
-        for lr in grid:
+        for lr in grid_at(int(b)):
             for seed in range(seeds):
                 tid = f"b{b}_lr{lr:.4g}_s{seed}"
                 dev = np.log(lr) - np.log(eta[j])
