@@ -1,10 +1,12 @@
 """Analysis of batch-size x learning-rate runs: steps to target, critical batch size,
 LR scaling rules, and a paper-ready report.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")    # a synthetic RUN_DIR; any real one works
     from analysis import load_run, per_batch_summary, write_report
-    run = load_run("runs/fashion-mnist")      # curves, trials, study, run_dir
-    print(per_batch_summary(run))             # best LR and steps to target per batch size
-    write_report("runs/fashion-mnist")        # -> runs/fashion-mnist/report/
+    run = load_run("/tmp/demo")         # curves, trials, study, run_dir
+    print(per_batch_summary(run))       # best LR and steps to target per batch size
+    write_report("/tmp/demo")           # -> /tmp/demo/report/
 
 Plotting (matplotlib, seaborn) is imported only when a report is written, so loading runs
 and summaries stays quick for the launcher and notebooks.

@@ -12,8 +12,10 @@ flagged ``lr_on_edge``.
 The same code evaluates the full data (one "resample": every trial once) and the bootstrap
 (rows of resampled trial indices), so the bootstrap redoes exactly this pipeline.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run, per_batch_summary
-    per_batch_summary(load_run("runs/fashion-mnist"))
+    per_batch_summary(load_run("/tmp/demo"))
 """
 
 from __future__ import annotations

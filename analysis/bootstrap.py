@@ -5,9 +5,16 @@ replacement; ``best_lr.evaluate`` then recomputes the best steps and best LR exa
 the full data. The fits (critical batch, LR rules) run batched over the resulting rows.
 Percentile intervals (SCIENCE.md section 5); the generator is seeded so reports repeat.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")           # a synthetic RUN_DIR; any real one works
+    from analysis import load_run
+    from analysis.best_lr import batch_trials
     from analysis.bootstrap import resample, percentile_ci
-    boot = resample(batches, n_boot=1000)      # batches from best_lr.batch_trials
+    from analysis.steps import trial_table
+    run = load_run("/tmp/demo")
+    boot = resample(batch_trials(trial_table(run), run.target), n_boot=1000)
     boot.steps.shape                           # (1000, number of batch sizes)
+    percentile_ci(boot.steps[:, 0])            # [low, high] of S at the smallest B
 """
 
 from __future__ import annotations

@@ -1,7 +1,14 @@
 """The report's content: summary, figures, tables, methods, caveats, nulls, environment.
 
-    from analysis.document import build_document
-    blocks = build_document(analysis, figures, tables, environment_stamp())
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")           # a synthetic RUN_DIR; any real one works
+    from analysis import load_run
+    from analysis.document import build_document, summary
+    from analysis.environment import environment_stamp
+    from analysis.fits import analyse
+    a = analyse(load_run("/tmp/demo"), n_boot=200)
+    summary(a)                                 # the headline bullets
+    blocks = build_document(a, [], [], environment_stamp())   # figures/tables: see report.py
 """
 
 from __future__ import annotations

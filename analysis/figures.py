@@ -4,10 +4,12 @@ One style for all (seaborn "ticks" + "paper" context, 8 pt text, colour-blind pa
 sized for a two-column paper: 3.4 in wide for one column, 7 in for both. The style is
 applied per figure through ``rc_context`` so importing this module changes no global state.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run
     from analysis.fits import analyse
     from analysis.figures import write_figures
-    figs = write_figures(analyse(load_run("runs/fashion-mnist")), "/tmp/figures")
+    figs = write_figures(analyse(load_run("/tmp/demo")), "/tmp/figures")
     [f.name for f in figs]      # steps_vs_batch, examples_vs_batch, lr_vs_batch, ...
 """
 
@@ -288,7 +290,7 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
                  "the one with the best value of the target metric.")
 
 
-def _cell_text(statuses: pd.Series, reached: pd.Series) -> str:
+def _cell_text(statuses: pd.Series, reached: pd.Series, mark_unreached: bool) -> str:
     if reached.any():
         return ""
     st = set(statuses)
@@ -298,7 +300,8 @@ def _cell_text(statuses: pd.Series, reached: pd.Series) -> str:
         return "es"
     if "failed" in st:
         return "f"
-    return "–"
+    # Where nothing reached the target the colour already shows the metric: no mark needed.
+    return "–" if mark_unreached else ""
 
 
 def heatmap(a: Analysis, out: Path) -> FigureFile | None:
@@ -343,7 +346,7 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
                              edgecolors="white", linewidth=0.5)
         for (bb, ll), grp in cell:
             i, j = int(np.searchsorted(bs, bb)), int(np.searchsorted(lrs, ll))
-            txt = _cell_text(grp["status"], grp["reached"])
+            txt = _cell_text(grp["status"], grp["reached"], any_reached)
             if txt:
                 v = mat.iat[i, j]
                 r, g, b_, _alpha = cmap(norm(v)) if np.isfinite(v) else (0.9, 0.9, 0.9, 1)
@@ -383,8 +386,8 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
         _plain_log_axis(cbar.ax.yaxis)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("batch size $B$")
-    marks = ("red box: best trial per batch size; × diverged; es early-stopped; "
-             "grey cells/– never reached the target" if shared_grid else
+    marks = ("red box: best trial per batch size; × diverged; es early-stopped; f failed; "
+             "– or grey: never reached the target" if shared_grid else
              "red star: best trial per batch size; × diverged; open squares: never reached the target")
     return _save(fig, out, "heatmap", "Batch size × learning rate",
                  f"{label.capitalize()} of every trial (minimum over seeds per cell). {marks}.")

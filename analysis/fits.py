@@ -4,9 +4,11 @@ Steps to target per trial -> best trial and best LR per batch size -> critical b
 regimes, LR scaling rule, generalization gap, noise scale; the bootstrap reruns the
 per-batch step on resampled trials and refits everything on each resample.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run
     from analysis.fits import analyse, fits_json
-    a = analyse(load_run("runs/fashion-mnist"), n_boot=1000)
+    a = analyse(load_run("/tmp/demo"), n_boot=1000)
     fits_json(a)["critical_batch"]["b_crit"]
     a.reasons        # why each null in fits.json is null
 """

@@ -5,10 +5,12 @@ the curves), averaged over the trials that share the batch size's best trial's L
 seeds) and did not diverge; sharpness from trials.parquet is averaged alongside when
 measured.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run, per_batch_summary
     from analysis.steps import trial_table
     from analysis.generalization import generalization_gap
-    run = load_run("runs/fashion-mnist")
+    run = load_run("/tmp/demo")
     generalization_gap(trial_table(run), per_batch_summary(run))
 """
 

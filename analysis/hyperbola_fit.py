@@ -107,6 +107,5 @@ def fit_log_hyperbola(b: np.ndarray, log_y: np.ndarray, sign: float = 1.0, itera
         better = rss_new < rss
         a, c, rss = np.where(better, a_new, a), np.where(better, c_new, c), np.where(better, rss_new, rss)
         lam = np.where(better, lam / 3, lam * 4)
-    # At a bound the profiled a is the right companion for the pinned c.
     eps = 1e-6
     return HyperbolaFit(a=a, c=c, rss=rss, n=n, at_lower=c <= c_lo + eps, at_upper=c >= c_hi - eps)

@@ -3,8 +3,10 @@
 Only ``study.toml`` and ``curves/`` are required (see CONTRACTS.md); without
 ``trials.parquet`` every trial that has curves counts as ``completed``.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run
-    run = load_run("runs/fashion-mnist")
+    run = load_run("/tmp/demo")
     run.curves.groupby("batch_size").trial_id.nunique()
     run.target            # Target(metric='val_accuracy', mode='max', value=0.85)
 """

@@ -6,9 +6,11 @@ reached the target (the first measurement when none came earlier). The run's ``b
 is the median of these over batch sizes. Batch sizes that never reached the target do not
 contribute, since their noise scale was never measured at the target loss.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run, per_batch_summary
     from analysis.noise import noise_at_target, noise_curves
-    run = load_run("runs/nqm")
+    run = load_run("/tmp/demo")
     noise_at_target(run, per_batch_summary(run))   # (per-batch Series, median or None)
 """
 

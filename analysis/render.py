@@ -4,9 +4,10 @@ Blocks are headings, paragraphs, bullet lists, figures and tables. Inline text m
 `code` and **bold**, which both renderers understand. The HTML embeds every figure as a
 base64 PNG so the page can be mailed or archived alone.
 
-    from analysis.render import Heading, Paragraph, to_markdown, to_html
-    blocks = [Heading("Report", 1), Paragraph("B_crit = **700**")]
-    to_markdown(blocks, report_dir)
+    from pathlib import Path
+    from analysis.render import Bullets, Heading, Paragraph, to_html, to_markdown
+    blocks = [Heading("Report", 1), Paragraph("B_crit = **700**"), Bullets(("`lr_on_edge` at B = 16",))]
+    to_markdown(blocks, Path("/tmp/demo/report"))   # figure/table links are relative to this dir
     to_html(blocks, "Report")
 """
 

@@ -1,12 +1,13 @@
 """Write RUN_DIR/report/: report.md, report.html, figures/, tables/ and fits.json.
 
-    python -m analysis.report RUN_DIR [--out DIR] [--n-boot N]
+From the shell, ``python -m analysis.report RUN_DIR [--out DIR] [--n-boot N]``: exit status
+0 on success (the report directory is printed), 2 when RUN_DIR lacks study.toml or curves/
+or they cannot be read (one line naming the problem), 1 otherwise.
 
-Exit status 0 on success (the report directory is printed), 2 when RUN_DIR lacks
-study.toml or curves/ or they cannot be read (one line naming the problem), 1 otherwise.
-
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import write_report
-    write_report("runs/fashion-mnist")          # -> Path("runs/fashion-mnist/report")
+    write_report("/tmp/demo")              # -> Path("/tmp/demo/report")
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ evaluation and the one before it the metric is interpolated linearly in log(step
 undoes most of the eval-grid quantisation (Shallue et al. read S off the grid instead).
 A diverged trial never counts as reaching the target, whatever its curve shows.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run
     from analysis.steps import trial_table
-    run = load_run("runs/fashion-mnist")
+    run = load_run("/tmp/demo")
     t = trial_table(run)   # one row per trial: reached, steps_to_target, best_metric, ...
     t.groupby("batch_size").steps_to_target.min()
 """

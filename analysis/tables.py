@@ -4,10 +4,12 @@ Each is written as CSV (full precision, snake_case columns, for scripts) and as 
 booktabs table (rounded, for the paper; needs ``\\usepackage{booktabs}``). ``format_table``
 gives the rounded text form that report.md and report.html show.
 
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
     from analysis import load_run
     from analysis.fits import analyse
     from analysis.tables import write_tables
-    write_tables(analyse(load_run("runs/fashion-mnist")), "/tmp/tables")
+    write_tables(analyse(load_run("/tmp/demo")), "/tmp/tables")
 """
 
 from __future__ import annotations

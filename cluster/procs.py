@@ -78,6 +78,23 @@ def ppid(pid: int) -> int | None:
     return int(fields[1])
 
 
+def session_id(pid: int) -> int | None:
+    """The session id (setsid group) of `pid`, or None when gone."""
+    stat = _read(pid, "stat")
+    if stat is None:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split(b" ")
+    return int(fields[3])
+
+
+def owner(pid: int) -> int | None:
+    """The uid owning `pid`, or None when gone."""
+    try:
+        return (_PROC / str(pid)).stat().st_uid
+    except FileNotFoundError:
+        return None
+
+
 def all_pids() -> Iterator[int]:
     """Every pid currently visible in /proc."""
     for entry in _PROC.iterdir():
@@ -132,3 +149,39 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def listening(pids: Iterable[int]) -> list[tuple[int, str, int]]:
+    """(pid, local ip, port) of every listening TCP socket (IPv4 and IPv6) of `pids`."""
+    import ipaddress
+
+    inode_to_addr: dict[str, tuple[str, int]] = {}
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        try:
+            lines = (_PROC / "net" / table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[3] != "0A":  # TCP_LISTEN
+                continue
+            hex_ip, hex_port = cols[1].split(":")
+            raw = bytes.fromhex(hex_ip)
+            # /proc/net/tcp* stores the address as 32-bit words in host (little) endian.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
+            ip = ipaddress.ip_address(raw)
+            inode_to_addr[cols[9]] = (str(ip), int(hex_port, 16))
+    found = []
+    for pid in pids:
+        try:
+            fds = list((_PROC / str(pid) / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inode_to_addr:
+                found.append((pid, *inode_to_addr[target[8:-1]]))
+    return found

@@ -11,6 +11,11 @@ Called from the job's tasks, one per node (e.g. ``srun --ntasks-per-node=1``)::
     else:
         run_worker(spec)                     # blocks until the head goes away
 
+or, as the command of every task (the head runs the driver with RAY_ADDRESS and the
+token environment set)::
+
+    srun --ntasks-per-node=1 python -m cluster.ray_cluster run --token-file F -- python drv.py
+
 Locally, without Slurm (what tests/test_ray_cluster.py does)::
 
     python -m cluster.ray_cluster start --job-id 4242 --num-cpus 1 --token-file /tmp/t
@@ -26,9 +31,10 @@ Security and isolation:
 - Every port is explicit and derived from the job id (``cluster.ports``); the temp dir
   is short, per job and node (``/tmp/bs-<job>-<node>``; Unix socket paths max 107 bytes).
 - CPUs/GPUs/memory are what Slurm allocated on this node, never the whole machine.
-- Each ``ray start`` gets a marker variable (``BATCHSCALE_RAY_NODE=<job>/<index>``) that
-  all its descendants inherit; ``stop_own`` signals exactly those pids (no ``ray stop``,
-  which would kill every Ray of this user on the machine).
+- ``ray start`` runs in a new session whose id is recorded in the temp dir (plus a
+  marker variable ``BATCHSCALE_RAY_NODE=<job>/<index>``); every process it spawns stays
+  in that session, and ``stop_own`` signals exactly those pids (never ``ray stop``,
+  which kills every Ray of this user on the machine).
 
 A requeued job runs the same code again: start_* first stops leftovers of the same
 job/node (proctrack/linuxproc does not kill daemonized processes) and wipes its temp dir.
@@ -46,6 +52,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +66,7 @@ NODE_LABEL = "batchscale/slurm-node"  # Ray node label: the Slurm node name
 NODE_RESOURCE_PREFIX = "slurm_node:"  # custom resource {"slurm_node:<name>": 1}
 _MAX_TEMP_DIR = 40  # + Ray's "session_<date>_<pid>/sockets/plasma_store" stays < 108
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+_SESSIONS = "sessions"  # file in temp_dir: session ids of our `ray start` calls
 
 
 class RayStartError(RuntimeError):
@@ -203,6 +211,21 @@ def client_env(spec: RayClusterSpec) -> dict[str, str]:
     return {**auth.client_env(spec.token_file), "RAY_ADDRESS": spec.address}
 
 
+def connect(spec: RayClusterSpec, **init_kwargs: object) -> object:
+    """``ray.init`` this process to the job's cluster with its token; returns ray.init's
+    result. Works even if ray was imported before: Ray reads RAY_AUTH_MODE into its
+    config once, so the config and token cache are reloaded (as Ray's own
+    authentication_token_setup._enable_token_auth does)."""
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ.update(client_env(spec))
+    import ray
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    return ray.init(address=spec.address, **init_kwargs)
+
+
 def _ray_env(spec: RayClusterSpec) -> dict[str, str]:
     env = auth.scrubbed_env(dict(os.environ), spec.token_file)
     env.pop("RAY_ADDRESS", None)  # never let `ray start` pick up some other cluster
@@ -282,20 +305,28 @@ def _prepare_node(spec: RayClusterSpec) -> None:
 
 
 def _ray_start(spec: RayClusterSpec, args: list[str], timeout: float) -> None:
+    """Run `ray start` as leader of a new session and record that session id: every
+    process it spawns stays in the session (Ray doesn't setsid), which identifies them
+    even after setproctitle has overwritten their argv and environment."""
     log = spec.temp_dir / "ray-start.log"
     with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*_ray_cli(), "start", *args], env=_ray_env(spec), stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        with open(spec.temp_dir / _SESSIONS, "a") as f:
+            f.write(f"{proc.pid}\n")
         try:
-            res = subprocess.run(
-                [*_ray_cli(), "start", *args], env=_ray_env(spec), stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout,
-            )  # fmt: skip
-            rc = res.returncode
+            rc: int | None = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             rc = None
     if rc != 0:
         stop_own(spec)  # a half-started node must not linger
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise RayStartError(f"`ray start` failed (rc={rc}); {log}:\n{tail}")
+    # Ray makes its temp dir world-writable (0777, for a shared /tmp/ray); ours is
+    # private to the job's user: the session dir holds Unix sockets and logs.
+    spec.temp_dir.chmod(0o700)
     # For the record (and humans): the pids this start produced.
     (spec.temp_dir / "pids").write_text("\n".join(map(str, sorted(own_pids(spec)))) + "\n")
 
@@ -327,34 +358,54 @@ def start_worker(spec: RayClusterSpec, timeout: float = 300.0) -> None:
     )
 
 
+def _recorded_sessions(spec: RayClusterSpec) -> set[int]:
+    try:
+        return {int(x) for x in (spec.temp_dir / _SESSIONS).read_text().split()}
+    except (FileNotFoundError, ValueError):
+        return set()
+
+
 def own_pids(spec: RayClusterSpec) -> set[int]:
-    """Live processes of this job's Ray node on this machine: those carrying our marker
-    (inherited by every process `ray start` spawns) or naming our temp dir in argv."""
-    me = procs.ancestors(os.getpid())  # never the caller (a driver may carry the marker)
+    """Live processes of this job's Ray node on this machine, found three ways: in a
+    session our `ray start` led, carrying our marker variable (where setproctitle left
+    the environment readable), or naming our temp dir in argv. Only our uid's."""
+    me = procs.ancestors(os.getpid())  # never the caller, even if it carries the marker
+    sessions = _recorded_sessions(spec)
     tmp = f"{spec.temp_dir}/"
+    uid = os.getuid()
     found = set()
     for pid in procs.all_pids():
-        if pid in me or not procs.alive(pid):
+        if pid in me or procs.owner(pid) != uid or not procs.alive(pid):
             continue
-        if procs.environ(pid).get(MARKER_ENV) == spec.marker or any(
-            tmp in arg for arg in procs.cmdline(pid)
+        if (
+            procs.session_id(pid) in sessions
+            or procs.environ(pid).get(MARKER_ENV) == spec.marker
+            or any(tmp in arg for arg in procs.cmdline(pid))
         ):
             found.add(pid)
     return found
 
 
-def stop_own(spec: RayClusterSpec, timeout: float = 30.0) -> list[int]:
-    """Stop exactly this job/node's Ray processes (SIGTERM, then SIGKILL); wait for them.
+def stop_own(spec: RayClusterSpec, grace: float = 10.0) -> list[int]:
+    """Stop exactly this job/node's Ray processes by pid and wait until they are gone.
 
-    Returns the pids stopped. Other Ray clusters on the machine are left alone.
+    Order as in `ray stop` (ray/scripts/scripts.py): raylets first (they take their
+    workers and agents down), then the rest, GCS last; each group gets SIGTERM, then
+    SIGKILL after `grace` seconds (agents whose raylet died ignore SIGTERM). Other Ray
+    clusters on the machine, this user's included, are left alone. Returns the pids.
     """
     stopped: list[int] = []
     for _ in range(3):  # a raylet may still fork a worker while going down
         pids = own_pids(spec)
         if not pids:
             return stopped
-        left = procs.terminate(pids, timeout=timeout)
-        stopped.extend(sorted(pids - left))
+        name = {p: Path((procs.cmdline(p) or [""])[0]).name for p in pids}
+        raylets = {p for p in pids if name[p] == "raylet"}
+        gcs = {p for p in pids if name[p] == "gcs_server"}
+        for group in (raylets, pids - raylets - gcs, gcs):
+            group = {p for p in group if procs.alive(p)}
+            left = procs.terminate(group, timeout=grace)
+            stopped.extend(sorted(group - left))
     left = own_pids(spec)
     if left:
         raise RuntimeError(f"Ray processes {sorted(left)} of job {spec.job_id} survived SIGKILL")
@@ -438,21 +489,37 @@ def head(spec: RayClusterSpec, join_timeout: float = 300.0) -> Iterator[str]:
 def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 2.0) -> None:
     """Start this worker node and block until the head's GCS is gone (or SIGTERM), then
     stop this node's Ray processes. For the non-head tasks of the job."""
-    start_worker(spec, join_timeout)
     host, port = spec.address.rsplit(":", 1)
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_DFL, None):
-        # Slurm sends SIGTERM on scancel/requeue: unwind so `finally` stops Ray.
+    # Slurm sends SIGTERM on scancel/requeue: unwind so `finally` stops Ray. Only where
+    # nobody (e.g. submitit) handles SIGTERM already, and only in the main thread.
+    own_handler = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+    )
+    if own_handler:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        start_worker(spec, join_timeout)
         misses = 0
-        while misses < 3:
+        while misses < 3:  # ~3 polls without the head's GCS: the cluster is over
             time.sleep(poll)
             misses = 0 if _reachable(host, int(port)) else misses + 1
     finally:
         stop_own(spec)
-        if previous in (signal.SIG_DFL, None):
+        if own_handler:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run(spec: RayClusterSpec, command: list[str], join_timeout: float = 300.0) -> int:
+    """One Slurm task's whole part: the head runs `command` (the driver) against the
+    cluster once every node joined, then stops Ray; workers serve until the head is
+    gone. Returns the exit status (the driver's on the head, 0 on workers)."""
+    if not spec.is_head:
+        run_worker(spec, join_timeout)
+        return 0
+    with head(spec, join_timeout):
+        env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+        return subprocess.run(command, env={**env, **client_env(spec)}).returncode
 
 
 # ----------------------------------------------------------------------- CLI
@@ -474,6 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     poll.add_argument("--address", required=True)
     poll.add_argument("--nodes", type=int, required=True)
     poll.add_argument("--timeout", type=float, required=True)
+    runp = sub.add_parser("run", help="in a Slurm task: head runs COMMAND, workers serve")
+    runp.add_argument("--token-file", required=True)
+    runp.add_argument("--join-timeout", type=float, default=300.0)
+    runp.add_argument("command", nargs=argparse.REMAINDER, help="-- driver command")
     for name in ("start", "nodes", "stop"):
         p = sub.add_parser(name, help=f"{name} a local (non-Slurm) node of a fake job")
         p.add_argument("--job-id", type=int, required=True)
@@ -487,6 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "_poll":
         print(json.dumps(_poll_nodes(args.address, args.nodes, args.timeout)))
         return 0
+    if args.cmd == "run":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            parser.error("run needs a driver command after --")
+        return run(RayClusterSpec.from_slurm(args.token_file), command, args.join_timeout)
     spec = _local_spec(args)
     if args.cmd == "start":
         print(start_head(spec) if spec.is_head else start_worker(spec) or spec.address)

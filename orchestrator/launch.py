@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from orchestrator.errors import UsageError
+from orchestrator.errors import SweepInterrupted, UsageError
 
 SLURM_FLAGS = ("nodes", "gpus_per_node", "cpus_per_node", "partition", "account", "time")
 
@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(created, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SweepInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1

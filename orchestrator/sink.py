@@ -71,6 +71,7 @@ class ParquetSink(Callback):
         # shared with the scheduler, which adds the trials it stops
         self.early_stopped = early_stopped if early_stopped is not None else set()
         self.records: dict[str, TrialRecord] = {}
+        self.ended: set[str] = set()
 
     # --- Tune hooks -------------------------------------------------------------------
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
@@ -80,9 +81,11 @@ class ParquetSink(Callback):
             self.flush(rec)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
         self.flush(self._record(trial))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
         rec = self._record(trial)
         rec.failed = True
         self.flush(rec)
@@ -90,7 +93,28 @@ class ParquetSink(Callback):
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         for t in trials:
             self._record(t)
-        self.finish()
+        # Tune marks running trials TERMINATED when it is interrupted too; only trials
+        # that completed or failed through Tune's hooks have ended.
+        if all(t.trial_id in self.ended or t.status == Trial.ERROR for t in trials):
+            self.finish()
+        else:  # interrupted: keep the curves, but no trial table that calls them final
+            for rec in self.records.values():
+                self.flush(rec)
+
+    # --- Tune checkpoints callback state with its experiment state (resume) ----------------
+    def get_state(self) -> dict[str, Any]:
+        meta = {t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "sharpness": r.sharpness}
+                for t, r in self.records.items()}
+        return {"ended": sorted(self.ended), "meta": meta, "configs": {t: r.config for t, r in self.records.items()}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.ended = set(state["ended"])
+        for tid, cfg in state["configs"].items():
+            rec = self.records.get(tid) or TrialRecord(tid, cfg)
+            self.records[tid] = rec
+            self._load_existing(rec)
+            for k, v in state["meta"][tid].items():
+                setattr(rec, k, v)
 
     # --- the work ----------------------------------------------------------------------
     def _record(self, trial: Trial) -> TrialRecord:

@@ -24,6 +24,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from orchestrator.adapter import tune_trainable  # noqa: E402
+from orchestrator.errors import SweepInterrupted  # noqa: E402
 from orchestrator.grid import trial_config, trial_grid  # noqa: E402
 from orchestrator.progress import LiveDisplay, ProgressCallback  # noqa: E402
 from orchestrator.scheduler import PerBatchSizeASHA, make_scheduler  # noqa: E402
@@ -72,7 +73,11 @@ def run_sweep(
     num_cpus: int | None = None,
     checkpoint_every_s: float = 60.0,
 ) -> ParquetSink:
-    """Run (or resume) every trial of ``study``; returns the sink, whose trials are final."""
+    """Run (or resume) every trial of ``study``; returns the sink, whose trials are final.
+
+    Raises ``SweepInterrupted`` when Tune stopped early (Ctrl-C, SIGTERM): the curves so
+    far and Tune's state are saved, and ``resume=True`` continues from them.
+    """
     started_ray = False
     if not ray.is_initialized():
         ray.init(
@@ -127,5 +132,10 @@ def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )
+    # trials.parquet is written only when every trial has ended (by the sink, which after a
+    # restore is Tune's unpickled copy, not ``sink``): its presence is the verdict.
+    (run_dir / "trials.parquet").unlink(missing_ok=True)
     tuner.fit()
+    if not (run_dir / "trials.parquet").is_file():
+        raise SweepInterrupted(f"the sweep stopped before every trial finished; continue it with --resume {run_dir}")
     return sink

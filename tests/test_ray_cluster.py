@@ -1,0 +1,280 @@
+"""A secure per-job Ray cluster: token auth, private token file, explicit ports, selective
+stop, requeue-safe restart; and (slurm marker) a 2-node cluster inside a real Slurm job.
+
+    .venv/bin/python -m pytest tests/test_ray_cluster.py -v            # no Slurm needed
+    .venv/bin/python -m pytest -m slurm tests/test_ray_cluster.py -v   # dev Slurm cluster
+
+Every Ray here is started by these tests with fake job ids; other Ray instances on the
+machine (other users, other test sessions) must survive them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cluster import procs, ray_cluster
+from cluster.ports import RayPorts, busy
+from cluster.ray_cluster import RayClusterSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+DRIVER = r"""
+import json, os
+import ray
+ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+
+@ray.remote(num_cpus=0)
+def where():
+    return {"node_id": ray.get_runtime_context().get_node_id(),
+            "slurmd": os.environ.get("SLURMD_NODENAME")}
+
+nodes = [n for n in ray.nodes() if n["Alive"]]
+tags = sorted(k for n in nodes for k in n["Resources"] if k.startswith("slurm_node:"))
+print("RESULT " + json.dumps({
+    "nodes": [{"id": n["NodeID"], "labels": n["Labels"], "cpus": n["Resources"].get("CPU"),
+               "gpus": n["Resources"].get("GPU", 0)} for n in nodes],
+    "tasks": {t: ray.get(where.options(resources={t: 0.01}).remote()) for t in tags},
+}))
+"""
+
+
+def _job_ids(n: int) -> list[int]:
+    """n consecutive fake job ids whose ports are all free (consecutive ids never share
+    ports: see cluster.ports)."""
+    for _ in range(20):
+        base = random.randrange(10**6, 10**7)
+        ids = list(range(base, base + n))
+        wanted = [p for j in ids for i in (0, 1) for p in RayPorts.for_node(j, i).all()]
+        if not busy(wanted):
+            return ids
+    raise RuntimeError("no free Ray port blocks")
+
+
+@pytest.fixture(scope="module")
+def job_ids() -> list[int]:
+    return _job_ids(4)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty HOME for drivers: no ~/.ray/auth_token to fall back on."""
+    return tmp_path_factory.mktemp("home")
+
+
+def make_spec(
+    job_id: int, token_file: Path, node_index: int = 0, node_name: str = "t0", num_nodes: int = 1
+) -> RayClusterSpec:
+    ip = ray_cluster.local_ip()
+    return RayClusterSpec(
+        job_id=job_id, node_index=node_index, node_name=node_name, head_host=ip, node_ip=ip,
+        num_nodes=num_nodes, token_file=token_file, num_cpus=1, num_gpus=0,
+        memory_bytes=2 * 2**30, object_store_bytes=100 * 2**20,
+    )  # fmt: skip
+
+
+def run_driver(
+    env_extra: dict[str, str], home: Path, address: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run DRIVER in a fresh interpreter with exactly the given auth environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update({"HOME": str(home), "RAY_ADDRESS": address, **env_extra})
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def driver_result(res: subprocess.CompletedProcess[str]) -> dict:
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+@pytest.fixture(scope="module")
+def head_a(job_ids: list[int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayClusterSpec]:
+    spec = make_spec(job_ids[0], tmp_path_factory.mktemp("a") / "ray.token", node_name="a")
+    ray_cluster.start_head(spec)
+    yield spec
+    ray_cluster.stop_own(spec)
+
+
+def test_token_file_is_private_and_random(head_a: RayClusterSpec) -> None:
+    st = head_a.token_file.stat()
+    assert st.st_mode & 0o777 == 0o600
+    token = head_a.token_file.read_text()
+    assert len(token) == 64 and int(token, 16)  # 256 random bits, hex
+
+
+def test_driver_with_token_runs_a_task(head_a: RayClusterSpec, home: Path) -> None:
+    out = driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
+    [node] = out["nodes"]
+    assert node["labels"][ray_cluster.NODE_LABEL] == "a"
+    assert node["cpus"] == 1  # what the spec granted, not the machine's cores
+    assert out["tasks"]["slurm_node:a"]["node_id"] == node["id"]
+
+
+def test_client_without_the_token_is_refused(head_a: RayClusterSpec, home: Path, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("0" * 64)
+    wrong.chmod(0o600)
+    attempts = {
+        "no token": {},  # auth mode unset, no token anywhere (HOME is empty)
+        "wrong token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong)},
+    }
+    # Ray retries the GCS for ~20 s before giving up: run both at once.
+    with ThreadPoolExecutor(2) as pool:
+        futures = {k: pool.submit(run_driver, env, home, head_a.address) for k, env in attempts.items()}
+        results = {k: f.result() for k, f in futures.items()}
+    for name, res in results.items():
+        assert res.returncode != 0, f"{name}: connected without the right token"
+        assert "RESULT" not in res.stdout
+        assert "InvalidAuthToken" in res.stderr or "Authentication token" in res.stderr, (
+            f"{name}: failed for another reason:\n{res.stderr[-2000:]}"
+        )
+
+
+def test_dashboard_is_not_exposed_and_ports_are_explicit(head_a: RayClusterSpec, home: Path) -> None:
+    # Run a driver first so worker processes (which listen too) exist.
+    driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
+    pids = ray_cluster.own_pids(head_a)
+    assert pids, "no Ray processes found for the job"
+    sockets = procs.listening(pids)
+    assert sockets
+    explicit = set(head_a.ports.all())
+    p = head_a.ports
+    for pid, ip, port in sockets:
+        assert port in explicit, f"pid {pid} ({procs.cmdline(pid)[:1]}) listens on {ip}:{port}"
+        if port in (p.dashboard, p.dashboard_agent_listen):
+            assert ip in ("127.0.0.1", "::1"), f"dashboard port {port} exposed on {ip}"
+    # The dashboard UI is off; the head's API server, if any, is loopback only.
+    assert "--include-dashboard=false" in ray_cluster._head_args(head_a)
+
+
+def test_two_heads_coexist_and_stop_is_selective(
+    head_a: RayClusterSpec, job_ids: list[int], tmp_path: Path, home: Path
+) -> None:
+    spec_b = make_spec(job_ids[1], tmp_path / "b.token", node_name="b")
+    assert not set(spec_b.ports.all()) & set(head_a.ports.all())
+    a_pids = ray_cluster.own_pids(head_a)
+    ray_cluster.start_head(spec_b)
+    try:
+        b_pids = ray_cluster.own_pids(spec_b)
+        assert b_pids and not b_pids & a_pids
+        assert spec_b.token_file.read_text() != head_a.token_file.read_text()
+        out = driver_result(run_driver(ray_cluster.client_env(spec_b), home, spec_b.address))
+        assert [n["labels"][ray_cluster.NODE_LABEL] for n in out["nodes"]] == ["b"]
+    finally:
+        stopped = ray_cluster.stop_own(spec_b)
+    assert stopped and not any(procs.alive(p) for p in b_pids)
+    assert ray_cluster.own_pids(spec_b) == set()
+    # The other job's Ray is untouched and still serves.
+    assert all(procs.alive(p) for p in a_pids)
+    out = driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
+    assert out["nodes"][0]["labels"][ray_cluster.NODE_LABEL] == "a"
+
+
+def test_restart_of_the_same_job_replaces_stale_state(job_ids: list[int], tmp_path: Path) -> None:
+    """A requeued job starts again on the same node: leftovers die, new token, clean dir."""
+    spec = make_spec(job_ids[2], tmp_path / "c.token", node_name="c")
+    ray_cluster.start_head(spec)
+    try:
+        old_pids = ray_cluster.own_pids(spec)
+        old_token = spec.token_file.read_text()
+        (spec.temp_dir / "stale").write_text("from the previous run")
+        ray_cluster.start_head(spec)  # no stop in between, like a preempted job
+        new_pids = ray_cluster.own_pids(spec)
+        assert not any(procs.alive(p) for p in old_pids)
+        assert new_pids and not new_pids & old_pids
+        assert not (spec.temp_dir / "stale").exists()
+        assert spec.token_file.read_text() != old_token
+        assert spec.temp_dir.stat().st_mode & 0o777 == 0o700
+        [node] = ray_cluster.wait_for_nodes(spec, 1, timeout=60)
+        assert node["labels"][ray_cluster.NODE_LABEL] == "c"
+    finally:
+        ray_cluster.stop_own(spec)
+    assert ray_cluster.own_pids(spec) == set()
+
+
+def test_worker_joins_and_leaves_when_the_head_stops(job_ids: list[int], tmp_path: Path, home: Path) -> None:
+    """Two Ray nodes of one job on this machine (as on the dev Slurm cluster)."""
+    token = tmp_path / "d.token"
+    head_spec = make_spec(job_ids[3], token, node_name="h", num_nodes=2)
+    worker_spec = make_spec(job_ids[3], token, node_index=1, node_name="w", num_nodes=2)
+    assert not set(head_spec.ports.all()) & set(worker_spec.ports.all())
+    assert head_spec.temp_dir != worker_spec.temp_dir
+    code = (
+        "import sys, pickle; from cluster import ray_cluster as rc; "
+        "rc.run_worker(pickle.loads(bytes.fromhex(sys.argv[1])), poll=1.0)"
+    )
+    import pickle
+
+    ray_cluster.start_head(head_spec)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code, pickle.dumps(worker_spec).hex()], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        nodes = ray_cluster.wait_for_nodes(head_spec, 2, timeout=120)
+        assert sorted(n["labels"][ray_cluster.NODE_LABEL] for n in nodes) == ["h", "w"]
+        out = driver_result(run_driver(ray_cluster.client_env(head_spec), home, head_spec.address))
+        ids = {n["labels"][ray_cluster.NODE_LABEL]: n["id"] for n in out["nodes"]}
+        assert out["tasks"]["slurm_node:w"]["node_id"] == ids["w"]
+        assert out["tasks"]["slurm_node:h"]["node_id"] == ids["h"]
+        worker_pids = ray_cluster.own_pids(worker_spec)
+        assert worker_pids
+    finally:
+        ray_cluster.stop_own(head_spec)
+    # The worker task notices the head is gone, stops its own Ray and returns.
+    assert worker.wait(timeout=60) == 0, worker.stdout.read() if worker.stdout else ""
+    assert not any(procs.alive(p) for p in worker_pids)
+    assert ray_cluster.own_pids(worker_spec) == set()
+
+
+@pytest.mark.slurm
+def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path) -> None:
+    """sbatch on the dev cluster: head on n1, worker on n2, the driver sees both."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    token = tmp_path / "ray.token"
+    out = tmp_path / "job.out"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        "#SBATCH --nodes=2 --ntasks-per-node=1 --cpus-per-task=2 --gres=gpu:2\n"
+        f"export PYTHONPATH={REPO}\n"
+        f"srun {sys.executable} -m cluster.ray_cluster run --token-file {token} "
+        f"--join-timeout 120 -- {sys.executable} {driver}\n"
+    )
+    t0 = time.monotonic()
+    res = subprocess.run(
+        ["sbatch", "--wait", f"--output={out}", f"--chdir={REPO}", str(script)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    log = out.read_text() if out.exists() else ""
+    assert res.returncode == 0, f"{res.stderr}\n{log[-4000:]}"
+    line = next(ln for ln in log.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    by_label = {n["labels"][ray_cluster.NODE_LABEL]: n for n in result["nodes"]}
+    assert sorted(by_label) == ["n1", "n2"]
+    assert all(n["cpus"] == 2 and n["gpus"] == 2 for n in by_label.values())  # Slurm's grant
+    # Each task ran on the Ray node of the Slurm node it asked for.
+    for name in ("n1", "n2"):
+        task = result["tasks"][f"slurm_node:{name}"]
+        assert task["node_id"] == by_label[name]["id"]
+        assert task["slurmd"] == name
+    assert token.stat().st_mode & 0o777 == 0o600
+    job_id = int(res.stdout.split()[-1]) if res.stdout.split() else None
+    if job_id is not None:  # nothing of that job's Ray survives the job
+        for index, name in enumerate(("n1", "n2")):
+            spec = make_spec(job_id, token, node_index=index, node_name=name)
+            assert ray_cluster.own_pids(spec) == set()
+    print(f"2-node Slurm Ray job took {time.monotonic() - t0:.1f}s")
