@@ -6,8 +6,8 @@ did) and take no part in the interpolation. A batch size where no trial reached 
 falls back to the best value of the target metric each trial attained, so it still gets a
 best LR. The optimum is the vertex of a least-squares parabola in log(LR) through the grid
 minimum and its neighbours (3 points, up to 5 when a neighbour is censored), kept within
-the neighbouring grid points; at the grid's first or last LR it is the grid point itself,
-flagged ``lr_on_edge``.
+the neighbouring grid points that have a value (never toward a censored one); at the
+grid's first or last LR it is the grid point itself, flagged ``lr_on_edge``.
 
 The same code evaluates the full data (one "resample": every trial once) and the bootstrap
 (rows of resampled trial indices), so the bootstrap redoes exactly this pipeline.
@@ -107,8 +107,12 @@ def interpolated_argmin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
     convex = fit & (a > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         vertex = np.where(convex, -b / (2 * a), 0.0)
-    lo = x[np.clip(k - 1, 0, L - 1)] - xk
-    hi = x[np.clip(k + 1, 0, L - 1)] - xk
+    # The vertex may move only toward a neighbour that has a value: past a censored LR the
+    # parabola would be extrapolating, and the optimum is only known to lie short of it.
+    left, right = np.clip(k - 1, 0, L - 1), np.clip(k + 1, 0, L - 1)
+    rows = np.arange(r)
+    lo = np.where((k > 0) & finite[rows, left], x[left] - xk, 0.0)
+    hi = np.where((k < L - 1) & finite[rows, right], x[right] - xk, 0.0)
     vertex = np.clip(vertex, lo, hi)
     return np.where(valid, xk + vertex, np.nan), on_edge, valid
 

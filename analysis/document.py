@@ -103,7 +103,8 @@ METHODS = (
     "LRs whose trials never reached the target are censored (worse than any that did) and "
     "excluded from the interpolation. A least-squares parabola in log η through the grid "
     "minimum and its two neighbours (up to two more on a side where a neighbour is censored) "
-    "gives the optimum −b/(2a) (only if a > 0, kept between the neighbouring grid points). "
+    "gives the optimum −b/(2a) (only if a > 0, kept between the neighbouring grid points, and "
+    "never moved toward a censored one, past which the parabola would extrapolate). "
     "Where no trial at a B reached the target the objective falls back to the best value of "
     "`{metric}` each trial attained. An optimum at the first or last LR of the grid is "
     "flagged `lr_on_edge` and left out of the LR-rule fits, since it only bounds the true one.",
@@ -158,6 +159,16 @@ def caveats(a: Analysis) -> list[str]:
         + " Its bootstrap interval is one-sided by construction (a resample's minimum is never "
           "below the full data's).")
     c = a.critical
+    outside = [name for name, est, ci in (
+        ("B_crit", c["b_crit"], c["b_crit_ci95"]), ("S_min", c["s_min"], c["s_min_ci95"]),
+        ("E_min", c["e_min"], c["e_min_ci95"]),
+        ("the LR exponent", a.lr_scaling["exponent"], a.lr_scaling["exponent_ci95"]),
+    ) if est is not None and ci is not None and None not in ci and not ci[0] <= est <= ci[1]]
+    if outside:
+        items.append(f"The bootstrap interval of {', '.join(outside)} does not contain the estimate. "
+                     "Resampling trials can only make a best-of-n S(B) worse (the best trial is left "
+                     "out of about a third of resamples), so intervals of quantities built on S(B) "
+                     "shift toward larger S: read them as the sensitivity to which trials were run.")
     if c["b_crit"] is not None:
         b = pb["batch_size"].to_numpy(dtype=float)
         if c["b_crit"] > b.max() or c["b_crit"] < b.min():

@@ -414,8 +414,12 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
         kw = dict(color=colours[b], lw=1.0, label=f"{b}")
         axes[0].plot(d["step"], d[metric], **kw)
         axes[1].plot(d["step"] * b, d[metric], **kw)
+    # A loss approaching a small target is only readable on a log axis.
+    log_y = a.target.mode == "min" and bool((rows[metric] > 0).all()) and a.target.value > 0
     for ax, xl in zip(axes, ("steps", "examples seen")):
         ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
         ax.axhline(a.target.value, color="k", ls="--", lw=0.8)
         ax.set_xlabel(xl)
     axes[0].set_ylabel(metric.replace("_", " "))

@@ -43,10 +43,10 @@ def _g(x: Any, digits: int = 3) -> str:
         return f"{int(x)}"
     if isinstance(x, (float, np.floating)):
         v = float(x)
-        if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3):
+        if abs(v) >= 1e7 or (v != 0 and abs(v) < 1e-3):
             return f"{v:.{digits}g}"
         if abs(v) >= 100:
-            return f"{v:.0f}"
+            return f"{v:,.0f}"
         return f"{v:.{digits}g}"
     return str(x)
 
@@ -141,15 +141,16 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
-def to_booktabs(text: pd.DataFrame, caption: str, label: str) -> str:
-    """A LaTeX table (booktabs rules) of a frame of strings."""
+def to_booktabs(text: pd.DataFrame, caption: str, label: str, wide: bool = False) -> str:
+    """A LaTeX table (booktabs rules) of a frame of strings; ``wide`` spans both columns."""
     align = "".join("l" if i == 0 or col in ("note", "parameter") else "r" for i, col in enumerate(text.columns))
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(caption)}}}",
+    env = "table*" if wide else "table"
+    lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(caption)}}}",
              rf"\label{{{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
              " & ".join(latex_escape(c) for c in text.columns) + r" \\", r"\midrule"]
     for _, row in text.iterrows():
         lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}", ""]
     return "\n".join(lines)
 
 
@@ -163,8 +164,8 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     ):
         csv, tex = out / f"{name}.csv", out / f"{name}.tex"
         data.to_csv(csv, index=False)
-        caption = f"{a.run.name}: {title.lower()}; target {a.target.metric} " \
-                  f"{'≥' if a.target.mode == 'max' else '≤'} {a.target.value:g}."
-        tex.write_text(to_booktabs(text, caption, f"tab:{name}"))
+        caption = (f"{a.run.name}: {title[0].lower() + title[1:]}; target {a.target.metric} "
+                   f"{'≥' if a.target.mode == 'max' else '≤'} {a.target.value:g}.")
+        tex.write_text(to_booktabs(text, caption, f"tab:{name}", wide=name == "per_batch"))
         written.append(TableFile(name, title, data, text, csv, tex))
     return written

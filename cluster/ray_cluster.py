@@ -64,7 +64,7 @@ from cluster.ports import RayPorts, busy
 MARKER_ENV = "BATCHSCALE_RAY_NODE"
 NODE_LABEL = "batchscale/slurm-node"  # Ray node label: the Slurm node name
 NODE_RESOURCE_PREFIX = "slurm_node:"  # custom resource {"slurm_node:<name>": 1}
-_MAX_TEMP_DIR = 40  # + Ray's "session_<date>_<pid>/sockets/plasma_store" stays < 108
+_MAX_TEMP_DIR = 38  # + "/r/session_<date>_<pid>/sockets/plasma_store" stays < 108
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _SESSIONS = "sessions"  # file in temp_dir: session ids of our `ray start` calls
 
@@ -88,7 +88,7 @@ class RayClusterSpec:
     num_gpus: int = 0
     memory_bytes: int | None = None
     object_store_bytes: int | None = None
-    temp_dir: Path = field(default=Path())  # default: /tmp/bs-<job>-<node_name>
+    temp_dir: Path = field(default=Path())  # default: /tmp/bs-<job>-<node_name>, mode 0700
 
     def __post_init__(self) -> None:
         if self.temp_dir == Path():
@@ -99,6 +99,13 @@ class RayClusterSpec:
                 f"temp_dir {self.temp_dir} is longer than {_MAX_TEMP_DIR} characters; "
                 "Ray's Unix sockets below it would exceed the 107-byte limit"
             )
+
+    @property
+    def ray_temp_dir(self) -> Path:
+        """Ray's --temp-dir. Ray makes it (and every session dir) 0777 whenever a process
+        on the node starts or connects; its parent, our temp_dir, stays 0700 so other
+        users can't reach the sockets and logs inside."""
+        return self.temp_dir / "r"
 
     @property
     def is_head(self) -> bool:
@@ -248,7 +255,7 @@ def _node_args(spec: RayClusterSpec) -> list[str]:
     args = [
         f"--node-ip-address={spec.node_ip}",
         f"--node-name={spec.node_name}",
-        f"--temp-dir={spec.temp_dir}",
+        f"--temp-dir={spec.ray_temp_dir}",
         f"--num-cpus={spec.num_cpus}",
         f"--num-gpus={spec.num_gpus}",
         f"--resources={json.dumps({NODE_RESOURCE_PREFIX + spec.node_name: 1})}",
@@ -290,11 +297,15 @@ def _prepare_node(spec: RayClusterSpec) -> None:
     """Stop leftovers of this job/node (an earlier run of a requeued job), wipe its
     temp dir, and make sure the ports are free."""
     stop_own(spec)
+    if spec.temp_dir.is_symlink() or (
+        spec.temp_dir.exists() and spec.temp_dir.stat().st_uid != os.getuid()
+    ):
+        # /tmp is shared and the name predictable: never follow or adopt another's.
+        raise RayStartError(f"{spec.temp_dir} is a symlink or another user's; refusing it")
     if spec.temp_dir.exists():
-        if spec.temp_dir.stat().st_uid != os.getuid():
-            raise RayStartError(f"{spec.temp_dir} belongs to another user; not removing it")
         shutil.rmtree(spec.temp_dir)
     spec.temp_dir.mkdir(mode=0o700, parents=True)
+    spec.temp_dir.chmod(0o700)  # mkdir's mode is subject to the umask
     wanted = spec.ports.all() if spec.is_head else spec.ports.all()[1:]
     taken = busy(wanted)
     if taken:
@@ -324,9 +335,6 @@ def _ray_start(spec: RayClusterSpec, args: list[str], timeout: float) -> None:
         stop_own(spec)  # a half-started node must not linger
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise RayStartError(f"`ray start` failed (rc={rc}); {log}:\n{tail}")
-    # Ray makes its temp dir world-writable (0777, for a shared /tmp/ray); ours is
-    # private to the job's user: the session dir holds Unix sockets and logs.
-    spec.temp_dir.chmod(0o700)
     # For the record (and humans): the pids this start produced.
     (spec.temp_dir / "pids").write_text("\n".join(map(str, sorted(own_pids(spec)))) + "\n")
 
@@ -386,19 +394,20 @@ def own_pids(spec: RayClusterSpec) -> set[int]:
     return found
 
 
-def stop_own(spec: RayClusterSpec, grace: float = 10.0) -> list[int]:
+def stop_own(spec: RayClusterSpec, grace: float = 10.0, remove_temp_dir: bool = False) -> list[int]:
     """Stop exactly this job/node's Ray processes by pid and wait until they are gone.
 
     Order as in `ray stop` (ray/scripts/scripts.py): raylets first (they take their
     workers and agents down), then the rest, GCS last; each group gets SIGTERM, then
     SIGKILL after `grace` seconds (agents whose raylet died ignore SIGTERM). Other Ray
     clusters on the machine, this user's included, are left alone. Returns the pids.
+    With `remove_temp_dir`, the node's temp dir (Ray's logs) goes too.
     """
     stopped: list[int] = []
     for _ in range(3):  # a raylet may still fork a worker while going down
         pids = own_pids(spec)
         if not pids:
-            return stopped
+            break
         name = {p: Path((procs.cmdline(p) or [""])[0]).name for p in pids}
         raylets = {p for p in pids if name[p] == "raylet"}
         gcs = {p for p in pids if name[p] == "gcs_server"}
@@ -409,6 +418,8 @@ def stop_own(spec: RayClusterSpec, grace: float = 10.0) -> list[int]:
     left = own_pids(spec)
     if left:
         raise RuntimeError(f"Ray processes {sorted(left)} of job {spec.job_id} survived SIGKILL")
+    if remove_temp_dir and spec.temp_dir.is_dir() and not spec.temp_dir.is_symlink():
+        shutil.rmtree(spec.temp_dir, ignore_errors=True)
     return stopped
 
 
@@ -477,18 +488,21 @@ def _poll_nodes(address: str, n: int, timeout: float) -> list[dict]:
 @contextlib.contextmanager
 def head(spec: RayClusterSpec, join_timeout: float = 300.0) -> Iterator[str]:
     """Start the head, wait for all spec.num_nodes nodes, yield the address; stop at exit
-    (also on exceptions and SystemExit, e.g. submitit's preemption handler)."""
+    (also on exceptions and SystemExit, e.g. submitit's preemption handler). The temp
+    dir (Ray's logs) is removed after a clean exit and kept after an exception."""
     address = start_head(spec)
+    clean = False
     try:
         wait_for_nodes(spec, spec.num_nodes, join_timeout)
         yield address
+        clean = True
     finally:
-        stop_own(spec)
+        stop_own(spec, remove_temp_dir=clean)
 
 
 def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 2.0) -> None:
     """Start this worker node and block until the head's GCS is gone (or SIGTERM), then
-    stop this node's Ray processes. For the non-head tasks of the job."""
+    stop this node's Ray processes (and remove its temp dir). For the non-head tasks."""
     host, port = spec.address.rsplit(":", 1)
     # Slurm sends SIGTERM on scancel/requeue: unwind so `finally` stops Ray. Only where
     # nobody (e.g. submitit) handles SIGTERM already, and only in the main thread.
@@ -498,14 +512,16 @@ def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 
     )
     if own_handler:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    clean = False
     try:
         start_worker(spec, join_timeout)
         misses = 0
         while misses < 3:  # ~3 polls without the head's GCS: the cluster is over
             time.sleep(poll)
             misses = 0 if _reachable(host, int(port)) else misses + 1
+        clean = True
     finally:
-        stop_own(spec)
+        stop_own(spec, remove_temp_dir=clean)
         if own_handler:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

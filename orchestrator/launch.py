@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from cluster.slurm import follow, submit
 
-        job_id = submit(study, run_dir, slurm_res, resume=args.resume is not None)
+        job_id = submit(study, run_dir, slurm_res)
         created = None  # the job owns RUN_DIR now
         if args.follow:
             return follow(run_dir, job_id)

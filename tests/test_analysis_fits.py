@@ -92,12 +92,15 @@ def test_interpolated_argmin_flags_edges_and_skips_censored() -> None:
     rising = np.arange(7.0)[None, :]
     x_star, edge, _ = interpolated_argmin(x, rising)
     assert edge[0] and x_star[0] == pytest.approx(x[0])
-    # Right neighbour censored: the vertex uses the points to the left and stays in bounds.
-    y = 3.0 + 0.8 * (x - x[3]) ** 2
+    # Right neighbour censored: the vertex uses the points to the left and never moves past
+    # the best measured LR toward the censored one (that would be extrapolation).
+    y = 3.0 + 0.8 * (x - (x[3] + 0.3)) ** 2
     y[4] = np.inf
     x_star, edge, valid = interpolated_argmin(x, y[None, :])
     assert valid[0] and not edge[0]
-    assert x[2] <= x_star[0] <= x[4]
+    assert x_star[0] == pytest.approx(x[3])
+    y[4] = 3.0 + 0.8 * (x[4] - (x[3] + 0.3)) ** 2
+    assert interpolated_argmin(x, y[None, :])[0][0] == pytest.approx(x[3] + 0.3)
     none = np.full((1, 7), np.inf)
     assert not interpolated_argmin(x, none)[2][0]
 

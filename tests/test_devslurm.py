@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -132,3 +133,4 @@ def test_up_is_idempotent_and_down_stops_every_daemon(monkeypatch) -> None:
         assert devslurm.down(root) == []  # down twice is fine too
     finally:
         devslurm.down(root)
+        shutil.rmtree(root, ignore_errors=True)

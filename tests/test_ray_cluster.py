@@ -104,7 +104,8 @@ def head_a(job_ids: list[int], tmp_path_factory: pytest.TempPathFactory) -> Iter
     spec = make_spec(job_ids[0], tmp_path_factory.mktemp("a") / "ray.token", node_name="a")
     ray_cluster.start_head(spec)
     yield spec
-    ray_cluster.stop_own(spec)
+    ray_cluster.stop_own(spec, remove_temp_dir=True)
+    assert not spec.temp_dir.exists()
 
 
 def test_token_file_is_private_and_random(head_a: RayClusterSpec) -> None:
@@ -157,6 +158,9 @@ def test_dashboard_is_not_exposed_and_ports_are_explicit(head_a: RayClusterSpec,
             assert ip in ("127.0.0.1", "::1"), f"dashboard port {port} exposed on {ip}"
     # The dashboard UI is off; the head's API server, if any, is loopback only.
     assert "--include-dashboard=false" in ray_cluster._head_args(head_a)
+    # A driver on the node makes Ray chmod its temp dir 0777; our parent dir stays 0700.
+    assert head_a.ray_temp_dir.parent == head_a.temp_dir
+    assert head_a.temp_dir.stat().st_mode & 0o777 == 0o700
 
 
 def test_two_heads_coexist_and_stop_is_selective(
@@ -173,9 +177,10 @@ def test_two_heads_coexist_and_stop_is_selective(
         out = driver_result(run_driver(ray_cluster.client_env(spec_b), home, spec_b.address))
         assert [n["labels"][ray_cluster.NODE_LABEL] for n in out["nodes"]] == ["b"]
     finally:
-        stopped = ray_cluster.stop_own(spec_b)
+        stopped = ray_cluster.stop_own(spec_b, remove_temp_dir=True)
     assert stopped and not any(procs.alive(p) for p in b_pids)
     assert ray_cluster.own_pids(spec_b) == set()
+    assert not spec_b.temp_dir.exists() and head_a.temp_dir.is_dir()
     # The other job's Ray is untouched and still serves.
     assert all(procs.alive(p) for p in a_pids)
     out = driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
@@ -200,8 +205,12 @@ def test_restart_of_the_same_job_replaces_stale_state(job_ids: list[int], tmp_pa
         [node] = ray_cluster.wait_for_nodes(spec, 1, timeout=60)
         assert node["labels"][ray_cluster.NODE_LABEL] == "c"
     finally:
-        ray_cluster.stop_own(spec)
+        stopped = ray_cluster.stop_own(spec)
+    assert new_pids <= set(stopped)
     assert ray_cluster.own_pids(spec) == set()
+    assert (spec.temp_dir / "r").is_dir()  # logs kept unless asked to remove them
+    ray_cluster.stop_own(spec, remove_temp_dir=True)
+    assert not spec.temp_dir.exists()
 
 
 def test_worker_joins_and_leaves_when_the_head_stops(job_ids: list[int], tmp_path: Path, home: Path) -> None:
@@ -232,11 +241,11 @@ def test_worker_joins_and_leaves_when_the_head_stops(job_ids: list[int], tmp_pat
         worker_pids = ray_cluster.own_pids(worker_spec)
         assert worker_pids
     finally:
-        ray_cluster.stop_own(head_spec)
+        ray_cluster.stop_own(head_spec, remove_temp_dir=True)
     # The worker task notices the head is gone, stops its own Ray and returns.
     assert worker.wait(timeout=60) == 0, worker.stdout.read() if worker.stdout else ""
     assert not any(procs.alive(p) for p in worker_pids)
-    assert ray_cluster.own_pids(worker_spec) == set()
+    assert not worker_spec.temp_dir.exists()  # clean exit: run_worker removed it
 
 
 @pytest.mark.slurm
@@ -272,9 +281,15 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
         assert task["node_id"] == by_label[name]["id"]
         assert task["slurmd"] == name
     assert token.stat().st_mode & 0o777 == 0o600
-    job_id = int(res.stdout.split()[-1]) if res.stdout.split() else None
-    if job_id is not None:  # nothing of that job's Ray survives the job
-        for index, name in enumerate(("n1", "n2")):
-            spec = make_spec(job_id, token, node_index=index, node_name=name)
-            assert ray_cluster.own_pids(spec) == set()
+    # Nothing of the job's Ray survives it, and both nodes cleaned their temp dirs.
+    job_id = int(res.stdout.split()[-1])
+    for index, name in enumerate(("n1", "n2")):
+        temp_dir = ray_cluster.default_temp_dir(job_id, name)
+        assert not temp_dir.exists()
+        marker = f"{job_id}/{index}"
+        assert not [
+            p for p in procs.all_pids()
+            if procs.alive(p) and (procs.environ(p).get(ray_cluster.MARKER_ENV) == marker
+                                   or any(str(temp_dir) in a for a in procs.cmdline(p)))
+        ]  # fmt: skip
     print(f"2-node Slurm Ray job took {time.monotonic() - t0:.1f}s")
