@@ -412,9 +412,8 @@ def stop_own(spec: RayClusterSpec, grace: float = 10.0, remove_temp_dir: bool = 
         raylets = {p for p in pids if name[p] == "raylet"}
         gcs = {p for p in pids if name[p] == "gcs_server"}
         for group in (raylets, pids - raylets - gcs, gcs):
-            group = {p for p in group if procs.alive(p)}
-            left = procs.terminate(group, timeout=grace)
-            stopped.extend(sorted(group - left))
+            procs.terminate({p for p in group if procs.alive(p)}, timeout=grace)
+        stopped.extend(sorted(p for p in pids if not procs.alive(p)))
     left = own_pids(spec)
     if left:
         raise RuntimeError(f"Ray processes {sorted(left)} of job {spec.job_id} survived SIGKILL")

@@ -109,9 +109,21 @@ def sbatch_script(study: Study, run_dir: Path, res: SlurmResources) -> str:
     return ex._make_submission_file_text(ex._submitit_command_str, "<submission-id>")
 
 
+def check_feasible(script: str) -> None:
+    """``sbatch --test-only``: a request the cluster can never satisfy (more nodes than the
+    partition has, say) is refused here, where a plain sbatch would queue it forever."""
+    try:
+        r = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise UsageError("--cluster slurm: sbatch not found on PATH (is this a Slurm login node?)") from None
+    if r.returncode != 0:
+        raise UsageError(f"sbatch refused the job: {_sbatch_error(r.stderr or r.stdout)}")
+
+
 def submit(study: Study, run_dir: Path, res: SlurmResources) -> str:
     """Submit the sweep job; prints the job id, RUN_DIR and how to follow or cancel it."""
     ex = _executor(study, run_dir, res)
+    check_feasible(ex._make_submission_file_text(ex._submitit_command_str, "test-only"))
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):  # submitit echoes sbatch's stderr itself
@@ -129,15 +141,21 @@ def submit(study: Study, run_dir: Path, res: SlurmResources) -> str:
 
 def _sbatch_error(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["no message"])[-1].removeprefix("sbatch: error: ")
+    errors = [ln for ln in lines if "error:" in ln.lower()]
+    return (errors or lines or ["no message"])[0].removeprefix("sbatch: error: ")
+
+
+# squeue -j shows a finished job for a while (MinJobAge); these states mean it is over.
+_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+          "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"}
 
 
 def job_state(job_id: str) -> str | None:
-    """The job's state in squeue (PENDING, RUNNING, ...), or None once it left the queue."""
+    """The job's state (PENDING, RUNNING, ...; a requeued job pends again), or None once
+    it has ended."""
     r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-    state = r.stdout.strip()
-    return state.splitlines()[0] if r.returncode == 0 and state else None
+    state = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+    return None if state is None or state in _ENDED else state
 
 
 def follow(run_dir: Path, job_id: str, poll_s: float = 2.0) -> int:
