@@ -499,7 +499,7 @@ def head(spec: RayClusterSpec, join_timeout: float = 300.0) -> Iterator[str]:
         stop_own(spec, remove_temp_dir=clean)
 
 
-def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 2.0) -> None:
+def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 1.0) -> None:
     """Start this worker node and block until the head's GCS is gone (or SIGTERM), then
     stop this node's Ray processes (and remove its temp dir). For the non-head tasks."""
     host, port = spec.address.rsplit(":", 1)
