@@ -4,10 +4,9 @@ Called from the job's tasks, one per node (e.g. ``srun --ntasks-per-node=1``)::
 
     spec = RayClusterSpec.from_slurm(token_file=run_dir / "slurm" / "ray.token")
     if spec.is_head:
-        with head(spec) as address:          # start, wait for all nodes, stop at exit
-            os.environ.update(client_env(spec))
-            ray.init(address=address)        # the Tune driver
-            ...
+        with head(spec):                     # start, wait for all nodes, stop at exit
+            connect(spec)                    # ray.init(address=...) with the token
+            ...                              # the Tune driver
     else:
         run_worker(spec)                     # blocks until the head goes away
 
@@ -37,7 +36,9 @@ Security and isolation:
   which kills every Ray of this user on the machine).
 
 A requeued job runs the same code again: start_* first stops leftovers of the same
-job/node (proctrack/linuxproc does not kill daemonized processes) and wipes its temp dir.
+job/node (proctrack/linuxproc does not kill daemonized processes) and wipes its temp dir;
+a worker retries joining and rejoins if its raylet dies while the head is up. After the
+job, ``cleanup`` (the dev cluster's Slurm epilog) stops whatever the job left behind.
 """
 
 from __future__ import annotations
@@ -354,16 +355,23 @@ def start_worker(spec: RayClusterSpec, timeout: float = 300.0) -> None:
     start this node."""
     if spec.is_head:
         raise ValueError("start_worker needs node_index > 0")
-    _prepare_node(spec)
     host, port = spec.address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
-    while not (_reachable(host, int(port)) and spec.token_file.exists()):
-        if time.monotonic() > deadline:
-            raise RayStartError(f"head {spec.address} not reachable after {timeout:.0f}s")
-        time.sleep(0.5)
-    _ray_start(
-        spec, [f"--address={spec.address}", *_node_args(spec)], max(deadline - time.monotonic(), 30)
-    )
+    while True:
+        _prepare_node(spec)
+        while not (_reachable(host, int(port)) and spec.token_file.exists()):
+            if time.monotonic() > deadline:
+                raise RayStartError(f"head {spec.address} not reachable after {timeout:.0f}s")
+            time.sleep(0.5)
+        try:
+            _ray_start(spec, [f"--address={spec.address}", *_node_args(spec)], 120)
+            return
+        except RayStartError:
+            # E.g. a requeued job: a leftover head of the previous run answered (old
+            # token) before the new head replaced it. Retry until the deadline.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def _recorded_sessions(spec: RayClusterSpec) -> set[int]:
@@ -454,6 +462,7 @@ def wait_for_nodes(spec: RayClusterSpec, n: int | None = None, timeout: float = 
 def _poll_nodes(address: str, n: int, timeout: float) -> list[dict]:
     """(child process) Poll the GCS with Ray's GcsClient; token from the environment."""
     from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
 
     client = GcsClient(address=address)
     deadline = time.monotonic() + timeout
@@ -464,7 +473,7 @@ def _poll_nodes(address: str, n: int, timeout: float) -> list[dict]:
             infos, error = [], exc
         else:
             error = None
-        alive = [i for i in infos if i.state == 0]  # GcsNodeInfo.ALIVE
+        alive = [i for i in infos if i.state == GcsNodeInfo.ALIVE]
         if len(alive) >= n:
             return [
                 {
@@ -499,30 +508,51 @@ def head(spec: RayClusterSpec, join_timeout: float = 300.0) -> Iterator[str]:
         stop_own(spec, remove_temp_dir=clean)
 
 
-def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 1.0) -> None:
-    """Start this worker node and block until the head's GCS is gone (or SIGTERM), then
-    stop this node's Ray processes (and remove its temp dir). For the non-head tasks."""
-    host, port = spec.address.rsplit(":", 1)
-    # Slurm sends SIGTERM on scancel/requeue: unwind so `finally` stops Ray. Only where
-    # nobody (e.g. submitit) handles SIGTERM already, and only in the main thread.
-    own_handler = (
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """Turn SIGTERM (Slurm's scancel/requeue/time limit) into SystemExit so `finally`
+    blocks stop Ray before SIGKILL. Only where nobody (e.g. submitit, which ignores
+    SIGTERM) handles it already, and only in the main thread."""
+    own = (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
     )
-    if own_handler:
+    if own:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    clean = False
     try:
-        start_worker(spec, join_timeout)
-        misses = 0
-        while misses < 3:  # ~3 polls without the head's GCS: the cluster is over
-            time.sleep(poll)
-            misses = 0 if _reachable(host, int(port)) else misses + 1
-        clean = True
+        yield
     finally:
-        stop_own(spec, remove_temp_dir=clean)
-        if own_handler:
+        if own:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _raylet_alive(spec: RayClusterSpec) -> bool:
+    return any(
+        Path((procs.cmdline(p) or [""])[0]).name == "raylet" for p in own_pids(spec)
+    )
+
+
+def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 1.0) -> None:
+    """Start this worker node and block until the head's GCS is gone (or SIGTERM), then
+    stop this node's Ray processes (and remove its temp dir). For the non-head tasks.
+    If this node's raylet dies while the head is still up, the node joins again."""
+    host, port = spec.address.rsplit(":", 1)
+    clean = False
+    with _sigterm_exits():
+        try:
+            start_worker(spec, join_timeout)
+            misses = 0
+            while misses < 3:  # ~3 polls without the head's GCS: the cluster is over
+                time.sleep(poll)
+                if not _reachable(host, int(port)):
+                    misses += 1
+                    continue
+                misses = 0
+                if not _raylet_alive(spec):
+                    start_worker(spec, join_timeout)
+            clean = True
+        finally:
+            stop_own(spec, remove_temp_dir=clean)
 
 
 def run(spec: RayClusterSpec, command: list[str], join_timeout: float = 300.0) -> int:
@@ -532,9 +562,27 @@ def run(spec: RayClusterSpec, command: list[str], join_timeout: float = 300.0) -
     if not spec.is_head:
         run_worker(spec, join_timeout)
         return 0
-    with head(spec, join_timeout):
+    with _sigterm_exits(), head(spec, join_timeout):
         env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
         return subprocess.run(command, env={**env, **client_env(spec)}).returncode
+
+
+def cleanup(job_id: int, node_name: str) -> list[int]:
+    """Stop every Ray process a finished job left on this node and remove its temp dir.
+
+    For a Slurm epilog where proctrack/cgroup is unavailable (the dev cluster): with
+    proctrack/linuxproc, Ray's daemonized processes escape Slurm's kill, e.g. after
+    scancel of a submitit job (submitit ignores SIGTERM, so nothing stops Ray before
+    SIGKILL). Finds them by the sessions recorded in /tmp/bs-<job>-<node>/ and by argv.
+    """
+    stopped = []
+    for node_index in range(2):  # marker needs an index; sessions/argv don't
+        spec = RayClusterSpec(
+            job_id=job_id, node_index=node_index, node_name=node_name, head_host="",
+            node_ip="", num_nodes=1, token_file=Path("/dev/null"), num_cpus=0,
+        )  # fmt: skip
+        stopped += stop_own(spec, grace=3.0, remove_temp_dir=node_index == 1)
+    return stopped
 
 
 # ----------------------------------------------------------------------- CLI
@@ -556,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     poll.add_argument("--address", required=True)
     poll.add_argument("--nodes", type=int, required=True)
     poll.add_argument("--timeout", type=float, required=True)
+    clean = sub.add_parser("cleanup", help="(Slurm epilog) stop a finished job's Ray here")
+    clean.add_argument("--job-id", type=int, required=True)
+    clean.add_argument("--node-name", required=True)
     runp = sub.add_parser("run", help="in a Slurm task: head runs COMMAND, workers serve")
     runp.add_argument("--token-file", required=True)
     runp.add_argument("--join-timeout", type=float, default=300.0)
@@ -572,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "_poll":
         print(json.dumps(_poll_nodes(args.address, args.nodes, args.timeout)))
+        return 0
+    if args.cmd == "cleanup":
+        print(f"stopped {cleanup(args.job_id, args.node_name)}")
         return 0
     if args.cmd == "run":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -42,7 +42,7 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                cfg["_checkpoint"] = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+                cfg["_checkpoint"] = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
         node = node_name()
         last_saved = time.monotonic()
 

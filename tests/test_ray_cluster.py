@@ -123,6 +123,26 @@ def test_driver_with_token_runs_a_task(head_a: RayClusterSpec, home: Path) -> No
     assert out["tasks"]["slurm_node:a"]["node_id"] == node["id"]
 
 
+def test_connect_works_even_after_ray_was_imported(head_a: RayClusterSpec, home: Path) -> None:
+    """Ray reads RAY_AUTH_MODE once at import; connect() reloads it (a Tune driver may
+    have imported ray long before it learns the cluster)."""
+    code = (
+        "import sys, pickle, ray; from cluster import ray_cluster as rc; "
+        "rc.connect(pickle.loads(bytes.fromhex(sys.argv[1])), log_to_driver=False); "
+        "print('NODES', len(ray.nodes()))"
+    )
+    import pickle
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(home)
+    res = subprocess.run(
+        [sys.executable, "-c", code, pickle.dumps(head_a).hex()], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "NODES 1" in res.stdout
+
+
 def test_client_without_the_token_is_refused(head_a: RayClusterSpec, home: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.token"
     wrong.write_text("0" * 64)
@@ -293,3 +313,41 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
                                    or any(str(temp_dir) in a for a in procs.cmdline(p)))
         ]  # fmt: skip
     print(f"2-node Slurm Ray job took {time.monotonic() - t0:.1f}s")
+
+
+@pytest.mark.slurm
+def test_epilog_stops_ray_left_behind_by_a_cancelled_job(slurm_env, tmp_path: Path) -> None:
+    """proctrack/linuxproc can't see Ray's daemonized processes; the dev cluster's
+    epilog (ray_cluster.cleanup) stops them when the job ends."""
+    started = tmp_path / "started"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"export PYTHONPATH={REPO}\n"
+        f"{sys.executable} -m cluster.ray_cluster start --job-id $SLURM_JOB_ID "
+        f"--node-name $SLURMD_NODENAME --token-file {tmp_path / 'token'} || exit 1\n"
+        f"touch {started}\n"
+        "sleep 600\n"
+    )
+    job_id = subprocess.run(
+        ["sbatch", "--parsable", "-N1", f"--output={tmp_path / 'out'}", str(script)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert time.monotonic() < deadline, (tmp_path / "out").read_text()
+            time.sleep(0.5)
+        node = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True
+        ).stdout.strip()
+        temp_dir = ray_cluster.default_temp_dir(int(job_id), node)
+        sessions = {int(x) for x in (temp_dir / "sessions").read_text().split()}
+        ray_pids = {p for p in procs.all_pids() if procs.session_id(p) in sessions}
+        assert ray_pids
+    finally:
+        subprocess.run(["scancel", job_id], check=False)
+    deadline = time.monotonic() + 60
+    while any(procs.alive(p) for p in ray_pids) or temp_dir.exists():
+        assert time.monotonic() < deadline, f"Ray of cancelled job {job_id} survived"
+        time.sleep(0.5)

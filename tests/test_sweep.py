@@ -109,3 +109,26 @@ def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
     assert trials.schema == TRIALS_SCHEMA
     assert trials.num_rows == 4
     assert set(trials.column("status").to_pylist()) == {"completed"}
+
+
+def test_diverged_trial_is_recorded_under_asha(tmp_path: Path) -> None:
+    """A trial that diverges ends at once and is `diverged`; the sweep goes on."""
+    data = write_tiny_fashion_mnist(tmp_path / "data", n=2000)
+    study = validate({
+        "name": "diverge",
+        "trainable": "fashion_mnist",
+        "trainable_config": {"data_dir": str(data), "val_size": 500, "hidden": 32, "sharpness_examples": 0},
+        "search": {"batch_sizes": [32], "lr": {"min": 0.01, "max": 30.0, "points": 2}},
+        "budget": {"max_examples": 20000, "stop_at_target": False},
+        "target": {"metric": "val_accuracy", "mode": "max", "value": 0.99},
+        "early_stopping": {"scheduler": "asha", "grace_examples": 2000, "reduction_factor": 3},
+    })
+    run_sweep(study, tmp_path / "run")
+    trials = pq.read_table(tmp_path / "run" / "trials.parquet").to_pandas().set_index("lr")
+    assert trials.loc[30.0, "status"] == "diverged"
+    assert trials.loc[30.0, "steps"] < 20000 // 32
+    assert trials.loc[0.01, "status"] == "completed" and trials.loc[0.01, "steps"] == 20000 // 32
+    curves = read_curves(str(tmp_path / "run" / "curves")).to_pandas()
+    rows = curves[curves.lr == 30.0].sort_values("step")
+    first, last = rows.iloc[0], rows.iloc[-1]
+    assert not last.train_loss < 10 * first.train_loss  # the blow-up is in the curve (or NaN)

@@ -47,6 +47,9 @@ class ClassificationData:
     x_val: torch.Tensor
     y_val: torch.Tensor
 
+    def to(self, device: torch.device) -> "ClassificationData":
+        return ClassificationData(*(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val)))
+
 
 @dataclass
 class LoopSettings:
@@ -151,8 +154,12 @@ def train_classifier(
     cap = max_steps(config)
     n_train = len(data.x_train)
 
+    # Ray hides GPUs a trial did not ask for (CUDA_VISIBLE_DEVICES), so "available" means
+    # "assigned to this trial".
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = data.to(device)
     torch.manual_seed(seed)
-    model = build_model()
+    model = build_model().to(device)
     opt = make_optimizer(
         config.get("optimizer", "sgd"), model.parameters(), base_lr,
         float(config.get("momentum", 0.0)), float(config.get("weight_decay", 0.0)),
