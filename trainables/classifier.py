@@ -188,12 +188,13 @@ def train_classifier(
             measure = noise if every > 0 and step % every == 0 else None
             loss = accumulate_gradients(model, data.x_train[idx], data.y_train[idx], micro, measure)
             first_loss = loss if first_loss is None else first_loss
-            if not math.isfinite(loss) or loss > settings.divergence_factor * first_loss:
-                report({**_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
-                         "train_loss": loss, "diverged": True})
-                return
             opt.step()
             step += 1
+            if not math.isfinite(loss) or loss > settings.divergence_factor * first_loss:
+                # a row of its own (the step after the last evaluation), not evaluated
+                report({**_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
+                        "train_loss": loss, "diverged": True})
+                return
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
         row = {
