@@ -96,8 +96,19 @@ class PerBatchSizeASHA(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         b = self._batch_of.get(trial.trial_id)
-        if b is not None and trial.trial_id in self._asha(b)._trial_info:
-            self._asha(b).on_trial_complete(tune_controller, trial, result)
+        if b is None or trial.trial_id not in self._asha(b)._trial_info:
+            return
+        asha = self._asha(b)
+        value = result.get(self._metric) if result else None
+        if value is not None and result.get(self._time_attr) is not None:
+            # A trial that ended early (it reached the target) never reaches the later
+            # rungs; without it there, the slow trials are only compared with each other
+            # and bad learning rates run to the cap. It counts at every rung it skipped
+            # with its final value, which it would only have improved on.
+            for milestone, recorded in asha._brackets[0]._rungs:
+                if milestone > result[self._time_attr] and trial.trial_id not in recorded:
+                    recorded[trial.trial_id] = asha._metric_op * value
+        asha.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
         self.on_trial_remove(tune_controller, trial)

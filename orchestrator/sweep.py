@@ -23,6 +23,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # treats a missing metric as "continue" and the trial ends by itself. Tune's strict check
 # would instead fail the whole sweep.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Keeping one checkpoint per trial makes Tune snapshot its state after each new one; that
+# is the point (a resumed trial loses little), so its warning about it is noise here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
