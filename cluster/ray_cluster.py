@@ -402,14 +402,16 @@ def own_pids(spec: RayClusterSpec) -> set[int]:
     return found
 
 
-def stop_own(spec: RayClusterSpec, grace: float = 10.0, remove_temp_dir: bool = False) -> list[int]:
+def stop_own(spec: RayClusterSpec, grace: float = 5.0, remove_temp_dir: bool = False) -> list[int]:
     """Stop exactly this job/node's Ray processes by pid and wait until they are gone.
 
     Order as in `ray stop` (ray/scripts/scripts.py): raylets first (they take their
     workers and agents down), then the rest, GCS last; each group gets SIGTERM, then
-    SIGKILL after `grace` seconds (agents whose raylet died ignore SIGTERM). Other Ray
-    clusters on the machine, this user's included, are left alone. Returns the pids.
-    With `remove_temp_dir`, the node's temp dir (Ray's logs) goes too.
+    SIGKILL after `grace` seconds. Measured on Ray 2.60: a raylet whose GCS is gone and
+    agents whose raylet died ignore SIGTERM, and so does a GCS with worker nodes still
+    attached; the GCS (no external Redis, so no state to save) gets at most 1 s. Other
+    Ray clusters on the machine, this user's included, are left alone. Returns the
+    pids. With `remove_temp_dir`, the node's temp dir (Ray's logs) goes too.
     """
     stopped: list[int] = []
     for _ in range(3):  # a raylet may still fork a worker while going down
@@ -419,8 +421,8 @@ def stop_own(spec: RayClusterSpec, grace: float = 10.0, remove_temp_dir: bool = 
         name = {p: Path((procs.cmdline(p) or [""])[0]).name for p in pids}
         raylets = {p for p in pids if name[p] == "raylet"}
         gcs = {p for p in pids if name[p] == "gcs_server"}
-        for group in (raylets, pids - raylets - gcs, gcs):
-            procs.terminate({p for p in group if procs.alive(p)}, timeout=grace)
+        for group, wait in ((raylets, grace), (pids - raylets - gcs, grace), (gcs, min(grace, 1.0))):
+            procs.terminate({p for p in group if procs.alive(p)}, timeout=wait)
         stopped.extend(sorted(p for p in pids if not procs.alive(p)))
     left = own_pids(spec)
     if left:
@@ -552,7 +554,8 @@ def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 
                     start_worker(spec, join_timeout)
             clean = True
         finally:
-            stop_own(spec, remove_temp_dir=clean)
+            # Without a GCS the raylet can't shut down gracefully (it ignores SIGTERM).
+            stop_own(spec, grace=1.0 if clean else 5.0, remove_temp_dir=clean)
 
 
 def run(spec: RayClusterSpec, command: list[str], join_timeout: float = 300.0) -> int:
@@ -581,7 +584,8 @@ def cleanup(job_id: int, node_name: str) -> list[int]:
             job_id=job_id, node_index=node_index, node_name=node_name, head_host="",
             node_ip="", num_nodes=1, token_file=Path("/dev/null"), num_cpus=0,
         )  # fmt: skip
-        stopped += stop_own(spec, grace=3.0, remove_temp_dir=node_index == 1)
+        # The job is over: nothing to drain, and orphaned agents ignore SIGTERM anyway.
+        stopped += stop_own(spec, grace=1.0, remove_temp_dir=node_index == 1)
     return stopped
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import devslurm, procs
+from cluster import devslurm as ds
+from cluster import procs
 
 pytestmark = pytest.mark.slurm
 
@@ -36,7 +37,9 @@ def test_two_node_sbatch_runs_one_task_per_node(devslurm, tmp_path: Path) -> Non
         "#SBATCH --nodes=2 --ntasks-per-node=1 --gres=gpu:2\n"
         'srun bash -c \'echo "$SLURMD_NODENAME $SLURM_NODEID gpus=$CUDA_VISIBLE_DEVICES"\'\n'
     )
-    _run(devslurm.env, "sbatch", "--wait", f"--output={out}", str(script), timeout=120)
+    job_id = _run(devslurm.env, "sbatch", "--parsable", f"--output={out}", str(script)).strip()
+    info = ds.wait_job(job_id, timeout=120, path=devslurm.state_dir)
+    assert info["JobState"] == "COMPLETED" and info["NodeList"] == "n[1-2]"
     lines = sorted(out.read_text().split("\n"))
     lines = [ln for ln in lines if ln]
     assert lines == ["n1 0 gpus=0,1", "n2 1 gpus=0,1"], out.read_text()
@@ -57,7 +60,7 @@ def test_submitit_executor_returns_result(slurm_env, tmp_path: Path) -> None:
         time.sleep(0.5)
     value, node, gpus = job.result()
     assert value == 42
-    assert node in devslurm.NODES
+    assert node in ds.NODES
     assert gpus == "0"
 
 
@@ -107,21 +110,21 @@ def test_up_is_idempotent_and_down_stops_every_daemon(monkeypatch) -> None:
     # Not under pytest's 0700 tmp dirs: munged wants its socket's parents world-executable.
     root = Path(tempfile.mkdtemp(prefix="bs-devslurm-"))
     root.chmod(0o755)
-    monkeypatch.setenv(devslurm.ENV_PORT, str(_free_port_triple()))
+    monkeypatch.setenv(ds.ENV_PORT, str(_free_port_triple()))
     try:
-        first = devslurm.up(root)
+        first = ds.up(root)
         assert first.started
         assert first.env["SLURM_CONF"] == str(root / "etc" / "slurm.conf")
-        st = devslurm.status(root)
+        st = ds.status(root)
         assert st["running"] and st["nodes"] == {"n1": "idle", "n2": "idle"}
         pids = [p for p in st["daemons"].values() if p]
         assert len(pids) == 4 and all(procs.alive(p) for p in pids)
 
-        again = devslurm.up(root)
+        again = ds.up(root)
         assert not again.started
-        assert devslurm.status(root)["daemons"] == st["daemons"]  # same processes
+        assert ds.status(root)["daemons"] == st["daemons"]  # same processes
 
-        stopped = devslurm.down(root)
+        stopped = ds.down(root)
         assert set(pids) <= set(stopped)
         assert not any(procs.alive(p) for p in pids)
         # No process of ours at all: nothing mentions this state dir any more.
@@ -129,8 +132,8 @@ def test_up_is_idempotent_and_down_stops_every_daemon(monkeypatch) -> None:
             p for p in procs.all_pids() if procs.alive(p) and any(str(root) in a for a in procs.cmdline(p))
         ]
         assert leftovers == []
-        assert not devslurm.status(root)["running"]
-        assert devslurm.down(root) == []  # down twice is fine too
+        assert not ds.status(root)["running"]
+        assert ds.down(root) == []  # down twice is fine too
     finally:
-        devslurm.down(root)
+        ds.down(root)
         shutil.rmtree(root, ignore_errors=True)

@@ -126,3 +126,13 @@ def test_nqm_estimate_at_a_trained_point_matches_analytic_b_simple() -> None:
         small, big = nqm.noise_scale_norms(grad, rng.standard_normal(dim) * sd, rng.standard_normal(dim) * sd)
         est.update(small, big, B, 2 * B)
     assert est.b_simple == pytest.approx(analytic, rel=0.1)
+
+
+def test_b_simple_is_none_while_the_trace_estimate_is_not_positive() -> None:
+    from trainables.noise_scale import NoiseScaleEstimator
+
+    est = NoiseScaleEstimator()
+    # |G_small|² < |G_big|²: by chance the smaller batch looked less noisy, tr(Σ) < 0
+    est.update(g_small_sq=1.0, g_big_sq=1.2, b_small=2048, b_big=4096)
+    assert est.trace_cov is not None and est.trace_cov < 0 and est.grad_sq_norm > 0
+    assert est.b_simple is None

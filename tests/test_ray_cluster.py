@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import procs, ray_cluster
+from cluster import devslurm, procs, ray_cluster
 from cluster.ports import RayPorts, busy
 from cluster.ray_cluster import RayClusterSpec
 
@@ -284,12 +284,13 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
         f"--join-timeout 120 -- {sys.executable} {driver}\n"
     )
     t0 = time.monotonic()
-    res = subprocess.run(
-        ["sbatch", "--wait", f"--output={out}", f"--chdir={REPO}", str(script)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    job_id = int(subprocess.run(
+        ["sbatch", "--parsable", f"--output={out}", f"--chdir={REPO}", str(script)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip())  # fmt: skip
+    info = devslurm.wait_job(job_id, timeout=300)
     log = out.read_text() if out.exists() else ""
-    assert res.returncode == 0, f"{res.stderr}\n{log[-4000:]}"
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log[-4000:]
     line = next(ln for ln in log.splitlines() if ln.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     by_label = {n["labels"][ray_cluster.NODE_LABEL]: n for n in result["nodes"]}
@@ -302,7 +303,6 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
         assert task["slurmd"] == name
     assert token.stat().st_mode & 0o777 == 0o600
     # Nothing of the job's Ray survives it, and both nodes cleaned their temp dirs.
-    job_id = int(res.stdout.split()[-1])
     for index, name in enumerate(("n1", "n2")):
         temp_dir = ray_cluster.default_temp_dir(job_id, name)
         assert not temp_dir.exists()

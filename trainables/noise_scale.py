@@ -77,8 +77,8 @@ def grad_sq_norm(grads: Iterable["torch.Tensor | None"]) -> float:
 class NoiseScaleEstimator:
     """Separate bias-corrected EMAs of |G|² and tr(Σ); ``b_simple`` is their ratio.
 
-    ``update`` takes one pair of squared norms; ``b_simple`` is ``None`` until the smoothed
-    |G|² is positive and both EMAs are finite (early on, or in the noise-dominated regime,
+    ``update`` takes one pair of squared norms; ``b_simple`` is ``None`` until both smoothed
+    estimates are positive and finite (early on, or in the noise-dominated regime,
     |G|² estimates can be ≤ 0 and a ratio would mean nothing).
     """
 
@@ -116,7 +116,10 @@ class NoiseScaleEstimator:
     def b_simple(self) -> float | None:
         """EMA(tr Σ) / EMA(|G|²), or None while that is not meaningful."""
         g2, tr = self.grad_sq_norm, self.trace_cov
-        if g2 is None or tr is None or not (math.isfinite(g2) and math.isfinite(tr)) or g2 <= 0:
+        # Both smoothed estimates must be positive: with few measurements, or a batch far
+        # above the noise scale, the unbiased tr(Σ) estimate can be <= 0, and a zero or
+        # negative "noise scale" is noise, not a measurement.
+        if g2 is None or tr is None or not (math.isfinite(g2) and math.isfinite(tr)) or g2 <= 0 or tr <= 0:
             return None
         return tr / g2
 
