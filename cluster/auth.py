@@ -1,6 +1,6 @@
 """Ray token authentication: a fresh secret per run, in a file only its owner can read.
 
-    python -c "from cluster import auth; auth.write_token('/tmp/t'); print(auth.client_env('/tmp/t'))"
+    python -c "from cluster import auth; print(auth.write_token('/tmp/t'), auth.read_token('/tmp/t'))"
 
 How Ray 2.60 does it (ray/_private/authentication/authentication_token_setup.py):
 ``RAY_AUTH_MODE=token`` switches every Ray process (GCS, raylet, agents, workers,

@@ -10,14 +10,21 @@ NodeAddr 127.0.0.1 on their own port), each node with 2 CPUs and 2 fake GPUs (gr
 backed by /dev/null-like device nodes; plain files when not root). Everything (config,
 munge key and socket, spool, logs, pid files) lives under one directory:
 ``<repo>/.devslurm/`` or ``$BATCHSCALE_DEVSLURM_DIR``. Nothing reads or writes /etc/slurm
-or /etc/munge: every daemon and client gets ``SLURM_CONF``, and Slurm finds our munge socket through ``AuthInfo=socket=...`` (munge's own tools take
+or /etc/munge: every daemon and client gets ``SLURM_CONF``, and Slurm finds our munge
+socket through ``AuthInfo=socket=...`` (munge's own tools take
 ``--socket``; there is no environment variable for it).
 
-Python API: ``up()``, ``down()``, ``status()``, ``env()``; ``up()`` returns a
-:class:`DevSlurm` whose ``.env`` holds what clients (sbatch, submitit) need.
+Python API: ``up()``, ``down()``, ``status()``, ``env()``, ``job_info()``,
+``wait_job()``; ``up()`` returns a :class:`DevSlurm` whose ``.env`` holds what clients
+(sbatch, submitit) need. ``status`` exits 0 when the cluster runs, 3 when it doesn't.
+
+Dev-cluster conveniences: requeued jobs restart after ~11 s (``cred_expire=10``), job ids
+start at a per-directory ``FirstJobId``, and an epilog stops Ray processes a job left
+behind (proctrack/linuxproc can't see daemonized processes).
 
 Limits: accounting is off (no slurmdbd), so ``sacct`` fails and submitit's ``job.state``
-reads ``UNKNOWN``; ``job.result()`` still works (it waits for the result file).
+reads ``UNKNOWN``; ``job.result()`` still works (it waits for the result file), and
+``job_info()`` (scontrol) shows a job for 10 min after it ends.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cluster import procs
 
@@ -50,6 +58,7 @@ REAL_MEMORY_MB = 4000
 PARTITION = "debug"
 APT_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "scontrol", "squeue")
+T = TypeVar("T")
 # States in which a node is registered, responding and schedulable.
 _USABLE = {"idle", "mixed", "allocated", "completing"}
 
@@ -364,7 +373,9 @@ def _start(lay: Layout, daemon: str) -> int:
     return proc.pid
 
 
-def _wait_for(what: str, check, timeout: float, poll: float = 0.2, log: Path | None = None):
+def _wait_for(
+    what: str, check: Callable[[], T], timeout: float, poll: float = 0.2, log: Path | None = None
+) -> T:
     """Poll `check()` until truthy; raise with the log's tail on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -450,11 +461,13 @@ def up(path: str | os.PathLike[str] | None = None, timeout: float = 120.0) -> De
                         f"devslurm: port {daemon_port} for {daemon} is taken by another "
                         f"process; set {ENV_PORT} to a free base port"
                     )
+            if daemon == "munged":
+                lay.munge_socket.unlink(missing_ok=True)  # stale: its daemon is gone
             pid = _start(lay, daemon)
             started = True
             log = lay.log / f"{daemon}.stdout"
             if daemon == "munged":
-                _wait_for("munged's socket", lay.munge_socket.exists, 15, log=lay.log / "munged.log")
+                _wait_for("munged's socket", lay.munge_socket.exists, 15, log=log)
             elif daemon == "slurmctld":
                 _wait_for(
                     "slurmctld to answer",
@@ -552,7 +565,7 @@ def wait_job(
     """Poll (0.5 s) until the job has ended; return its job_info. Quicker than
     `sbatch --wait`, whose polling interval grows to tens of seconds."""
     ended = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-             "PREEMPTED", "BOOT_FAIL", "DEADLINE"}  # fmt: skip
+             "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT"}  # fmt: skip
     return _wait_for(
         f"job {job_id} to end",
         lambda: (info := job_info(job_id, path)).get("JobState") in ended and info,
@@ -570,14 +583,19 @@ def status(path: str | os.PathLike[str] | None = None) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.devslurm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.devslurm", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--dir", default=None, help=f"state directory (default ${ENV_DIR} or <repo>/.devslurm)")
+    parser.add_argument(
+        "--dir", default=None, help=f"state directory (default ${ENV_DIR} or <repo>/.devslurm)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             ds = up(args.dir)
-            print(f"devslurm up ({'started' if ds.started else 'already running'}): nodes {', '.join(ds.nodes)}")
+            how = "started" if ds.started else "already running"
+            print(f"devslurm up ({how}): nodes {', '.join(ds.nodes)}")
             print(f"  export SLURM_CONF={ds.conf}")
         elif args.command == "down":
             pids = down(args.dir)

@@ -31,9 +31,9 @@ Security and isolation:
   is short, per job and node (``/tmp/bs-<job>-<node>``; Unix socket paths max 107 bytes).
 - CPUs/GPUs/memory are what Slurm allocated on this node, never the whole machine.
 - ``ray start`` runs in a new session whose id is recorded in the temp dir (plus a
-  marker variable ``BATCHSCALE_RAY_NODE=<job>/<index>``); every process it spawns stays
-  in that session, and ``stop_own`` signals exactly those pids (never ``ray stop``,
-  which kills every Ray of this user on the machine).
+  marker variable ``BATCHSCALE_RAY_NODE=<job>/<index>/<node>``); every process it
+  spawns stays in that session, and ``stop_own`` signals exactly those pids (never
+  ``ray stop``, which kills every Ray of this user on the machine).
 
 A requeued job runs the same code again: start_* first stops leftovers of the same
 job/node (proctrack/linuxproc does not kill daemonized processes) and wipes its temp dir;
@@ -125,7 +125,7 @@ class RayClusterSpec:
     @property
     def marker(self) -> str:
         """Value of MARKER_ENV in every process this node's `ray start` spawns."""
-        return f"{self.job_id}/{self.node_index}"
+        return f"{self.job_id}/{self.node_index}/{self.node_name}"
 
     @classmethod
     def from_slurm(
@@ -382,23 +382,38 @@ def _recorded_sessions(spec: RayClusterSpec) -> set[int]:
 
 
 def own_pids(spec: RayClusterSpec) -> set[int]:
-    """Live processes of this job's Ray node on this machine, found three ways: in a
-    session our `ray start` led, carrying our marker variable (where setproctitle left
-    the environment readable), or naming our temp dir in argv. Only our uid's."""
+    """Live processes (of our uid) of this job's Ray node on this machine.
+
+    A process is ours if it carries our marker variable or names our temp dir in argv
+    (gcs_server, raylet, Python helpers), or if it is in a session our `ray start` led:
+    that catches workers and agents, whose argv and environment setproctitle overwrote.
+    A recorded session counts only if a member is verifiably ours, or all its members are
+    such retitled ``ray::`` processes, and none carries another node's marker, so a
+    session id reused by the kernel for something else is never taken for ours.
+    """
     me = procs.ancestors(os.getpid())  # never the caller, even if it carries the marker
-    sessions = _recorded_sessions(spec)
+    recorded = _recorded_sessions(spec)
     tmp = f"{spec.temp_dir}/"
     uid = os.getuid()
-    found = set()
+    found: set[int] = set()
+    sessions: dict[int, list[tuple[int, str | None, list[str]]]] = {}
     for pid in procs.all_pids():
         if pid in me or procs.owner(pid) != uid or not procs.alive(pid):
             continue
-        if (
-            procs.session_id(pid) in sessions
-            or procs.environ(pid).get(MARKER_ENV) == spec.marker
-            or any(tmp in arg for arg in procs.cmdline(pid))
-        ):
+        marker = procs.environ(pid).get(MARKER_ENV)
+        argv = procs.cmdline(pid)
+        if marker == spec.marker or any(tmp in arg for arg in argv):
             found.add(pid)
+        sid = procs.session_id(pid)
+        if sid in recorded:
+            sessions.setdefault(sid, []).append((pid, marker, argv))
+    for members in sessions.values():
+        if any(m is not None and m != spec.marker for _, m, _ in members):
+            continue  # another Ray node's session
+        if any(p in found for p, _, _ in members) or all(
+            a and a[0].startswith("ray::") for _, _, a in members
+        ):
+            found.update(p for p, _, _ in members)
     return found
 
 
@@ -421,7 +436,8 @@ def stop_own(spec: RayClusterSpec, grace: float = 5.0, remove_temp_dir: bool = F
         name = {p: Path((procs.cmdline(p) or [""])[0]).name for p in pids}
         raylets = {p for p in pids if name[p] == "raylet"}
         gcs = {p for p in pids if name[p] == "gcs_server"}
-        for group, wait in ((raylets, grace), (pids - raylets - gcs, grace), (gcs, min(grace, 1.0))):
+        groups = ((raylets, grace), (pids - raylets - gcs, grace), (gcs, min(grace, 1.0)))
+        for group, wait in groups:
             procs.terminate({p for p in group if procs.alive(p)}, timeout=wait)
         stopped.extend(sorted(p for p in pids if not procs.alive(p)))
     left = own_pids(spec)
@@ -441,7 +457,9 @@ def _reachable(host: str, port: int) -> bool:
 # ----------------------------------------------------------------------- waiting
 
 
-def wait_for_nodes(spec: RayClusterSpec, n: int | None = None, timeout: float = 300.0) -> list[dict]:
+def wait_for_nodes(
+    spec: RayClusterSpec, n: int | None = None, timeout: float = 300.0
+) -> list[dict]:
     """Poll the GCS until `n` (default spec.num_nodes) nodes are alive; return them.
 
     Runs in a child process with the token environment, so the caller's own Ray state
@@ -457,7 +475,9 @@ def wait_for_nodes(spec: RayClusterSpec, n: int | None = None, timeout: float = 
     env.pop(MARKER_ENV)  # the poller is not part of the node; stop_own must not see it
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout + 60)
     if res.returncode != 0:
-        raise RayStartError(f"waiting for {n} Ray nodes at {spec.address} failed:\n{res.stderr[-3000:]}")
+        raise RayStartError(
+            f"waiting for {n} Ray nodes at {spec.address} failed:\n{res.stderr[-3000:]}"
+        )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -488,7 +508,9 @@ def _poll_nodes(address: str, n: int, timeout: float) -> list[dict]:
                 for i in alive
             ]
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(alive)}/{n} nodes alive after {timeout:.0f}s (last error: {error})")
+            raise TimeoutError(
+                f"{len(alive)}/{n} nodes alive after {timeout:.0f}s (last error: {error})"
+            )
         time.sleep(0.5)
 
 

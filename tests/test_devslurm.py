@@ -129,7 +129,9 @@ def test_up_is_idempotent_and_down_stops_every_daemon(monkeypatch) -> None:
         assert not any(procs.alive(p) for p in pids)
         # No process of ours at all: nothing mentions this state dir any more.
         leftovers = [
-            p for p in procs.all_pids() if procs.alive(p) and any(str(root) in a for a in procs.cmdline(p))
+            p
+            for p in procs.all_pids()
+            if procs.alive(p) and any(str(root) in a for a in procs.cmdline(p))
         ]
         assert leftovers == []
         assert not ds.status(root)["running"]

@@ -50,9 +50,9 @@ print("RESULT " + json.dumps({
 
 def _job_ids(n: int) -> list[int]:
     """n consecutive fake job ids whose ports are all free (consecutive ids never share
-    ports: see cluster.ports)."""
+    ports: see cluster.ports), far above any id the dev Slurm cluster hands out."""
     for _ in range(20):
-        base = random.randrange(10**6, 10**7)
+        base = random.randrange(50_000_000, 60_000_000)
         ids = list(range(base, base + n))
         wanted = [p for j in ids for i in (0, 1) for p in RayPorts.for_node(j, i).all()]
         if not busy(wanted):
@@ -99,8 +99,52 @@ def driver_result(res: subprocess.CompletedProcess[str]) -> dict:
     return json.loads(line.removeprefix("RESULT "))
 
 
+def test_ports_of_nearby_jobs_never_overlap() -> None:
+    """Any two jobs whose ids differ by less than JOB_SLOTS, on any two node indexes, get
+    disjoint ports; all stay in 20000-31999 (below the kernel's ephemeral range)."""
+    from cluster import ports
+
+    base = 7_133_000
+    blocks = {
+        (j, i): set(RayPorts.for_node(j, i).all())
+        for j in range(base, base + ports.JOB_SLOTS)
+        for i in range(2)
+    }
+    everything = [p for b in blocks.values() for p in b]
+    assert len(everything) == len(set(everything))  # pairwise disjoint
+    assert all(len(b) == ports.BLOCK - ports.NAMED_RESERVED + 9 for b in blocks.values())
+    assert 20000 <= min(everything) and max(everything) < 32000 <= 32768
+    # Ids exactly JOB_SLOTS apart share a slot; busy() is what catches that at start.
+    assert RayPorts.for_node(base, 0) == RayPorts.for_node(base + ports.JOB_SLOTS, 0)
+
+
+def test_own_pids_trusts_a_recorded_session_only_when_it_looks_like_ours(tmp_path: Path) -> None:
+    """Session ids are recorded per `ray start`; the kernel may reuse one later. A reused
+    session of some other program must not be taken for Ray; orphaned, retitled Ray
+    agents (argv ``ray::...``, environment unreadable) must be."""
+    spec = make_spec(_job_ids(1)[0], tmp_path / "t", node_name="s")
+    spec.temp_dir.mkdir(mode=0o700)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    orphan = subprocess.Popen(
+        ["ray::DashboardAgent", "60"], executable="sleep", start_new_session=True
+    )
+    try:
+        (spec.temp_dir / "sessions").write_text(f"{stranger.pid}\n{orphan.pid}\n")
+        found = ray_cluster.own_pids(spec)
+        assert stranger.pid not in found
+        assert orphan.pid in found
+        assert ray_cluster.stop_own(spec, grace=1.0, remove_temp_dir=True) == [orphan.pid]
+        assert stranger.poll() is None  # untouched
+    finally:
+        for proc in (stranger, orphan):
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="module")
-def head_a(job_ids: list[int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayClusterSpec]:
+def head_a(
+    job_ids: list[int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RayClusterSpec]:
     spec = make_spec(job_ids[0], tmp_path_factory.mktemp("a") / "ray.token", node_name="a")
     ray_cluster.start_head(spec)
     yield spec
@@ -143,7 +187,9 @@ def test_connect_works_even_after_ray_was_imported(head_a: RayClusterSpec, home:
     assert "NODES 1" in res.stdout
 
 
-def test_client_without_the_token_is_refused(head_a: RayClusterSpec, home: Path, tmp_path: Path) -> None:
+def test_client_without_the_token_is_refused(
+    head_a: RayClusterSpec, home: Path, tmp_path: Path
+) -> None:
     wrong = tmp_path / "wrong.token"
     wrong.write_text("0" * 64)
     wrong.chmod(0o600)
@@ -153,7 +199,9 @@ def test_client_without_the_token_is_refused(head_a: RayClusterSpec, home: Path,
     }
     # Ray retries the GCS for ~20 s before giving up: run both at once.
     with ThreadPoolExecutor(2) as pool:
-        futures = {k: pool.submit(run_driver, env, home, head_a.address) for k, env in attempts.items()}
+        futures = {
+            k: pool.submit(run_driver, env, home, head_a.address) for k, env in attempts.items()
+        }
         results = {k: f.result() for k, f in futures.items()}
     for name, res in results.items():
         assert res.returncode != 0, f"{name}: connected without the right token"
@@ -163,7 +211,9 @@ def test_client_without_the_token_is_refused(head_a: RayClusterSpec, home: Path,
         )
 
 
-def test_dashboard_is_not_exposed_and_ports_are_explicit(head_a: RayClusterSpec, home: Path) -> None:
+def test_dashboard_is_not_exposed_and_ports_are_explicit(
+    head_a: RayClusterSpec, home: Path
+) -> None:
     # Run a driver first so worker processes (which listen too) exist.
     driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
     pids = ray_cluster.own_pids(head_a)
@@ -233,7 +283,9 @@ def test_restart_of_the_same_job_replaces_stale_state(job_ids: list[int], tmp_pa
     assert not spec.temp_dir.exists()
 
 
-def test_worker_joins_and_leaves_when_the_head_stops(job_ids: list[int], tmp_path: Path, home: Path) -> None:
+def test_worker_joins_and_leaves_when_the_head_stops(
+    job_ids: list[int], tmp_path: Path, home: Path
+) -> None:
     """Two Ray nodes of one job on this machine (as on the dev Slurm cluster)."""
     token = tmp_path / "d.token"
     head_spec = make_spec(job_ids[3], token, node_name="h", num_nodes=2)
@@ -306,7 +358,7 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
     for index, name in enumerate(("n1", "n2")):
         temp_dir = ray_cluster.default_temp_dir(job_id, name)
         assert not temp_dir.exists()
-        marker = f"{job_id}/{index}"
+        marker = f"{job_id}/{index}/{name}"
         assert not [
             p for p in procs.all_pids()
             if procs.alive(p) and (procs.environ(p).get(ray_cluster.MARKER_ENV) == marker
