@@ -13,8 +13,11 @@ and remove ``RAY_AUTH_TOKEN`` so a stray value can't take precedence.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
@@ -59,3 +62,34 @@ def scrubbed_env(base: dict[str, str], token_file: str | os.PathLike[str]) -> di
     env = {k: v for k, v in base.items() if k != "RAY_AUTH_TOKEN"}
     env.update(client_env(token_file))
     return env
+
+
+def use_in_process(env: dict[str, str]) -> None:
+    """Set Ray's auth variables in os.environ and make an already imported ``ray`` see
+    them: Ray reads RAY_AUTH_MODE into its config once, so the config and the token cache
+    are reloaded (as Ray's own authentication_token_setup._enable_token_auth does)."""
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    for key in AUTH_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def private_token() -> Iterator[Path]:
+    """A fresh 0600 token in a 0700 temp dir, in force for Ray in this process until exit.
+
+    For a Ray instance this process starts itself: left alone, Ray 2.60 turns token auth
+    on and keeps the token in ~/.ray/auth_token with mode 0644, readable by every user.
+    """
+    saved = {k: os.environ[k] for k in (*AUTH_ENV, "RAY_AUTH_TOKEN") if k in os.environ}
+    with tempfile.TemporaryDirectory(prefix="bs-ray-") as d:
+        token = write_token(Path(d) / "token")
+        use_in_process(client_env(token))
+        try:
+            yield token
+        finally:
+            use_in_process(saved)

@@ -224,13 +224,9 @@ def connect(spec: RayClusterSpec, **init_kwargs: object) -> object:
     result. Works even if ray was imported before: Ray reads RAY_AUTH_MODE into its
     config once, so the config and token cache are reloaded (as Ray's own
     authentication_token_setup._enable_token_auth does)."""
-    os.environ.pop("RAY_AUTH_TOKEN", None)
-    os.environ.update(client_env(spec))
     import ray
-    from ray._raylet import AuthenticationTokenLoader, Config
 
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    auth.use_in_process(client_env(spec))
     return ray.init(address=spec.address, **init_kwargs)
 
 

@@ -5,12 +5,14 @@
     from orchestrator.sweep import run_sweep
     run_sweep(load_study("fashion-mnist", budget="smoke"), Path("runs/try"))
 
-``address=None`` starts (and stops) a Ray instance on this machine; inside a Slurm job the
-caller passes the explicit address of the job's own head node.
+``address=None`` starts (and stops) a Ray instance on this machine, with token auth and a
+fresh token readable only by its owner; inside a Slurm job the caller connects to the job's
+own head node first (``cluster.ray_cluster.connect``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -30,6 +32,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from cluster import auth  # noqa: E402
 from orchestrator.adapter import tune_trainable  # noqa: E402
 from orchestrator.errors import SweepInterrupted  # noqa: E402
 from orchestrator.grid import trial_config, trial_grid  # noqa: E402
@@ -85,21 +88,19 @@ def run_sweep(
     Raises ``SweepInterrupted`` when Tune stopped early (Ctrl-C, SIGTERM): the curves so
     far and Tune's state are saved, and ``resume=True`` continues from them.
     """
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            num_cpus=num_cpus if address is None else None,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
-        started_ray = True
-    try:
+    with contextlib.ExitStack() as stack:
+        if not ray.is_initialized():
+            if address is None:
+                stack.enter_context(auth.private_token())
+            ray.init(
+                address=address,
+                num_cpus=num_cpus if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+            stack.callback(ray.shutdown)
         return _fit(study, Path(run_dir), resume, display, checkpoint_every_s)
-    finally:
-        if started_ray:
-            ray.shutdown()
 
 
 def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,

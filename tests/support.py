@@ -28,8 +28,9 @@ def write_tiny_fashion_mnist(directory: Path, n: int = 1200, seed: int = 0) -> P
     return directory
 
 
-def launch(*args: str, cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m orchestrator.launch ARGS`` in a subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def launch(*args: str, cwd: Path = REPO, timeout: float = 600,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m orchestrator.launch ARGS`` in a subprocess (``env`` added to os.environ)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "orchestrator.launch", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -14,8 +14,12 @@ from support import launch
 
 def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    r = launch("--cluster", "local", "--budget", "smoke", "--out", str(run_dir))
+    home = tmp_path / "home"
+    home.mkdir()
+    r = launch("--cluster", "local", "--budget", "smoke", "--out", str(run_dir), env={"HOME": str(home)})
     assert r.returncode == 0, r.stderr[-3000:]
+    # Ray's own default would leave a world-readable token in ~/.ray/auth_token
+    assert not (home / ".ray" / "auth_token").exists()
 
     assert sorted(p.name for p in run_dir.iterdir()) == ["curves", "report", "study.toml", "trials.parquet", "tune"]
     study = tomllib.loads((run_dir / "study.toml").read_text())
