@@ -23,6 +23,7 @@ from typing import Any
 import submitit
 
 from cluster.job import SweepJob
+from cluster.ports import WORKER_PORTS
 from orchestrator.errors import UsageError
 from orchestrator.progress import LiveDisplay, read_snapshot
 from orchestrator.study import Study
@@ -70,12 +71,19 @@ def resources_from(args: Any, study: Study) -> SlurmResources:
     if nodes < 1:
         raise UsageError(f"--nodes: must be >= 1, got {nodes}")
     gpus = math.ceil(r.gpus_per_trial) if args.gpus_per_node is None else args.gpus_per_node
+    if gpus < 0:
+        raise UsageError(f"--gpus-per-node: must be >= 0, got {gpus}")
     if gpus < math.ceil(r.gpus_per_trial):
         raise UsageError(f"--gpus-per-node: {gpus} is less than resources.gpus_per_trial = {r.gpus_per_trial}")
     trials_per_node = max(1, math.floor(gpus / r.gpus_per_trial)) if r.gpus_per_trial else 1
     cpus = math.ceil(r.cpus_per_trial * trials_per_node) if args.cpus_per_node is None else args.cpus_per_node
     if cpus < math.ceil(r.cpus_per_trial):
         raise UsageError(f"--cpus-per-node: {cpus} is less than resources.cpus_per_trial = {r.cpus_per_trial}")
+    # every concurrent trial is a Ray worker process holding one of the node's worker ports
+    if math.ceil(cpus / r.cpus_per_trial) > WORKER_PORTS - 8:
+        raise UsageError(f"--cpus-per-node: {cpus} CPUs / resources.cpus_per_trial = {r.cpus_per_trial} "
+                         f"would run more trials per node than the {WORKER_PORTS - 8} Ray worker ports "
+                         f"reserved per job; raise cpus_per_trial")
     return SlurmResources(nodes=nodes, cpus_per_node=cpus, gpus_per_node=gpus,
                           time_min=parse_time(args.time or DEFAULT_TIME),
                           partition=args.partition, account=args.account)
@@ -154,7 +162,10 @@ def job_state(job_id: str) -> str | None:
     """The job's state (PENDING, RUNNING, ...; a requeued job pends again), or None once
     it has ended."""
     r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-    state = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+    if r.returncode != 0:
+        # gone from slurmctld's memory; any other failure (a busy controller) is not an end
+        return None if "invalid job id" in r.stderr.lower() else "UNKNOWN"
+    state = r.stdout.strip().splitlines()[0] if r.stdout.strip() else None
     return None if state is None or state in _ENDED else state
 
 

@@ -49,7 +49,7 @@ def lr_values(study: Study, batch_size: int) -> list[float]:
     else:
         ratio = batch_size / lr.base_batch
         centre = lr.base_lr * (ratio if lr.rule == "linear" else math.sqrt(ratio))
-        grid = centre * np.logspace(-lr.decades, lr.decades, lr.points)
+        grid = centre * (np.logspace(-lr.decades, lr.decades, lr.points) if lr.points > 1 else np.ones(1))
     # 6 significant digits: readable in tables and file names, far below any LR effect.
     return [float(f"{x:.6g}") for x in grid]
 

@@ -12,7 +12,6 @@ submitted or written); 1 anything else.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -53,13 +52,15 @@ def _resolve(args: argparse.Namespace):
     from orchestrator.study import load_study
 
     if args.cluster == "local":
-        given = [f"--{f.replace('_', '-')}" for f in SLURM_FLAGS if getattr(args, f) is not None]
+        given = [f"--{f.replace('_', '-')}" for f in (*SLURM_FLAGS, "follow") if getattr(args, f) is not None]
         if given:
             raise UsageError(f"{given[0]}: only with --cluster slurm")
     if args.resume is not None:
         if args.study or args.overrides or args.out or args.budget != "full":
             raise UsageError("--resume: takes the frozen study of RUN_DIR; drop --study/--set/--out/--budget")
-        return rundir.load_frozen(args.resume), args.resume
+        study = rundir.load_frozen(args.resume)
+        rundir.check_not_running(args.resume)
+        return study, args.resume
     study = load_study(args.study, args.overrides, args.budget)
     run_dir = args.out or rundir.default_run_dir(study)
     rundir.check_new(run_dir)
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.grid import format_grid
 
     created: Path | None = None
+    existed = False
     try:
         args = build_parser().parse_args(argv)
         study, run_dir = _resolve(args)
@@ -97,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         _preflight(study)
         if args.resume is None:
-            created = rundir.create(run_dir, study)
+            existed = run_dir.exists()
+            rundir.create(run_dir, study)
+            created = run_dir
         if args.cluster == "local":
             from cluster.local import run_local
 
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except UsageError as e:
         if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+            rundir.remove_written(created, keep_dir=existed)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except SweepInterrupted as e:

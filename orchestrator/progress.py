@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from orchestrator.grid import trial_grid
 from orchestrator.study import Study
 
 SNAPSHOT = Path("tune") / "progress.json"
@@ -98,6 +101,8 @@ class ProgressCallback(Callback):
         self.best: dict[int, float] = {}
         self.reached: dict[int, set[str]] = {}
         self.examples: dict[str, int] = {}
+        # counts from the grid: Tune creates the trials of a large grid lazily
+        self.per_batch = Counter(p.batch_size for p in trial_grid(study))
         self.started = time.time()
         self._last = 0.0
 
@@ -123,21 +128,29 @@ class ProgressCallback(Callback):
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self.publish(trials, done=True)
 
+    # Tune checkpoints callback state: a resumed sweep keeps its counts and best values.
+    def get_state(self) -> dict[str, Any]:
+        return {"best": self.best, "reached": self.reached, "examples": self.examples, "diverged": self.diverged}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.best, self.reached = state["best"], state["reached"]
+        self.examples, self.diverged = state["examples"], state["diverged"]
+
     def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
         caps = {b: self.study.budget.examples_cap(b) for b in self.study.search.batch_sizes}
-        rows = {b: dict(batch_size=b, trials=0, pending=0, running=0, completed=0, early_stopped=0,
+        per_batch = self.per_batch
+        rows = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
                         diverged=0, failed=0, best=self.best.get(b), reached=len(self.reached.get(b, ())))
-                for b in self.study.search.batch_sizes}
-        budget = done_ex = 0
+                for b, n in per_batch.items()}
+        budget = sum(caps[b] * n for b, n in per_batch.items())
+        done_ex = 0
         for tr in trials:
-            b = int(tr.config["t"]["batch_size"])
-            r = rows.setdefault(b, dict(batch_size=b, trials=0, pending=0, running=0, completed=0,
-                                        early_stopped=0, diverged=0, failed=0, best=None, reached=0))
-            r["trials"] += 1
-            budget += caps.get(b, 0)
+            r = rows[int(tr.config["t"]["batch_size"])]
+            b = r["batch_size"]
             if tr.status in (Trial.PENDING, Trial.PAUSED):
-                r["pending"] += 1
-            elif tr.status == Trial.RUNNING:
+                continue
+            r["pending"] -= 1
+            if tr.status == Trial.RUNNING:
                 r["running"] += 1
                 done_ex += self.examples.get(tr.trial_id, 0)
             else:
@@ -154,8 +167,8 @@ class ProgressCallback(Callback):
         rate = done_ex / elapsed if elapsed > 0 else 0.0
         eta = (budget - done_ex) / rate if rate > 0 else None
         return dict(study=self.study.name, target=self.study.target.model_dump(), done=done,
-                    total_trials=len(trials), elapsed_s=elapsed, eta_s=0.0 if done else eta,
-                    updated=time.time(), pid=os.getpid(), batches=[rows[b] for b in sorted(rows)])
+                    total_trials=sum(per_batch.values()), elapsed_s=elapsed, eta_s=0.0 if done else eta,
+                    updated=time.time(), pid=os.getpid(), host=socket.gethostname(), batches=[rows[b] for b in sorted(rows)])
 
     def publish(self, trials: list[Trial], done: bool) -> None:
         snap = self.snapshot(trials, done)

@@ -6,20 +6,21 @@ trial early -- exactly the bias a batch-size study must not have. This scheduler
 independent ASHA state per batch size.
 
 Tune does not restore a scheduler's state when a sweep resumes, so the whole state is a
-picklable dict (``state()`` / ``load_state()``, ``save(path)`` / ``restore(path)``) that
-the sweep persists next to Tune's experiment state.
+picklable dict (``state()`` / ``load_state()``) that the sweep's ``SchedulerState``
+callback hands to Tune's experiment checkpoints, which do restore callbacks.
 """
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
+import copy
+import math
 from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from orchestrator.study import Study
+from trainables.common import target_reached
 
 
 def trial_batch_size(trial: Trial) -> int:
@@ -100,8 +101,9 @@ class PerBatchSizeASHA(FIFOScheduler):
             return
         asha = self._asha(b)
         value = result.get(self._metric) if result else None
-        if value is not None and result.get(self._time_attr) is not None:
-            # A trial that ended early (it reached the target) never reaches the later
+        if (trial.trial_id not in self.early_stopped and value is not None and math.isfinite(value)
+                and target_reached(result, trial.config["t"])):
+            # A trial that ended because it reached the target never reaches the later
             # rungs; without it there, the slow trials are only compared with each other
             # and bad learning rates run to the cap. It counts at every rung it skipped
             # with its final value, which it would only have improved on.
@@ -133,7 +135,7 @@ class PerBatchSizeASHA(FIFOScheduler):
     def state(self) -> dict[str, Any]:
         """Everything needed to continue: the rung records of every batch size."""
         return {
-            "by_batch": {b: s.__dict__.copy() for b, s in self._by_batch.items()},
+            "by_batch": {b: copy.deepcopy(s.__dict__) for b, s in self._by_batch.items()},
             "batch_of": dict(self._batch_of),
             "early_stopped": set(self.early_stopped),
         }
@@ -143,14 +145,6 @@ class PerBatchSizeASHA(FIFOScheduler):
             self._asha(b).__dict__.update(d)
         self._batch_of.update(state["batch_of"])
         self.early_stopped |= state["early_stopped"]
-
-    def save(self, checkpoint_path: str) -> None:
-        tmp = Path(f"{checkpoint_path}.tmp")
-        tmp.write_bytes(pickle.dumps(self.state()))
-        tmp.replace(checkpoint_path)
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.load_state(pickle.loads(Path(checkpoint_path).read_bytes()))
 
 
 def make_scheduler(study: Study) -> TrialScheduler:

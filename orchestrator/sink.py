@@ -103,6 +103,10 @@ class ParquetSink(Callback):
 
     # --- Tune checkpoints callback state with its experiment state (resume) ----------------
     def get_state(self) -> dict[str, Any]:
+        # Tune is about to save trial checkpoints that may be newer than the last flush:
+        # write every pending row first, or a resume after a crash would skip them.
+        for rec in self.records.values():
+            self.flush(rec)
         meta = {t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "sharpness": r.sharpness}
                 for t, r in self.records.items()}
         return {"ended": sorted(self.ended), "meta": meta, "configs": {t: r.config for t, r in self.records.items()}}

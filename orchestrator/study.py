@@ -44,6 +44,8 @@ class LrGrid(_Strict):
     def _ordered(self) -> "LrGrid":
         if self.max < self.min:
             raise ValueError("max must be >= min")
+        if self.points == 1 and self.max != self.min:
+            raise ValueError("points = 1 needs min == max (one learning rate)")
         return self
 
 
@@ -249,7 +251,23 @@ def validate(raw: dict[str, Any]) -> Study:
         study.trainable_settings()
     except pydantic.ValidationError as e:
         raise UsageError(_first_error(e, prefix="trainable_config")) from None
+    _check_metrics(study)
     return study
+
+
+def _check_metrics(study: Study) -> None:
+    # A misspelt metric would otherwise run the whole sweep: ASHA would never see it (and
+    # prune nothing) and no trial would ever reach the target.
+    import trainables
+
+    known = trainables.metrics(study.trainable)
+    keys = [("target.metric", study.target.metric)]
+    if study.early_stopping.scheduler == "asha":
+        keys.append(("early_stopping.metric", study.early_stopping.metric))
+    for key, metric in keys:
+        if metric not in known:
+            raise UsageError(f"{key}: {metric!r} is not reported by trainable {study.trainable} "
+                             f"(it reports {', '.join(known)})")
 
 
 def load_study(

@@ -134,9 +134,16 @@ def test_dry_run_shows_sbatch_and_submits_nothing(slurm_env, tmp_path: Path) -> 
 ])
 def test_sbatch_refusal_is_one_line_exit_2(slurm_env, tmp_path: Path, flags: list[str], says: str) -> None:
     before = squeue_ids()
-    r = launch("--cluster", "slurm", "--budget", "smoke", *flags, "--out", str(tmp_path / "run"))
+    out = tmp_path / "run"
+    users_own = says == "node"
+    if users_own:  # an empty directory the user made: emptied of what launch wrote, kept
+        out.mkdir()
+    r = launch("--cluster", "slurm", "--budget", "smoke", *flags, "--out", str(out))
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: sbatch refused the job:"), r.stderr
     assert says in r.stderr.lower()
     assert squeue_ids() == before
-    assert not (tmp_path / "run").exists()
+    if users_own:
+        assert out.is_dir() and list(out.iterdir()) == []
+    else:
+        assert not out.exists()

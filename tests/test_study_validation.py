@@ -23,6 +23,8 @@ BAD_SETS = [
     ("search.colour=3", "search.colour"),
     ("budget={stop_at_target=true}", "budget"),
     ("target.mode=up", "target.mode"),
+    ("target.metric=val_acc", "target.metric"),
+    ("early_stopping.metric=loss", "early_stopping.metric"),
     ("early_stopping.reduction_factor=1", "early_stopping.reduction_factor"),
     ("early_stopping.scheduler='hyperband'", "early_stopping.scheduler"),
     ("resources.cpus_per_trial=0", "resources.cpus_per_trial"),
@@ -41,6 +43,9 @@ BAD_FLAGS = [
     (["--study", "no-such-study"], "--study"),
     (["--study", "/nonexistent/study.toml"], "--study"),
     (["--nodes", "2"], "--nodes"),
+    (["--follow"], "--follow"),
+    (["--cluster", "slurm", "--gpus-per-node", "-1"], "--gpus-per-node"),
+    (["--cluster", "slurm", "--time", "8h"], "--time"),
     (["--frobnicate"], "--frobnicate"),
     (["--resume", "/nonexistent/run"], "--resume"),
 ]
@@ -98,3 +103,23 @@ def test_dry_run_prints_grid_and_writes_nothing(tmp_path: Path, capsys) -> None:
     assert "8192    2048" in text  # micro-batch: gradient accumulation over 4 passes
     assert "36 trials (2 batch sizes)" in text  # 2 batch sizes x 9 LRs x 2 seeds
     assert not out.exists()
+
+
+def test_resume_refuses_a_run_that_is_still_running(tmp_path: Path, capsys) -> None:
+    """A live sweep's progress snapshot (this very process) blocks a second driver."""
+    import json
+    import os
+    import socket
+    import time
+
+    from orchestrator import rundir
+    from orchestrator.study import load_study
+
+    run = rundir.create(tmp_path / "run", load_study(budget="smoke"))
+    (run / "tune").mkdir()
+    snap = {"done": False, "updated": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+    (run / "tune" / "progress.json").write_text(json.dumps(snap))
+    assert main(["--resume", str(run)]) == 2
+    assert "still running" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["study.toml", "tune"]
+

@@ -4,7 +4,8 @@ A trainable is ``train(config: dict, report: Report) -> None``. It calls
 ``report(metrics, checkpoint)`` at each evaluation with the curves columns it knows
 (see ``../shared/CONTRACTS.md``) and resumes from ``config["_checkpoint"]`` when given.
 Each trainable module also defines ``TrainableConfig``, a pydantic model of the keys a
-study's ``[trainable_config]`` may hold, so a study is validated before anything runs.
+study's ``[trainable_config]`` may hold, and ``METRICS``, the metrics it reports, so a study
+is validated before anything runs.
 
     from trainables import get
     train = get("fashion_mnist")
@@ -60,6 +61,11 @@ def preflight(name: str, settings: pydantic.BaseModel) -> None:
     check = getattr(_module(name), "preflight", None)
     if check is not None:
         check(settings)
+
+
+def metrics(name: str) -> tuple[str, ...]:
+    """The curves metrics a trainable reports (what a study may target or rank by)."""
+    return tuple(_module(name).METRICS)
 
 
 def config_model(name: str) -> type[pydantic.BaseModel]:

@@ -45,6 +45,8 @@ from trainables.schedule import eval_steps
 # flags it within a few evaluations, and no converging run ever gets near it.
 DIVERGENCE_FACTOR = 1e3
 CHECKPOINT_VERSION = 1
+# The loss itself, as train_loss and val_loss; there is no accuracy.
+METRICS = ("train_loss", "val_loss")
 
 
 class TrainableConfig(BaseModel):
