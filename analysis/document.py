@@ -125,7 +125,7 @@ METHODS = (
     "AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n−k−1) on the log residuals, with k the number of curve "
     "parameters plus one for the residual variance (so n ≥ k + 2 points are needed); the "
     "lowest wins, except that a fixed rule (linear or square root) wins when within 2 AICc "
-    "units of the best. Edge optima are excluded.",
+    "units of the best. Edge optima and censored batch sizes (whose best LR optimises the target metric, not steps) are excluded.",
     "**Bootstrap.** {n_boot} resamples (seed {seed}): within each batch size, trials are "
     "resampled with replacement and the whole pipeline (best trial, best LR and its edge flag, "
     "both fits) is redone on each; intervals are 2.5–97.5% percentiles. Resamples in which "

@@ -80,13 +80,16 @@ def _lr_scaling(per_batch: pd.DataFrame, boot: Resamples) -> dict[str, Any]:
     b = per_batch["batch_size"].to_numpy(dtype=float)
     lr = per_batch["best_lr"].to_numpy(dtype=float)
     edge = per_batch["lr_on_edge"].to_numpy(dtype=bool)
-    # An edge optimum only bounds the true one, so it stays out of the fit.
-    out = fit_lr_rules(b, np.where(edge, np.nan, lr))
+    censored = ~np.isfinite(per_batch["steps_to_target"].to_numpy(dtype=float))
+    # An edge optimum only bounds the true one, and at a censored batch size the "best" LR
+    # optimises another objective (the target metric, not steps): both stay out of the fit.
+    out = fit_lr_rules(b, np.where(edge | censored, np.nan, lr))
     out["excluded_edge"] = [int(x) for x in b[edge]]
+    out["excluded_censored"] = [int(x) for x in b[censored & ~edge]]
     out.update(exponent_ci95=None, selection_frequency={}, ci_reason=None)
     if out["exponent"] is None:
         return out
-    r = fit_lr_rules_batched(b, np.where(boot.on_edge, np.nan, boot.lr))
+    r = fit_lr_rules_batched(b, np.where(boot.on_edge | ~np.isfinite(boot.steps), np.nan, boot.lr))
     out["exponent_ci95"] = percentile_ci(r["exponent"])
     if out["exponent_ci95"] is None:
         out["ci_reason"] = f"fewer than half of the {boot.n} resamples kept 3 interior LR optima"

@@ -24,14 +24,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-TRIAL_COLUMNS: tuple[str, ...] = (
-    "trial_id", "study", "batch_size", "micro_batch_size", "lr", "seed", "optimizer",
-    "status", "steps", "examples_seen", "wall_time_s", "final_val_loss",
-    "best_val_accuracy", "sharpness", "node", "config_json",
-)
-STATUSES: tuple[str, ...] = ("completed", "early_stopped", "diverged", "failed")
-
-
 class RunError(ValueError):
     """A run directory that cannot be analysed; the message is one line naming the problem."""
 
@@ -98,7 +90,7 @@ def read_study(run_dir: Path) -> dict[str, Any]:
 def read_curves(curves_dir: Path) -> pd.DataFrame:
     """The curves dataset as one DataFrame, ``batch_size`` as int64.
 
-    ``batch_size`` is both the hive partition key and (per contract) a column in the files.
+    ``batch_size`` is the hive partition key; the sink leaves it out of the files, other writers may not.
     Declaring the key int64 lets the two merge, and unifying the files' own schemas keeps
     columns that only some files have (or that one file wrote as all-null).
     """

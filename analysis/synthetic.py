@@ -22,21 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-CURVE_SCHEMA = pa.schema([
-    ("study", pa.string()), ("trial_id", pa.string()), ("batch_size", pa.int64()),
-    ("micro_batch_size", pa.int64()), ("lr", pa.float64()), ("seed", pa.int64()),
-    ("step", pa.int64()), ("examples_seen", pa.int64()), ("epoch", pa.float64()),
-    ("wall_time_s", pa.float64()), ("train_loss", pa.float64()), ("val_loss", pa.float64()),
-    ("val_accuracy", pa.float64()), ("lr_current", pa.float64()), ("grad_noise_scale", pa.float64()),
-])
-TRIAL_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("study", pa.string()), ("batch_size", pa.int64()),
-    ("micro_batch_size", pa.int64()), ("lr", pa.float64()), ("seed", pa.int64()),
-    ("optimizer", pa.string()), ("status", pa.string()), ("steps", pa.int64()),
-    ("examples_seen", pa.int64()), ("wall_time_s", pa.float64()), ("final_val_loss", pa.float64()),
-    ("best_val_accuracy", pa.float64()), ("sharpness", pa.float64()), ("node", pa.string()),
-    ("config_json", pa.string()),
-])
+# the run format is the sink's: the contract's columns, batch_size only in the path
+from orchestrator.schema import CURVES_SCHEMA, TRIALS_SCHEMA
+
 DATASET_SIZE = 60_000
 
 
@@ -174,7 +162,7 @@ def write_synthetic_run(
                     "lr_current": pa.array(np.full(n, lr), pa.float64()),
                     "grad_noise_scale": pa.array(gns, pa.float64(), from_pandas=True),
                 }
-                table = pa.table(cols, schema=CURVE_SCHEMA)
+                table = pa.table(cols, schema=CURVES_SCHEMA)
                 if not batch_size_column:
                     table = table.drop_columns(["batch_size"])
                 tables.append(table)
@@ -196,5 +184,5 @@ def write_synthetic_run(
         else:
             pq.write_table(pa.concat_tables(tables), part / "part-0.parquet")
     if write_trials:
-        pq.write_table(pa.Table.from_pylist(trial_rows, schema=TRIAL_SCHEMA), run_dir / "trials.parquet")
+        pq.write_table(pa.Table.from_pylist(trial_rows, schema=TRIALS_SCHEMA), run_dir / "trials.parquet")
     return Truth(b_arr.astype(float), s_true, eta, s_min, b_crit, len(trial_rows), n_rows)

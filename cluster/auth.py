@@ -1,6 +1,6 @@
 """Ray token authentication: a fresh secret per run, in a file only its owner can read.
 
-    python -c "from cluster import auth; print(auth.write_token('/tmp/t'), auth.read_token('/tmp/t'))"
+    python -c "from cluster import auth; print(auth.write_token('/tmp/t'))"
 
 How Ray 2.60 does it (ray/_private/authentication/authentication_token_setup.py):
 ``RAY_AUTH_MODE=token`` switches every Ray process (GCS, raylet, agents, workers,
@@ -41,15 +41,6 @@ def write_token(path: str | os.PathLike[str]) -> Path:
         os.close(fd)
     os.replace(tmp, path)
     return path
-
-
-def read_token(path: str | os.PathLike[str]) -> str:
-    """The token in `path` (refuses a file others can read)."""
-    path = Path(path)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise PermissionError(f"{path} has mode {mode:o}; a Ray token file must be 0600")
-    return path.read_text().strip()
 
 
 def client_env(token_file: str | os.PathLike[str]) -> dict[str, str]:

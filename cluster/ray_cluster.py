@@ -214,7 +214,8 @@ def local_ip() -> str:
 def client_env(spec: RayClusterSpec) -> dict[str, str]:
     """What a driver needs in os.environ *before* ``import ray``: token auth + address.
 
-    Also remove RAY_AUTH_TOKEN from the environment, if set: it would take precedence.
+    A RAY_AUTH_TOKEN already in the environment would take precedence over the file:
+    callers drop it (``auth.use_in_process``, ``run``).
     """
     return {**auth.client_env(spec.token_file), "RAY_ADDRESS": spec.address}
 

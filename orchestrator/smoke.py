@@ -1,7 +1,7 @@
 """``--budget smoke``: shrink any study to a run of well under a minute on 2 CPU cores.
 
-Three batch sizes spread over the study's range, the three central learning rates, one
-seed, and at most 50,000 examples or 300 steps per trial. The result exercises the whole
+Three batch sizes from the lower half of the study's range, the three central learning rates,
+one seed, and at most 20,000 examples or 150 steps per trial. The result exercises the whole
 pipeline (Tune, ASHA, sink, report); its numbers are not a study.
 """
 
@@ -24,8 +24,8 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
     sizes = search["batch_sizes"]
     if len(sizes) > SMOKE_BATCH_SIZES:
         idx = np.linspace(0, len(sizes) - 1, 2 * SMOKE_BATCH_SIZES - 1).round().astype(int)
-        # the lower two-thirds of the range: the largest batches cannot reach anything
-        # in a few hundred examples-per-batch steps, and they are the slowest trials.
+        # 3 of 5 evenly spaced batch sizes: the lower half of the range. The largest
+        # batches cannot reach anything in 150 steps, and they are the slowest trials.
         sizes = sorted({sizes[i] for i in idx[:SMOKE_BATCH_SIZES]})
     search["batch_sizes"] = sizes
     lr = dict(search["lr"])

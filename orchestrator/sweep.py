@@ -5,7 +5,7 @@
     from orchestrator.sweep import run_sweep
     run_sweep(load_study("fashion-mnist", budget="smoke"), Path("runs/try"))
 
-``address=None`` starts (and stops) a Ray instance on this machine, with token auth and a
+Without a connected Ray, it starts (and stops) one on this machine, with token auth and a
 fresh token readable only by its owner; inside a Slurm job the caller connects to the job's
 own head node first (``cluster.ray_cluster.connect``).
 """
@@ -77,7 +77,6 @@ def run_sweep(
     study: Study,
     run_dir: Path,
     *,
-    address: str | None = None,
     resume: bool = False,
     display: LiveDisplay | None = None,
     num_cpus: int | None = None,
@@ -90,11 +89,9 @@ def run_sweep(
     """
     with contextlib.ExitStack() as stack:
         if not ray.is_initialized():
-            if address is None:
-                stack.enter_context(auth.private_token())
+            stack.enter_context(auth.private_token())
             ray.init(
-                address=address,
-                num_cpus=num_cpus if address is None else None,
+                num_cpus=num_cpus,
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.WARNING,

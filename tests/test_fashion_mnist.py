@@ -47,9 +47,6 @@ def test_accumulation_averages_gradients(data_dir: Path, optimizer: str, lr: flo
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5, abs=1e-6)
     for name, p in one_ck[-1]["model"].items():
         torch.testing.assert_close(p, acc_ck[-1]["model"][name], rtol=1e-4, atol=1e-6)
-    # a summed (not averaged) accumulation would move the weights 8x as far: the test sees it
-    moved = sum((p - q).abs().sum() for p, q in zip(one_ck[0]["model"].values(), one_ck[-1]["model"].values()))
-    assert moved > 0
 
 
 def test_same_seed_same_curve_other_seed_other_curve(data_dir: Path) -> None:

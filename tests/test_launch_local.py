@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from orchestrator.schema import CURVES_SCHEMA, read_curves
+from orchestrator.schema import CURVES_SCHEMA, TRIAL_STATUSES, read_curves
 from support import launch
 
 
@@ -32,7 +32,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert not df.duplicated(["trial_id", "step"]).any()
     trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
     assert len(trials) == 9 and set(trials.trial_id) == set(df.trial_id)
-    assert set(trials.status) <= {"completed", "early_stopped", "diverged", "failed"}
+    assert set(trials.status) <= set(TRIAL_STATUSES)
     assert "failed" not in set(trials.status)
     # every trial's last row is its final state in trials.parquet
     last = df.sort_values("step").groupby("trial_id").last()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cluster import procs
+from cluster import auth, procs
 from cluster.ports import RayPorts
 from cluster.ray_cluster import MARKER_ENV
 from orchestrator.schema import read_curves
@@ -85,12 +85,19 @@ def test_two_sweeps_at_once_follow_and_token(slurm_env, tmp_path: Path) -> None:
     assert (b / "tune" / "progress.json").is_file(), "sweep B never started"
     gcs = f"127.0.0.1:{RayPorts.for_node(int(job_b), 0).gcs}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    probe = subprocess.run(
-        [sys.executable, "-c", f"import ray; ray.init(address='{gcs}'); print('CONNECTED')"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert "CONNECTED" not in probe.stdout
-    assert probe.returncode != 0
+    code = f"import ray; ray.init(address='{gcs}'); print('CONNECTED', len(ray.nodes())); ray.shutdown()"
+
+    def probe(extra: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                              capture_output=True, text=True, timeout=120)
+
+    # a client with some other token (a fresh one of its own) is refused by the job's GCS
+    without = probe({**auth.client_env(auth.write_token(tmp_path / "other.token")), "HOME": str(tmp_path)})
+    assert "CONNECTED" not in without.stdout and without.returncode != 0
+    assert "InvalidAuthToken" in without.stderr or "Authentication token" in without.stderr, without.stderr[-2000:]
+    # the same client with the run's token file connects: the refusal was the token's
+    with_token = probe(auth.client_env(b / "slurm" / "ray.token"))
+    assert "CONNECTED 2" in with_token.stdout, with_token.stderr[-2000:]
     # the dashboard's servers listen on loopback only (0.0.0.0 would fail this)
     listeners = procs.listening(ray_pids_of(job_b))
     assert listeners, "found no listening socket of the job's Ray processes"

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from cluster import auth
 from orchestrator.schema import CURVES_SCHEMA, TRIALS_SCHEMA, read_curves
 from orchestrator.study import Study, validate
 from orchestrator.sweep import run_sweep
@@ -20,9 +21,10 @@ CAP = 2**18
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with auth.private_token():  # not Ray's world-readable ~/.ray/auth_token
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 def nqm_study(per_batch_size: bool) -> Study:

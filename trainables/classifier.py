@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import Report
-from trainables.common import max_steps, target_reached, torch_threads
+from trainables.common import lr_at, max_steps, target_reached, torch_threads
 from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
-from trainables.optim import lr_at, make_optimizer
+from trainables.optim import make_optimizer
 from trainables.schedule import eval_steps
 from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
 

@@ -1,4 +1,4 @@
-"""Config keys every trainable shares: the step cap and the target check.
+"""Config keys every trainable shares: the step cap, warmup and the target check.
 
 The flat trial config is fixed by the contract ("trainables"); the orchestrator adds the
 study's target as ``target_metric``/``target_mode``/``target_value`` (value None when
@@ -37,3 +37,14 @@ def target_reached(metrics: dict[str, Any], config: dict[str, Any]) -> bool:
 def torch_threads(config: dict[str, Any]) -> int:
     """Intra-op threads for one trial: its CPU share, so packed trials don't oversubscribe."""
     return max(1, math.ceil(float(config.get("cpus_per_trial", 1))))
+
+
+def lr_at(base_lr: float, examples_seen: int, warmup_examples: int) -> float:
+    """Linear warmup from 0 to ``base_lr`` over ``warmup_examples``, then constant.
+
+    Warmup is measured in examples, not steps, so that it means the same amount of data
+    at every batch size (Goyal et al. 2017 warm up over 5 epochs).
+    """
+    if warmup_examples <= 0 or examples_seen >= warmup_examples:
+        return base_lr
+    return base_lr * max(examples_seen, 1) / warmup_examples

@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainables import Report
+from trainables.common import lr_at, max_steps
 from trainables.noise_scale import NoiseScaleEstimator
 from trainables.schedule import eval_steps
 
@@ -180,17 +181,6 @@ def _settings(config: dict[str, Any]) -> TrainableConfig:
     return TrainableConfig(**{k: config[k] for k in TrainableConfig.model_fields if k in config})
 
 
-def _max_steps(config: dict[str, Any], batch_size: int) -> int:
-    caps = []
-    if config.get("max_steps"):
-        caps.append(int(config["max_steps"]))
-    if config.get("max_examples"):
-        caps.append(int(config["max_examples"]) // batch_size)
-    if not caps:
-        raise ValueError("nqm: config needs max_steps or max_examples")
-    return max(1, min(caps))
-
-
 def train(config: dict[str, Any], report: Report) -> None:
     """Run one NQM trial, calling ``report(metrics, checkpoint)`` at each evaluation step.
 
@@ -209,7 +199,7 @@ def train(config: dict[str, Any], report: Report) -> None:
     beta = float(config.get("momentum") or 0.0)
     wd = float(config.get("weight_decay") or 0.0)
     warmup = int(config.get("warmup_examples") or 0)
-    total = _max_steps(config, B)
+    total = max_steps(config)
     warm_steps = math.ceil(warmup / B) if warmup > 0 else 0
 
     h = curvatures(cfg.dim)
@@ -222,8 +212,8 @@ def train(config: dict[str, Any], report: Report) -> None:
            "lr": lr, "momentum": beta, "weight_decay": wd, "warmup_examples": warmup,
            "seed": seed if cfg.mode == "sampled" else None}
 
-    def lr_at(t: int) -> float:  # learning rate of update t (0-based)
-        return lr * min(1.0, (t + 1) * B / warmup) if t < warm_steps else lr
+    def lr_of(t: int) -> float:  # learning rate of update t (0-based)
+        return lr_at(lr, (t + 1) * B, warmup)
 
     # ---- state: fresh or from a checkpoint ------------------------------------------
     ckpt = config.get("_checkpoint")
@@ -258,7 +248,7 @@ def train(config: dict[str, Any], report: Report) -> None:
         with np.errstate(over="ignore", invalid="ignore"):
             if cfg.mode == "expected":
                 while step < min(target, warm_steps):  # warmup: the step size changes every step
-                    a = lr_at(step) * hp
+                    a = lr_of(step) * hp
                     if beta == 0.0:
                         state["s"] = expected_step(state["s"], a, hu, var)
                     else:
@@ -275,7 +265,7 @@ def train(config: dict[str, Any], report: Report) -> None:
                 return
             x, u, sd, a_const = state["x"], state["u"], np.sqrt(var), lr * hp
             while step < target:
-                a = lr_at(step) * hp if step < warm_steps else a_const
+                a = lr_of(step) * hp if step < warm_steps else a_const
                 grad = hu * x
                 noise = rng.standard_normal(cfg.dim) * sd
                 if cfg.noise_scale_every and step % cfg.noise_scale_every == 0:
@@ -317,7 +307,7 @@ def train(config: dict[str, Any], report: Report) -> None:
         metrics: dict[str, Any] = {
             "step": step, "examples_seen": step * B, "epoch": None, "wall_time_s": elapsed,
             "train_loss": value, "val_loss": value, "val_accuracy": None,
-            "lr_current": lr_at(step - 1), "grad_noise_scale": noise_scale(),
+            "lr_current": lr_of(step - 1), "grad_noise_scale": noise_scale(),
         }
         if not math.isfinite(value) or value > DIVERGENCE_FACTOR * loss0:
             metrics["diverged"] = True

@@ -1,8 +1,4 @@
-"""Optimizers and the learning-rate schedule shared by the torch trainables.
-
-Warmup is measured in examples, not steps, so that a warmup means the same amount of
-data at every batch size (Goyal et al. 2017 warm up over 5 epochs).
-"""
+"""Optimizers of the torch trainables: SGD with momentum, AdamW, LARS."""
 
 from __future__ import annotations
 
@@ -65,10 +61,3 @@ def make_optimizer(
     if name == "lars":
         return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")
-
-
-def lr_at(base_lr: float, examples_seen: int, warmup_examples: int) -> float:
-    """Linear warmup from 0 to ``base_lr`` over ``warmup_examples``, then constant."""
-    if warmup_examples <= 0 or examples_seen >= warmup_examples:
-        return base_lr
-    return base_lr * max(examples_seen, 1) / warmup_examples
