@@ -73,3 +73,16 @@ def test_fixed_subset_is_reproducible() -> None:
     assert bool((a[1:] > a[:-1]).all()) and int(a.max()) < 1000
     assert not torch.equal(a, fixed_subset(1000, 64, seed=4))
     assert fixed_subset(10, 64).numel() == 10
+
+
+def test_indefinite_hessian_gives_the_top_not_the_largest_magnitude_eigenvalue() -> None:
+    """Eigenvalues {-10, 3, 1}: power iteration alone would return -10."""
+    import torch
+
+    from trainables.sharpness import top_hessian_eigenvalue
+
+    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    a = q @ torch.diag(torch.tensor([-10.0, 3.0, 1.0], dtype=torch.float64)) @ q.T
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    lam = top_hessian_eigenvalue(lambda: 0.5 * w @ a @ w, [w], max_iter=100, tol=1e-9)
+    assert abs(lam - 3.0) < 0.03

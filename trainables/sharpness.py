@@ -19,9 +19,8 @@ With a model: ``idx = fixed_subset(len(train_x), 1024)``, then
 ``top_hessian_eigenvalue(lambda: criterion(model(train_x[idx]), train_y[idx]),
 list(model.parameters()))``.
 
-Power iteration converges to the eigenvalue of largest magnitude; at the end of training
-that is the largest positive one (the sharpness of Cohen et al. 2021's edge of
-stability), though early on a large negative eigenvalue can dominate.
+Power iteration converges to the eigenvalue of largest magnitude; when that is negative
+(possible away from a minimum), a second, shifted run finds the largest positive one.
 """
 
 from __future__ import annotations
@@ -58,6 +57,32 @@ def hessian_vector_product(
     return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params)]
 
 
+def _power_iteration(
+    grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], max_iter: int, tol: float,
+    seed: int, shift: float = 0.0,
+) -> float | None:
+    """Dominant (largest-magnitude) eigenvalue of H - shift*I, by power iteration."""
+    # The start vector is drawn on the CPU from its own generator: reproducible across
+    # devices and independent of the global RNG (which training also uses).
+    gen = torch.Generator().manual_seed(seed)
+    vec = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype) for p in params]
+    eig: float | None = None
+    for _ in range(max_iter):
+        norm = torch.sqrt(_dot(vec, vec))
+        if norm == 0 or not torch.isfinite(norm):
+            break
+        vec = [v / norm for v in vec]
+        hv = hessian_vector_product(grads, params, vec)
+        if shift:
+            hv = [h - shift * v for h, v in zip(hv, vec)]
+        new = float(_dot(vec, hv))  # Rayleigh quotient with |v| = 1
+        converged = eig is not None and abs(new - eig) < tol * abs(new)
+        eig, vec = new, hv
+        if converged:
+            break
+    return eig
+
+
 def top_hessian_eigenvalue(
     loss_fn: Callable[[], torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -65,33 +90,22 @@ def top_hessian_eigenvalue(
     tol: float = 1e-3,
     seed: int = 0,
 ) -> float:
-    """Largest-magnitude eigenvalue of the Hessian of ``loss_fn()`` w.r.t. ``params``.
+    """Largest (most positive) eigenvalue of the Hessian of ``loss_fn()`` w.r.t. ``params``.
 
     ``loss_fn`` recomputes the scalar loss (on a fixed subset); ``params`` require grad.
-    Stops after ``max_iter`` Hessian-vector products, or earlier once the Rayleigh
-    quotient changes by less than ``tol`` relative to its value. Parameter gradients
-    (``.grad``) are left untouched.
+    Power iteration finds the largest-magnitude eigenvalue λ₁ within ``max_iter``
+    Hessian-vector products (or once the Rayleigh quotient changes by less than ``tol``
+    relative); if λ₁ < 0 a negative direction dominates, and a second run on H − λ₁I (whose
+    eigenvalues are all ≥ 0) gives the top one. Parameter gradients (``.grad``) are left
+    untouched.
     """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no parameter requires grad")
-    # The start vector is drawn on the CPU from its own generator: reproducible across
-    # devices and independent of the global RNG (which training also uses).
-    gen = torch.Generator().manual_seed(seed)
-    vec = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype) for p in params]
     with torch.enable_grad():
-        loss = loss_fn()
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        eig: float | None = None
-        for _ in range(max_iter):
-            norm = torch.sqrt(_dot(vec, vec))
-            if norm == 0 or not torch.isfinite(norm):
-                break
-            vec = [v / norm for v in vec]
-            hv = hessian_vector_product(grads, params, vec)
-            new = float(_dot(vec, hv))  # Rayleigh quotient vᵀHv with |v| = 1
-            converged = eig is not None and abs(new - eig) < tol * abs(new)
-            eig, vec = new, hv
-            if converged:
-                break
+        grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+        eig = _power_iteration(grads, params, max_iter, tol, seed)
+        if eig is not None and eig < 0:
+            shifted = _power_iteration(grads, params, max_iter, tol, seed, shift=eig)
+            eig = None if shifted is None else shifted + eig
     return float("nan") if eig is None else eig
