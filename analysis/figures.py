@@ -433,18 +433,29 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
 def generalization(a: Analysis, out: Path) -> FigureFile | None:
     pb = a.per_batch
     gap = pb["generalization_gap"].to_numpy(dtype=float)
-    ok = np.isfinite(gap)
-    if not ok.any():
+    sharp = pb["sharpness"].to_numpy(dtype=float) if "sharpness" in pb else np.full(len(pb), np.nan)
+    ok, ok_s = np.isfinite(gap), np.isfinite(sharp)
+    if not ok.any() and not ok_s.any():
         return None
     b = pb["batch_size"].to_numpy(dtype=float)
-    fig, ax = _column_figure()
+    if ok_s.any():  # Keskar et al.: the gap and the sharpness side by side, sharing B
+        fig, (ax, ax_s) = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, HEIGHT * 1.5), sharex=True,
+                                       layout="constrained")
+        ax_s.plot(b[ok_s], sharp[ok_s], "s-", color="C1", ms=3.5, lw=0.9)
+        ax_s.set_ylabel(r"sharpness $\lambda_{max}$")
+        _batch_axis(ax_s, b)
+    else:
+        fig, ax = _column_figure()
+        _batch_axis(ax, b)
     ax.plot(b[ok], gap[ok], "o-", color="k", ms=3.5, lw=0.9)
     ax.axhline(0, color="0.5", lw=0.6)
-    _batch_axis(ax, b)
     ax.set_ylabel("val loss − train loss")
-    return _save(fig, out, "generalization_gap", "Generalization gap vs batch size",
-                 "Final validation minus final training loss at the best learning rate of each batch "
-                 "size (mean over its seeds).")
+    caption = ("Final validation minus final training loss at the best learning rate of each batch "
+               "size (mean over its seeds)")
+    if ok_s.any():
+        caption += ("; below, the sharpness (top eigenvalue of the training-loss Hessian at the final "
+                    "weights, power iteration on a fixed subset) of the same trials")
+    return _save(fig, out, "generalization_gap", "Generalization gap and sharpness vs batch size", caption + ".")
 
 
 def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
