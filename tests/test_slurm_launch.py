@@ -157,8 +157,9 @@ def test_sbatch_refusal_is_one_line_exit_2(slurm_env, tmp_path: Path, flags: lis
 
 
 def test_requeued_job_resumes_the_sweep(slurm_env, tmp_path: Path) -> None:
-    """`scontrol requeue` mid-sweep (what preemption does): the job starts again, resumes
-    from RUN_DIR/tune, and ends with every trial once and no duplicated row."""
+    """USR2 mid-sweep, what Slurm sends before the time limit (--signal=USR2@120): submitit
+    checkpoints the job and requeues it; it starts again, resumes from RUN_DIR/tune, and
+    ends with every trial once and no duplicated row."""
     run_dir = tmp_path / "run"
     r = launch(*SMOKE, "--out", str(run_dir))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -167,12 +168,12 @@ def test_requeued_job_resumes_the_sweep(slurm_env, tmp_path: Path) -> None:
     while len(list((run_dir / "curves").rglob("*.parquet"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(list((run_dir / "curves").rglob("*.parquet"))) >= 3, "the sweep never got going"
-    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True)
     follow = subprocess.run([sys.executable, "-m", "cluster.slurm", "follow", str(run_dir), job],
                             cwd=REPO, capture_output=True, text=True, timeout=400)
     assert follow.returncode == 0, follow.stderr[-3000:]
     log = (run_dir / "slurm" / f"{job}_0_log.err").read_text() + (run_dir / "slurm" / f"{job}_0_log.out").read_text()
-    assert "DUE TO JOB REQUEUE" in log
+    assert "Calling checkpoint method" in log and f"Requeued job {job}" in log
     assert log.count("Starting with JobEnvironment") == 2
     assert_complete_run(run_dir)
     assert_nothing_left(job)
