@@ -81,8 +81,8 @@ def run_sweep(
     display: LiveDisplay | None = None,
     num_cpus: int | None = None,
     checkpoint_every_s: float = 60.0,
-) -> ParquetSink:
-    """Run (or resume) every trial of ``study``; returns the sink, whose trials are final.
+) -> Path:
+    """Run (or resume) every trial of ``study``; returns RUN_DIR/trials.parquet.
 
     Raises ``SweepInterrupted`` when Tune stopped early (Ctrl-C, SIGTERM): the curves so
     far and Tune's state are saved, and ``resume=True`` continues from them.
@@ -101,7 +101,7 @@ def run_sweep(
 
 
 def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,
-         checkpoint_every_s: float) -> ParquetSink:
+         checkpoint_every_s: float) -> Path:
     scheduler = make_scheduler(study)
     early = scheduler.early_stopped if isinstance(scheduler, PerBatchSizeASHA) else set()
     sink = ParquetSink(run_dir, study.name, early_stopped=early)
@@ -141,6 +141,7 @@ def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,
     # restore is Tune's unpickled copy, not ``sink``): its presence is the verdict.
     (run_dir / "trials.parquet").unlink(missing_ok=True)
     tuner.fit()
-    if not (run_dir / "trials.parquet").is_file():
+    trials = run_dir / "trials.parquet"
+    if not trials.is_file():
         raise SweepInterrupted(f"the sweep stopped before every trial finished; continue it with --resume {run_dir}")
-    return sink
+    return trials
