@@ -98,7 +98,7 @@ def _executor(study: Study, run_dir: Path, res: SlurmResources) -> submitit.Slur
         ntasks_per_node=1,
         cpus_per_task=res.cpus_per_node,
         time=res.time_min,
-        signal_delay_s=120,  # USR2 two minutes before the limit: Tune saves, the job requeues
+        signal_delay_s=120,  # USR2 two minutes before the limit: submitit requeues the job
         setup=["export PYTHONUNBUFFERED=1"],
     )
     if res.gpus_per_node:
@@ -111,10 +111,13 @@ def _executor(study: Study, run_dir: Path, res: SlurmResources) -> submitit.Slur
     return ex
 
 
+def _script(ex: submitit.SlurmExecutor) -> str:
+    return ex._make_submission_file_text(ex._submitit_command_str, "<submission-id>")
+
+
 def sbatch_script(study: Study, run_dir: Path, res: SlurmResources) -> str:
     """The exact sbatch script ``submit`` would submit (writes nothing)."""
-    ex = _executor(study, run_dir, res)
-    return ex._make_submission_file_text(ex._submitit_command_str, "<submission-id>")
+    return _script(_executor(study, run_dir, res))
 
 
 def check_feasible(script: str) -> None:
@@ -131,7 +134,7 @@ def check_feasible(script: str) -> None:
 def submit(study: Study, run_dir: Path, res: SlurmResources) -> str:
     """Submit the sweep job; prints the job id, RUN_DIR and how to follow or cancel it."""
     ex = _executor(study, run_dir, res)
-    check_feasible(ex._make_submission_file_text(ex._submitit_command_str, "test-only"))
+    check_feasible(_script(ex))
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):  # submitit echoes sbatch's stderr itself

@@ -103,6 +103,8 @@ class ProgressCallback(Callback):
         self.examples: dict[str, int] = {}
         # counts from the grid: Tune creates the trials of a large grid lazily
         self.per_batch = Counter(p.batch_size for p in trial_grid(study))
+        self.caps = {b: study.budget.examples_cap(b) for b in self.per_batch}
+        self.budget = sum(self.caps[b] * n for b, n in self.per_batch.items())
         self.started = time.time()
         self._last = 0.0
 
@@ -137,16 +139,13 @@ class ProgressCallback(Callback):
         self.examples, self.diverged = state["examples"], state["diverged"]
 
     def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
-        caps = {b: self.study.budget.examples_cap(b) for b in self.study.search.batch_sizes}
-        per_batch = self.per_batch
         rows = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
                         diverged=0, failed=0, best=self.best.get(b), reached=len(self.reached.get(b, ())))
-                for b, n in per_batch.items()}
-        budget = sum(caps[b] * n for b, n in per_batch.items())
+                for b, n in self.per_batch.items()}
         done_ex = 0
         for tr in trials:
-            r = rows[int(tr.config["t"]["batch_size"])]
-            b = r["batch_size"]
+            b = int(tr.config["t"]["batch_size"])
+            r = rows[b]
             if tr.status in (Trial.PENDING, Trial.PAUSED):
                 continue
             r["pending"] -= 1
@@ -154,7 +153,7 @@ class ProgressCallback(Callback):
                 r["running"] += 1
                 done_ex += self.examples.get(tr.trial_id, 0)
             else:
-                done_ex += caps.get(b, 0)  # a finished trial used (or was spared) its whole budget
+                done_ex += self.caps[b]  # a finished trial used (or was spared) its whole budget
                 if tr.status == Trial.ERROR:
                     r["failed"] += 1
                 elif tr.trial_id in self.diverged:
@@ -165,9 +164,9 @@ class ProgressCallback(Callback):
                     r["completed"] += 1
         elapsed = time.time() - self.started
         rate = done_ex / elapsed if elapsed > 0 else 0.0
-        eta = (budget - done_ex) / rate if rate > 0 else None
+        eta = (self.budget - done_ex) / rate if rate > 0 else None
         return dict(study=self.study.name, target=self.study.target.model_dump(), done=done,
-                    total_trials=sum(per_batch.values()), elapsed_s=elapsed, eta_s=0.0 if done else eta,
+                    total_trials=sum(self.per_batch.values()), elapsed_s=elapsed, eta_s=0.0 if done else eta,
                     updated=time.time(), pid=os.getpid(), host=socket.gethostname(), batches=[rows[b] for b in sorted(rows)])
 
     def publish(self, trials: list[Trial], done: bool) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -58,26 +56,19 @@ def check_not_running(run_dir: Path, stale_after_s: float = 120.0) -> None:
     """Refuse to resume a run whose sweep is still alive: two drivers would write into the
     same curves/ and tune/. Alive means a Slurm job of the run still queued or running, or
     a progress snapshot refreshed in the last ``stale_after_s`` by a live local process."""
+    from cluster import procs
     from orchestrator.progress import read_snapshot
 
     jobs = sorted({p.name.split("_")[0] for p in (Path(run_dir) / "slurm").glob("*_submitted.pkl")})
     if jobs and shutil.which("squeue"):
-        r = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(jobs)], capture_output=True, text=True)
-        alive = set(r.stdout.split()) & set(jobs) if r.returncode == 0 else set()
+        from cluster.slurm import job_state
+
+        alive = [j for j in jobs if job_state(j) is not None]
         if alive:
-            raise UsageError(f"--resume: Slurm job {min(alive)} of {run_dir} is still queued or running "
+            raise UsageError(f"--resume: Slurm job {alive[0]} of {run_dir} is still queued or running "
                              f"(scancel it first)")
     snap = read_snapshot(Path(run_dir))
     if snap and not snap.get("done") and time.time() - snap.get("updated", 0) < stale_after_s:
-        if snap.get("host") == socket.gethostname() and _alive(int(snap.get("pid", 0))):
-            raise UsageError(f"--resume: the sweep of {run_dir} is still running (pid {snap['pid']})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
+        pid = int(snap.get("pid", 0))
+        if snap.get("host") == socket.gethostname() and procs.alive(pid):
+            raise UsageError(f"--resume: the sweep of {run_dir} is still running (pid {pid})")

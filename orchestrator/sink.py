@@ -98,15 +98,13 @@ class ParquetSink(Callback):
         if all(t.trial_id in self.ended or t.status == Trial.ERROR for t in trials):
             self.finish()
         else:  # interrupted: keep the curves, but no trial table that calls them final
-            for rec in self.records.values():
-                self.flush(rec)
+            self.flush_all()
 
     # --- Tune checkpoints callback state with its experiment state (resume) ----------------
     def get_state(self) -> dict[str, Any]:
         # Tune is about to save trial checkpoints that may be newer than the last flush:
         # write every pending row first, or a resume after a crash would skip them.
-        for rec in self.records.values():
-            self.flush(rec)
+        self.flush_all()
         meta = {t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "sharpness": r.sharpness}
                 for t, r in self.records.items()}
         return {"ended": sorted(self.ended), "meta": meta, "configs": {t: r.config for t, r in self.records.items()}}
@@ -114,17 +112,18 @@ class ParquetSink(Callback):
     def set_state(self, state: dict[str, Any]) -> None:
         self.ended = set(state["ended"])
         for tid, cfg in state["configs"].items():
-            rec = self.records.get(tid) or TrialRecord(tid, cfg)
-            self.records[tid] = rec
-            self._load_existing(rec)
+            rec = self._record_of(tid, cfg)
             for k, v in state["meta"][tid].items():
                 setattr(rec, k, v)
 
     # --- the work ----------------------------------------------------------------------
     def _record(self, trial: Trial) -> TrialRecord:
-        rec = self.records.get(trial.trial_id)
+        return self._record_of(trial.trial_id, trial.config["t"])
+
+    def _record_of(self, trial_id: str, config: dict[str, Any]) -> TrialRecord:
+        rec = self.records.get(trial_id)
         if rec is None:
-            rec = self.records[trial.trial_id] = TrialRecord(trial.trial_id, dict(trial.config["t"]))
+            rec = self.records[trial_id] = TrialRecord(trial_id, dict(config))
             self._load_existing(rec)
         return rec
 
@@ -208,9 +207,12 @@ class ParquetSink(Callback):
             })
         return pa.Table.from_pylist(sorted(out, key=lambda r: (r["batch_size"], r["lr"], r["seed"])), schema=TRIALS_SCHEMA)
 
-    def finish(self) -> None:
-        """Flush every trial and write ``trials.parquet``."""
+    def flush_all(self) -> None:
         for rec in self.records.values():
             self.flush(rec)
+
+    def finish(self) -> None:
+        """Flush every trial and write ``trials.parquet``."""
+        self.flush_all()
         write_atomic(self.trials_table(), self.run_dir / "trials.parquet")
 

@@ -139,9 +139,9 @@ def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,
         )
     # trials.parquet is written only when every trial has ended (by the sink, which after a
     # restore is Tune's unpickled copy, not ``sink``): its presence is the verdict.
-    (run_dir / "trials.parquet").unlink(missing_ok=True)
-    tuner.fit()
     trials = run_dir / "trials.parquet"
+    trials.unlink(missing_ok=True)
+    tuner.fit()
     if not trials.is_file():
         raise SweepInterrupted(f"the sweep stopped before every trial finished; continue it with --resume {run_dir}")
     return trials

@@ -15,6 +15,7 @@ import pytest
 from cluster import auth, procs
 from cluster.ports import RayPorts
 from cluster.ray_cluster import MARKER_ENV
+from orchestrator import rundir
 from orchestrator.schema import read_curves
 from support import REPO, launch
 
@@ -177,3 +178,4 @@ def test_requeued_job_resumes_the_sweep(slurm_env, tmp_path: Path) -> None:
     assert log.count("Starting with JobEnvironment") == 2
     assert_complete_run(run_dir)
     assert_nothing_left(job)
+    rundir.check_not_running(run_dir)  # a finished job does not block --resume
