@@ -13,34 +13,17 @@ Only ``study.toml`` and ``curves/`` are required (see CONTRACTS.md); without
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
+import pydantic
 
-class RunError(ValueError):
-    """A run directory that cannot be analysed; the message is one line naming the problem."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """The goal for steps-to-target: ``metric`` first reaches ``value`` (``mode`` max/min)."""
-
-    metric: str
-    mode: str
-    value: float
-
-    def reached(self, x: np.ndarray) -> np.ndarray:
-        """Elementwise: does ``x`` meet the goal? NaN never does."""
-        with np.errstate(invalid="ignore"):
-            return x >= self.value if self.mode == "max" else x <= self.value
-
+from trainables.contract import RunError, Target, read_toml
+from trainables.contract import read_curves as contract_read_curves
+from trainables.contract import read_trials as contract_read_trials
 
 @dataclass
 class Run:
@@ -62,65 +45,27 @@ class Run:
 
 
 def study_target(study: dict[str, Any]) -> Target:
-    """The ``[target]`` table of a study, checked; raises RunError naming the bad key."""
-    t = study.get("target")
-    if not isinstance(t, dict):
-        raise RunError("study.toml has no [target] table")
-    metric, mode, value = t.get("metric"), t.get("mode", "max"), t.get("value")
-    if not isinstance(metric, str) or not metric:
-        raise RunError("study.toml: target.metric must be a column name")
-    if mode not in ("max", "min"):
-        raise RunError(f"study.toml: target.mode must be 'max' or 'min', not {mode!r}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RunError("study.toml: target.value must be a number")
-    return Target(metric=metric, mode=mode, value=float(value))
+    """The ``[target]`` table of a study, validated by the contract's ``Target``."""
+    try:
+        return Target.model_validate(study.get("target"))
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(["target", *map(str, err["loc"])])
+        raise RunError(f"study.toml: {key}: {err['msg']}") from None
 
 
 def read_study(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "study.toml"
     if not path.is_file():
         raise RunError(f"{path} is missing")
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise RunError(f"{path}: {e}") from None
+    return read_toml(path)
 
 
 def read_curves(curves_dir: Path) -> pd.DataFrame:
-    """The curves dataset as one DataFrame, ``batch_size`` as int64.
-
-    ``batch_size`` is the hive partition key; the sink leaves it out of the files, other writers may not.
-    Declaring the key int64 lets the two merge, and unifying the files' own schemas keeps
-    columns that only some files have (or that one file wrote as all-null).
-    """
-    if not curves_dir.is_dir():
-        raise RunError(f"{curves_dir} is missing")
-    key = pa.schema([("batch_size", pa.int64())])
-    partitioning = pads.partitioning(key, flavor="hive")
-    try:
-        dataset = pads.dataset(curves_dir, format="parquet", partitioning=partitioning)
-        fragments = list(dataset.get_fragments())
-        if not fragments:
-            raise RunError(f"{curves_dir} holds no Parquet files")
-        schema = pa.unify_schemas(
-            [f.physical_schema for f in fragments] + [key], promote_options="permissive"
-        )
-        # An all-null column in every file stays type null; make it float like the contract.
-        schema = pa.schema(
-            [pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f for f in schema]
-        )
-        table = pads.dataset(
-            curves_dir, format="parquet", partitioning=partitioning, schema=schema
-        ).to_table()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        raise RunError(f"{curves_dir}: {str(e).splitlines()[0]}") from None
-    curves = table.to_pandas()
+    """The curves dataset (``trainables.contract.read_curves``) as one DataFrame."""
+    curves = contract_read_curves(curves_dir).to_pandas()
     if curves.empty:
         raise RunError(f"{curves_dir} holds no rows")
-    for col in ("trial_id", "batch_size", "lr", "step"):
-        if col not in curves.columns:
-            raise RunError(f"{curves_dir}: column {col!r} is missing")
     if curves["batch_size"].isna().any():
         raise RunError(f"{curves_dir}: batch_size is null in some rows")
     curves["batch_size"] = curves["batch_size"].astype("int64")
@@ -159,13 +104,7 @@ def synthesise_trials(curves: pd.DataFrame, study_name: str) -> pd.DataFrame:
 
 
 def read_trials(path: Path) -> pd.DataFrame:
-    try:
-        trials = pq.read_table(path).to_pandas()
-    except (pa.ArrowInvalid, OSError) as e:
-        raise RunError(f"{path}: {str(e).splitlines()[0]}") from None
-    for col in ("trial_id", "batch_size", "lr", "status"):
-        if col not in trials.columns:
-            raise RunError(f"{path}: column {col!r} is missing")
+    trials = contract_read_trials(path).to_pandas()
     trials["trial_id"] = trials["trial_id"].astype(str)
     trials["batch_size"] = trials["batch_size"].astype("int64")
     trials["status"] = trials["status"].astype(str)

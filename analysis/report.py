@@ -17,12 +17,14 @@ import json
 import sys
 from pathlib import Path
 
+from trainables.contract import UsageError
+
 from .bootstrap import DEFAULT_N_BOOT
 from .document import build_document
 from .environment import environment_stamp
 from .figures import write_figures
 from .fits import analyse, fits_json
-from .load import RunError, load_run
+from .load import load_run
 from .render import to_html, to_markdown
 from .tables import write_tables
 
@@ -30,7 +32,7 @@ from .tables import write_tables
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, n_boot: int = DEFAULT_N_BOOT) -> Path:
     """Analyse ``run_dir`` and write the report; returns the report directory.
 
-    Raises ``RunError`` (a ValueError) when the run directory cannot be read.
+    Raises ``RunError`` (a ``UsageError``) when the run directory cannot be read.
     """
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.run_dir / "report"
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         out = write_report(args.run_dir, args.out, n_boot=args.n_boot)
-    except RunError as e:
+    except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(out)

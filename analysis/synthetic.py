@@ -20,10 +20,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 # the run format is the sink's: the contract's columns, batch_size only in the path
-from orchestrator.schema import CURVES_SCHEMA, TRIALS_SCHEMA
+from trainables.contract import CURVES_SCHEMA, TRIALS_SCHEMA, write_atomic
 
 DATASET_SIZE = 60_000
 
@@ -180,9 +179,9 @@ def write_synthetic_run(
         part.mkdir(parents=True, exist_ok=True)
         if file_per_trial:
             for i, t in enumerate(tables):
-                pq.write_table(t, part / f"part-{i:05d}.parquet")
+                write_atomic(part / f"part-{i:05d}.parquet", t)
         else:
-            pq.write_table(pa.concat_tables(tables), part / "part-0.parquet")
+            write_atomic(part / "part-0.parquet", pa.concat_tables(tables))
     if write_trials:
-        pq.write_table(pa.Table.from_pylist(trial_rows, schema=TRIALS_SCHEMA), run_dir / "trials.parquet")
+        write_atomic(run_dir / "trials.parquet", pa.Table.from_pylist(trial_rows, schema=TRIALS_SCHEMA))
     return Truth(b_arr.astype(float), s_true, eta, s_min, b_crit, len(trial_rows), n_rows)

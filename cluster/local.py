@@ -1,25 +1,67 @@
 """The local back-end: the sweep runs in the foreground on this machine's Ray.
 
-    from cluster.local import run_local
-    run_local(study, Path("runs/demo"))
+    from cluster.local import LocalBackend, local_ray
+    LocalBackend().launch(request, resume=False)     # starts a private Ray, runs the driver
+    with local_ray(num_cpus=2):                      # or just the Ray, for a notebook
+        ...
 """
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from orchestrator import outcome
-from orchestrator.progress import LiveDisplay
-from orchestrator.study import Study
-from orchestrator.sweep import run_sweep
+from cluster import auth
+from cluster.backend import SweepRequest, follow_lease
+from cluster.lease import Lease
 
 
-def run_local(study: Study, run_dir: Path, resume: bool = False) -> Path:
-    """Run the sweep with a live display, print the summary, write the report; returns it."""
-    print(f"RUN_DIR {run_dir}", file=sys.stderr)
-    run_sweep(study, run_dir, resume=resume, display=LiveDisplay(sys.stderr))
-    print(outcome.summary_text(run_dir))
-    report = outcome.write_report(run_dir)
-    print(f"report: {report / 'report.md'}")
-    return report
+@contextlib.contextmanager
+def local_ray(num_cpus: int | None = None) -> Iterator[None]:
+    """A Ray instance private to this process, stopped (and its files removed) at exit.
+
+    Token auth with a fresh 0600 token, the dashboard off, and Ray's session files under a
+    0700 temp dir of this run rather than the shared, world-writable /tmp/ray. Ray makes
+    its own dir (and every session dir) 0777; the parent's 0700 is what keeps other users
+    out of its sockets and logs.
+    """
+    import ray
+
+    root = Path(tempfile.mkdtemp(prefix="bs-"))  # 0700; short: Unix socket paths < 108 bytes
+    try:
+        with auth.private_token():
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, _temp_dir=str(root / "r"))
+            try:
+                yield
+            finally:
+                ray.shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class LocalBackend:
+    """Runs the driver in this process, on a private local Ray."""
+
+    name = "local"
+
+    def describe(self, req: SweepRequest) -> str:
+        return f"local: runs here in the foreground on this machine's Ray; RUN_DIR {req.run_dir}"
+
+    def check(self, req: SweepRequest) -> None:
+        pass  # this machine's Ray takes what it has; nothing to ask a scheduler
+
+    def launch(self, req: SweepRequest, resume: bool) -> Lease | None:
+        with local_ray():
+            req.drive(req.run_dir, resume, self.name)
+        return None
+
+    def is_alive(self, lease: Lease) -> bool:
+        return lease.fresh()
+
+    def follow(self, run_dir: Path, lease: Lease, show: Callable[[bool], None]) -> None:
+        follow_lease(self, run_dir, lease, show)

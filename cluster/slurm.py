@@ -2,9 +2,10 @@
 
     python -m orchestrator.launch --cluster slurm --nodes 2 --time 08:00:00 [--follow]
 
-``submit`` renders the sbatch script with submitit's ``SlurmExecutor`` (folder
-RUN_DIR/slurm, one task per node) and submits it; ``follow`` shows the sweep's progress
-from RUN_DIR (a shared filesystem) until the job leaves the queue.
+``SlurmBackend.launch`` renders the sbatch script with submitit's ``SlurmExecutor`` (folder
+RUN_DIR/slurm, one task per node), checks it with ``sbatch --test-only`` and submits it;
+``follow`` shows the sweep's progress from RUN_DIR (a shared filesystem) until the job
+leaves the queue. What runs inside the job is ``cluster.job.SweepJob``.
 """
 
 from __future__ import annotations
@@ -15,23 +16,46 @@ import math
 import re
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import submitit
 
+from cluster import lease as leases
+from cluster.backend import SweepRequest, follow_lease
 from cluster.job import SweepJob
+from cluster.lease import Lease
 from cluster.ports import WORKER_PORTS
-from orchestrator.errors import UsageError
-from orchestrator.progress import LiveDisplay, read_snapshot
-from orchestrator.study import Study
+from trainables.contract import UsageError
 
 DEFAULT_TIME = "04:00:00"
 # A job that hits its time limit is requeued and resumes; this bounds how often.
 MAX_REQUEUES_ON_TIMEOUT = 20
 _TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class SlurmFlags:
+    """The launcher's Slurm flags as given (None: not given, use the default)."""
+
+    nodes: int | None = None
+    """``--nodes``: nodes of the allocation (default 1)."""
+    gpus_per_node: int | None = None
+    """``--gpus-per-node`` (default: enough for one trial)."""
+    cpus_per_node: int | None = None
+    """``--cpus-per-node`` (default: enough for the trials the node's GPUs hold, or one)."""
+    partition: str | None = None
+    """``--partition`` (default: the cluster's)."""
+    account: str | None = None
+    """``--account`` (default: the user's)."""
+    time: str | None = None
+    """``--time`` as [D-]HH:MM:SS (default 04:00:00)."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(cls.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -64,36 +88,35 @@ def parse_time(text: str) -> int:
     return minutes
 
 
-def resources_from(args: Any, study: Study) -> SlurmResources:
-    """Resources from the launch flags, defaulting to what one trial of ``study`` needs."""
-    r = study.resources
-    nodes = 1 if args.nodes is None else args.nodes
+def resources_for(flags: SlurmFlags, cpus_per_trial: float, gpus_per_trial: float) -> SlurmResources:
+    """Resources from the flags, defaulting to what one trial needs."""
+    nodes = 1 if flags.nodes is None else flags.nodes
     if nodes < 1:
         raise UsageError(f"--nodes: must be >= 1, got {nodes}")
-    gpus = math.ceil(r.gpus_per_trial) if args.gpus_per_node is None else args.gpus_per_node
+    gpus = math.ceil(gpus_per_trial) if flags.gpus_per_node is None else flags.gpus_per_node
     if gpus < 0:
         raise UsageError(f"--gpus-per-node: must be >= 0, got {gpus}")
-    if gpus < math.ceil(r.gpus_per_trial):
-        raise UsageError(f"--gpus-per-node: {gpus} is less than resources.gpus_per_trial = {r.gpus_per_trial}")
-    trials_per_node = max(1, math.floor(gpus / r.gpus_per_trial)) if r.gpus_per_trial else 1
-    cpus = math.ceil(r.cpus_per_trial * trials_per_node) if args.cpus_per_node is None else args.cpus_per_node
-    if cpus < math.ceil(r.cpus_per_trial):
-        raise UsageError(f"--cpus-per-node: {cpus} is less than resources.cpus_per_trial = {r.cpus_per_trial}")
+    if gpus < math.ceil(gpus_per_trial):
+        raise UsageError(f"--gpus-per-node: {gpus} is less than resources.gpus_per_trial = {gpus_per_trial}")
+    trials_per_node = max(1, math.floor(gpus / gpus_per_trial)) if gpus_per_trial else 1
+    cpus = math.ceil(cpus_per_trial * trials_per_node) if flags.cpus_per_node is None else flags.cpus_per_node
+    if cpus < math.ceil(cpus_per_trial):
+        raise UsageError(f"--cpus-per-node: {cpus} is less than resources.cpus_per_trial = {cpus_per_trial}")
     # every concurrent trial is a Ray worker process holding one of the node's worker ports
-    if math.ceil(cpus / r.cpus_per_trial) > WORKER_PORTS - 8:
-        raise UsageError(f"--cpus-per-node: {cpus} CPUs / resources.cpus_per_trial = {r.cpus_per_trial} "
+    if math.ceil(cpus / cpus_per_trial) > WORKER_PORTS - 8:
+        raise UsageError(f"--cpus-per-node: {cpus} CPUs / resources.cpus_per_trial = {cpus_per_trial} "
                          f"would run more trials per node than the {WORKER_PORTS - 8} Ray worker ports "
                          f"reserved per job; raise cpus_per_trial")
     return SlurmResources(nodes=nodes, cpus_per_node=cpus, gpus_per_node=gpus,
-                          time_min=parse_time(args.time or DEFAULT_TIME),
-                          partition=args.partition, account=args.account)
+                          time_min=parse_time(flags.time or DEFAULT_TIME),
+                          partition=flags.partition, account=flags.account)
 
 
-def _executor(study: Study, run_dir: Path, res: SlurmResources) -> submitit.SlurmExecutor:
+def _executor(name: str, run_dir: Path, res: SlurmResources) -> submitit.SlurmExecutor:
     ex = submitit.SlurmExecutor(folder=Path(run_dir).resolve() / "slurm",
                                 max_num_timeout=MAX_REQUEUES_ON_TIMEOUT)
     params: dict[str, Any] = dict(
-        job_name=f"batchscale-{study.name}",
+        job_name=f"batchscale-{name}",
         nodes=res.nodes,
         ntasks_per_node=1,
         cpus_per_task=res.cpus_per_node,
@@ -115,11 +138,6 @@ def _script(ex: submitit.SlurmExecutor) -> str:
     return ex._make_submission_file_text(ex._submitit_command_str, "<submission-id>")
 
 
-def sbatch_script(study: Study, run_dir: Path, res: SlurmResources) -> str:
-    """The exact sbatch script ``submit`` would submit (writes nothing)."""
-    return _script(_executor(study, run_dir, res))
-
-
 def check_feasible(script: str) -> None:
     """``sbatch --test-only``: a request the cluster can never satisfy (more nodes than the
     partition has, say) is refused here, where a plain sbatch would queue it forever."""
@@ -129,25 +147,6 @@ def check_feasible(script: str) -> None:
         raise UsageError("--cluster slurm: sbatch not found on PATH (is this a Slurm login node?)") from None
     if r.returncode != 0:
         raise UsageError(f"sbatch refused the job: {_sbatch_error(r.stderr or r.stdout)}")
-
-
-def submit(study: Study, run_dir: Path, res: SlurmResources) -> str:
-    """Submit the sweep job; prints the job id, RUN_DIR and how to follow or cancel it."""
-    ex = _executor(study, run_dir, res)
-    check_feasible(_script(ex))
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):  # submitit echoes sbatch's stderr itself
-            job = ex.submit(SweepJob(run_dir))
-    except (submitit.core.utils.FailedJobError, FileNotFoundError) as e:
-        raise UsageError(f"sbatch refused the job: {_sbatch_error(str(e))}") from None
-    print(f"submitted Slurm job {job.job_id}")
-    print(f"RUN_DIR  {Path(run_dir).resolve()}")
-    print(f"follow   python -m cluster.slurm follow {run_dir} {job.job_id}")
-    print(f"logs     {job.paths.stdout}")
-    print(f"cancel   scancel {job.job_id}")
-    print(f"resume   python -m orchestrator.launch --cluster slurm --resume {run_dir}  (after a cancel)")
-    return str(job.job_id)
 
 
 def _sbatch_error(stderr: str) -> str:
@@ -172,39 +171,53 @@ def job_state(job_id: str) -> str | None:
     return None if state is None or state in _ENDED else state
 
 
-def follow(run_dir: Path, job_id: str, poll_s: float = 2.0) -> int:
-    """Show the sweep's progress until the job ends; 0 if the report was written."""
-    display = LiveDisplay(sys.stderr, every_s=30.0)
-    last_state = None
-    while (state := job_state(job_id)) is not None:
-        if state != last_state:
-            print(f"job {job_id}: {state}", file=sys.stderr)
-            last_state = state
-        snap = read_snapshot(run_dir)
-        if snap is not None:
-            display.show(snap)
-        time.sleep(poll_s)
-    snap = read_snapshot(run_dir)
-    if snap is not None:
-        display.show(snap, force=True)
-    report = Path(run_dir) / "report" / "report.md"
-    if report.is_file():
-        print(f"report: {report}")
-        return 0
-    logs = sorted((Path(run_dir) / "slurm").glob(f"{job_id}_*_log.*"))
-    print(f"job {job_id} ended without a report; logs: {' '.join(str(p) for p in logs) or run_dir}",
-          file=sys.stderr)
-    return 1
+class SlurmBackend:
+    """Submits the sweep as one Slurm job through submitit."""
 
+    name = "slurm"
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cluster.slurm follow RUN_DIR JOB_ID``: follow a job submitted earlier."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3 or args[0] != "follow":
-        print("usage: python -m cluster.slurm follow RUN_DIR JOB_ID", file=sys.stderr)
-        return 2
-    return follow(Path(args[1]), args[2])
+    def __init__(self, flags: SlurmFlags) -> None:
+        self.flags = flags
 
+    def _executor(self, req: SweepRequest) -> submitit.SlurmExecutor:
+        res = resources_for(self.flags, req.cpus_per_trial, req.gpus_per_trial)
+        return _executor(req.name, req.run_dir, res)
 
-if __name__ == "__main__":
-    sys.exit(main())
+    def describe(self, req: SweepRequest) -> str:
+        """The exact sbatch script ``launch`` would submit (writes nothing)."""
+        return _script(self._executor(req))
+
+    def check(self, req: SweepRequest) -> None:
+        check_feasible(self.describe(req))
+
+    def launch(self, req: SweepRequest, resume: bool) -> Lease:
+        """Submit the job (it resumes whatever RUN_DIR/tune holds); print how to follow it."""
+        ex = self._executor(req)
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(captured):  # submitit echoes sbatch's stderr itself
+                job = ex.submit(SweepJob(req.run_dir, req.drive))
+        except (submitit.core.utils.FailedJobError, FileNotFoundError) as e:
+            raise UsageError(f"sbatch refused the job: {_sbatch_error(str(e))}") from None
+        run_dir = req.run_dir
+        print(f"submitted Slurm job {job.job_id}")
+        print(f"RUN_DIR  {Path(run_dir).resolve()}")
+        print(f"follow   python -m cluster.slurm follow {run_dir} {job.job_id}")
+        print(f"logs     {job.paths.stdout}")
+        print(f"cancel   scancel {job.job_id}")
+        print(f"resume   python -m orchestrator.launch --cluster slurm --resume {run_dir}  (after a cancel)")
+        return leases.submitted(run_dir, str(job.job_id))
+
+    def is_alive(self, lease: Lease) -> bool:
+        return lease.job_id is not None and job_state(lease.job_id) is not None
+
+    def follow(self, run_dir: Path, lease: Lease, show: Callable[[bool], None]) -> None:
+        last: list[str | None] = [None]
+
+        def on_poll() -> None:
+            state = job_state(lease.job_id) if lease.job_id else None
+            if state != last[0]:
+                print(f"job {lease.job_id}: {state}", file=sys.stderr)
+                last[0] = state
+
+        follow_lease(self, run_dir, lease, show, on_poll=on_poll)

@@ -20,7 +20,7 @@ import torch
 from ray import tune
 
 import trainables
-from trainables.common import target_reached
+from orchestrator.tune_config import config_of
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -35,14 +35,15 @@ def node_name() -> str:
 
 
 def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable[[dict[str, Any]], None]:
-    """A Tune function trainable running ``trainables.get(trainable)`` on ``config["t"]``."""
+    """A Tune function trainable running ``trainables.get(trainable)`` on the trial's config."""
 
-    def run_trial(config: dict[str, Any]) -> None:
-        cfg = dict(config["t"])
+    def run_trial(tune_config: dict[str, Any]) -> None:
+        config = config_of(tune_config)
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                cfg["_checkpoint"] = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+                state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+            config = config.with_checkpoint(state)
         node = node_name()
         last_saved = time.monotonic()
 
@@ -57,11 +58,11 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable
                 last_saved = time.monotonic()
             else:
                 tune.report(clean)
-            if target_reached(metrics, cfg):
+            if config.ends_at(metrics):
                 raise _TargetReached
 
         try:
-            trainables.get(trainable)(cfg, report)
+            trainables.get(trainable)(config, report)
         except _TargetReached:
             pass
 

@@ -1,10 +1,6 @@
-"""The one exception type that means "bad input": the CLI turns it into exit code 2."""
+"""The sweep's own failure (bad input is ``trainables.contract.UsageError``, exit 2)."""
 
 from __future__ import annotations
-
-
-class UsageError(ValueError):
-    """Bad study file, flag or path. The message is one line and names the offending key."""
 
 
 class SweepInterrupted(RuntimeError):

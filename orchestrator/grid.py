@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from orchestrator.study import LrGrid, Study
+from trainables.contract import TrialConfig
 
 
 @dataclass(frozen=True)
@@ -65,27 +65,25 @@ def trial_grid(study: Study) -> list[TrialPoint]:
     return points
 
 
-def trial_config(study: Study, point: TrialPoint) -> dict[str, Any]:
-    """The flat config a trainable receives (contract: "trainables")."""
+def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
+    """The typed config one trial's trainable receives (contract: "trainables")."""
     s = study.search
-    cfg: dict[str, Any] = {
-        "batch_size": point.batch_size,
-        "micro_batch_size": point.micro_batch_size,
-        "lr": point.lr,
-        "seed": point.seed,
-        "optimizer": s.optimizer,
-        "momentum": s.momentum,
-        "weight_decay": s.weight_decay,
-        "warmup_examples": s.warmup_examples,
-        "max_examples": study.budget.max_examples,
-        "max_steps": study.budget.max_steps,
-        "cpus_per_trial": study.resources.cpus_per_trial,
-        "target_metric": study.target.metric,
-        "target_mode": study.target.mode,
-        "target_value": study.target.value if study.budget.stop_at_target else None,
-    }
-    cfg.update(study.trainable_settings().model_dump(mode="json"))
-    return cfg
+    return TrialConfig(
+        batch_size=point.batch_size,
+        micro_batch_size=point.micro_batch_size,
+        lr=point.lr,
+        seed=point.seed,
+        optimizer=s.optimizer,
+        momentum=s.momentum,
+        weight_decay=s.weight_decay,
+        warmup_examples=s.warmup_examples,
+        max_steps=study.budget.max_steps,
+        max_examples=study.budget.max_examples,
+        cpus=study.resources.cpus_per_trial,
+        target=study.target,
+        stop_at_target=study.budget.stop_at_target,
+        settings=study.trainable_settings().model_dump(mode="json"),
+    )
 
 
 def format_grid(study: Study) -> str:

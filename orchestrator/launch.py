@@ -6,7 +6,8 @@
     python -m orchestrator.launch --study studies/nqm.toml --set search.seeds=3 --dry-run
 
 Exit codes: 0 success; 2 bad input (one line naming the key or flag; nothing started,
-submitted or written); 1 anything else.
+submitted or written); 1 anything else. The CLI only parses and validates: the work is
+``orchestrator.run.run_study`` on a back-end of ``cluster.backend``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.errors import SweepInterrupted, UsageError
-
-SLURM_FLAGS = ("nodes", "gpus_per_node", "cpus_per_node", "partition", "account", "time")
+from cluster import lease as leases
+from cluster.backend import Backend, SweepRequest
+from cluster.local import LocalBackend
+from cluster.slurm import SlurmBackend, SlurmFlags
+from orchestrator import rundir
+from orchestrator.errors import SweepInterrupted
+from orchestrator.follow import backend_of, follow_run
+from orchestrator.grid import format_grid
+from orchestrator.run import run_study
+from orchestrator.study import Study, load_study
+from trainables.contract import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m orchestrator.launch", description=__doc__.split("\n")[0])
+def build_parser(prog: str = "python -m orchestrator.launch") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=(__doc__ or "").split("\n")[0])
     p.add_argument("--cluster", choices=("local", "slurm"), default="local", help="where the sweep runs")
     p.add_argument("--study", help="built-in study name (studies/NAME.toml) or a TOML path; default fashion-mnist")
     p.add_argument("--out", type=Path, help="RUN_DIR (default runs/<study>-<timestamp>)")
@@ -47,19 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(args: argparse.Namespace):
-    from orchestrator import rundir
-    from orchestrator.study import load_study
-
+def _backend(args: argparse.Namespace) -> Backend:
+    flags = {f: getattr(args, f) for f in SlurmFlags.names()}
     if args.cluster == "local":
-        given = [f"--{f.replace('_', '-')}" for f in (*SLURM_FLAGS, "follow") if getattr(args, f) is not None]
+        given = [f"--{f.replace('_', '-')}" for f, v in {**flags, "follow": args.follow}.items() if v is not None]
         if given:
             raise UsageError(f"{given[0]}: only with --cluster slurm")
+        return LocalBackend()
+    return SlurmBackend(SlurmFlags(**flags))
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Study, Path]:
     if args.resume is not None:
         if args.study or args.overrides or args.out or args.budget != "full":
             raise UsageError("--resume: takes the frozen study of RUN_DIR; drop --study/--set/--out/--budget")
         study = rundir.load_frozen(args.resume)
-        rundir.check_not_running(args.resume)
+        held = leases.read(args.resume)
+        if held is not None and backend_of(held).is_alive(held):
+            where = f"Slurm job {held.job_id}" if held.job_id else f"pid {held.pid} on {held.host}"
+            hint = " (scancel it first)" if held.job_id else ""
+            raise UsageError(f"--resume: the sweep of {args.resume} is still running: {where}{hint}")
         return study, args.resume
     study = load_study(args.study, args.overrides, args.budget)
     run_dir = args.out or rundir.default_run_dir(study)
@@ -67,7 +83,7 @@ def _resolve(args: argparse.Namespace):
     return study, run_dir
 
 
-def _preflight(study) -> None:
+def _preflight(study: Study) -> None:
     import trainables
 
     try:
@@ -76,43 +92,33 @@ def _preflight(study) -> None:
         raise UsageError(str(e)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    from orchestrator import rundir
-    from orchestrator.grid import format_grid
-
+def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.launch") -> int:
     created: Path | None = None
     existed = False
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
+        backend = _backend(args)
         study, run_dir = _resolve(args)
-        slurm_res = None
-        if args.cluster == "slurm":
-            from cluster.slurm import resources_from
-
-            slurm_res = resources_from(args, study)
+        req = SweepRequest(run_dir=run_dir, name=study.name, cpus_per_trial=study.resources.cpus_per_trial,
+                           gpus_per_trial=study.resources.gpus_per_trial, drive=run_study)
         if args.dry_run:
             print(format_grid(study))
-            if slurm_res is not None:
-                from cluster.slurm import sbatch_script
-
-                print(sbatch_script(study, run_dir, slurm_res))
+            if backend.name != "local":
+                print(backend.describe(req))
             return 0
         _preflight(study)
+        backend.check(req)
         if args.resume is None:
             existed = run_dir.exists()
             rundir.create(run_dir, study)
             created = run_dir
-        if args.cluster == "local":
-            from cluster.local import run_local
-
-            run_local(study, run_dir, resume=args.resume is not None)
-            return 0
-        from cluster.slurm import follow, submit
-
-        job_id = submit(study, run_dir, slurm_res)
-        created = None  # the job owns RUN_DIR now
-        if args.follow:
-            return follow(run_dir, job_id)
+        if backend.name == "local":
+            print(f"RUN_DIR {run_dir}", file=sys.stderr)
+            created = None  # the sweep writes into it from here: an error later keeps it
+        submitted = backend.launch(req, resume=args.resume is not None)
+        created = None  # the sweep (or the job) owns RUN_DIR now
+        if submitted is not None and args.follow:
+            return follow_run(run_dir)
         return 0
     except UsageError as e:
         if created is not None:

@@ -12,7 +12,7 @@ import copy
 import tomllib
 from typing import Any
 
-from orchestrator.errors import UsageError
+from trainables.contract import UsageError
 
 
 def parse_value(text: str) -> Any:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-import os
-import socket
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +21,8 @@ from ray.tune.experiment import Trial
 
 from orchestrator.grid import trial_grid
 from orchestrator.study import Study
+from orchestrator.tune_config import config_of
+from trainables.contract import decide_status, write_atomic
 
 SNAPSHOT = Path("tune") / "progress.json"
 
@@ -109,13 +109,12 @@ class ProgressCallback(Callback):
         self._last = 0.0
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        b = int(trial.config["t"]["batch_size"])
+        b = config_of(trial).batch_size
         self.examples[trial.trial_id] = int(result.get("examples_seen", 0))
         t = self.study.target
         v = result.get(t.metric)
         if v is not None and math.isfinite(v):
-            old = self.best.get(b)
-            if old is None or (v > old if t.mode == "max" else v < old):
+            if t.better(v, self.best.get(b)):
                 self.best[b] = float(v)
             if t.reached(v):
                 self.reached.setdefault(b, set()).add(trial.trial_id)
@@ -144,7 +143,7 @@ class ProgressCallback(Callback):
                 for b, n in self.per_batch.items()}
         done_ex = 0
         for tr in trials:
-            b = int(tr.config["t"]["batch_size"])
+            b = config_of(tr).batch_size
             r = rows[b]
             if tr.status in (Trial.PENDING, Trial.PAUSED):
                 continue
@@ -154,27 +153,18 @@ class ProgressCallback(Callback):
                 done_ex += self.examples.get(tr.trial_id, 0)
             else:
                 done_ex += self.caps[b]  # a finished trial used (or was spared) its whole budget
-                if tr.status == Trial.ERROR:
-                    r["failed"] += 1
-                elif tr.trial_id in self.diverged:
-                    r["diverged"] += 1
-                elif tr.trial_id in self.early_stopped:
-                    r["early_stopped"] += 1
-                else:
-                    r["completed"] += 1
+                status = decide_status(diverged=tr.trial_id in self.diverged, errored=tr.status == Trial.ERROR,
+                                       early_stopped=tr.trial_id in self.early_stopped)
+                r[status] += 1
         elapsed = time.time() - self.started
         rate = done_ex / elapsed if elapsed > 0 else 0.0
         eta = (self.budget - done_ex) / rate if rate > 0 else None
         return dict(study=self.study.name, target=self.study.target.model_dump(), done=done,
                     total_trials=sum(self.per_batch.values()), elapsed_s=elapsed, eta_s=0.0 if done else eta,
-                    updated=time.time(), pid=os.getpid(), host=socket.gethostname(), batches=[rows[b] for b in sorted(rows)])
+                    updated=time.time(), batches=[rows[b] for b in sorted(rows)])
 
     def publish(self, trials: list[Trial], done: bool) -> None:
         snap = self.snapshot(trials, done)
-        path = snapshot_path(self.run_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(snap))
-        os.replace(tmp, path)
+        write_atomic(snapshot_path(self.run_dir), json.dumps(snap))
         if self.display is not None:
             self.display.show(snap, force=done)

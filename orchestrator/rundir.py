@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
 
 from orchestrator import toml_out
-from orchestrator.errors import UsageError
-from orchestrator.study import Study, read_toml, validate
+from orchestrator.study import Study, validate
+from trainables.contract import UsageError, read_toml, write_atomic
 
 STUDY_FILE = "study.toml"
 
@@ -30,7 +29,7 @@ def create(run_dir: Path, study: Study) -> Path:
     data = study.model_dump(mode="json", exclude_none=True)
     data["trainable_config"] = study.trainable_settings().model_dump(mode="json", exclude_none=True)
     text = "# Resolved study, frozen at launch.\n" + toml_out.dumps(data)
-    (run_dir / STUDY_FILE).write_text(text)
+    write_atomic(run_dir / STUDY_FILE, text)
     return run_dir
 
 
@@ -50,25 +49,3 @@ def load_frozen(run_dir: Path) -> Study:
     if not path.is_file():
         raise UsageError(f"--resume: {run_dir} has no {STUDY_FILE}; not a run directory")
     return validate(read_toml(path))
-
-
-def check_not_running(run_dir: Path, stale_after_s: float = 120.0) -> None:
-    """Refuse to resume a run whose sweep is still alive: two drivers would write into the
-    same curves/ and tune/. Alive means a Slurm job of the run still queued or running, or
-    a progress snapshot refreshed in the last ``stale_after_s`` by a live local process."""
-    from cluster import procs
-    from orchestrator.progress import read_snapshot
-
-    jobs = sorted({p.name.split("_")[0] for p in (Path(run_dir) / "slurm").glob("*_submitted.pkl")})
-    if jobs and shutil.which("squeue"):
-        from cluster.slurm import job_state
-
-        alive = [j for j in jobs if job_state(j) is not None]
-        if alive:
-            raise UsageError(f"--resume: Slurm job {alive[0]} of {run_dir} is still queued or running "
-                             f"(scancel it first)")
-    snap = read_snapshot(Path(run_dir))
-    if snap and not snap.get("done") and time.time() - snap.get("updated", 0) < stale_after_s:
-        pid = int(snap.get("pid", 0))
-        if snap.get("host") == socket.gethostname() and procs.alive(pid):
-            raise UsageError(f"--resume: the sweep of {run_dir} is still running (pid {pid})")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,22 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from orchestrator.schema import CURVES_FILE_SCHEMA, TRIALS_SCHEMA
-
-CONFIG_COLUMNS = ("batch_size", "micro_batch_size", "lr", "seed")
-
-
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+from orchestrator.tune_config import config_of
+from trainables.contract import (
+    CURVES_FILE_SCHEMA,
+    METRIC_COLUMNS,
+    TRIALS_SCHEMA,
+    TrialConfig,
+    curves_file,
+    decide_status,
+    write_atomic,
+)
 
 
 class TrialRecord:
     """What the sink knows of one trial: its rows and its end."""
 
-    def __init__(self, trial_id: str, config: dict[str, Any]) -> None:
+    def __init__(self, trial_id: str, config: TrialConfig) -> None:
         self.trial_id = trial_id
         self.config = config
         self.rows: dict[int, dict[str, Any]] = {}
@@ -49,10 +47,6 @@ class TrialRecord:
         self.diverged = False
         self.failed = False
         self.sharpness: float | None = None
-
-    @property
-    def path_parts(self) -> tuple[str, str]:
-        return f"batch_size={int(self.config['batch_size'])}", f"{self.trial_id}.parquet"
 
 
 def _float(v: Any) -> float | None:
@@ -107,29 +101,33 @@ class ParquetSink(Callback):
         self.flush_all()
         meta = {t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "sharpness": r.sharpness}
                 for t, r in self.records.items()}
-        return {"ended": sorted(self.ended), "meta": meta, "configs": {t: r.config for t, r in self.records.items()}}
+        return {"ended": sorted(self.ended), "meta": meta,
+                "configs": {t: r.config.to_dict() for t, r in self.records.items()}}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.ended = set(state["ended"])
         for tid, cfg in state["configs"].items():
-            rec = self._record_of(tid, cfg)
+            rec = self._record_of(tid, TrialConfig.from_dict(cfg))
             for k, v in state["meta"][tid].items():
                 setattr(rec, k, v)
 
     # --- the work ----------------------------------------------------------------------
     def _record(self, trial: Trial) -> TrialRecord:
-        return self._record_of(trial.trial_id, trial.config["t"])
+        return self._record_of(trial.trial_id, config_of(trial))
 
-    def _record_of(self, trial_id: str, config: dict[str, Any]) -> TrialRecord:
+    def _record_of(self, trial_id: str, config: TrialConfig) -> TrialRecord:
         rec = self.records.get(trial_id)
         if rec is None:
-            rec = self.records[trial_id] = TrialRecord(trial_id, dict(config))
+            rec = self.records[trial_id] = TrialRecord(trial_id, config)
             self._load_existing(rec)
         return rec
 
+    def _path(self, rec: TrialRecord) -> Path:
+        return curves_file(self.curves_dir, rec.config.batch_size, rec.trial_id)
+
     def _load_existing(self, rec: TrialRecord) -> None:
         # a resumed sweep: keep what the trial already wrote
-        path = self.curves_dir.joinpath(*rec.path_parts)
+        path = self._path(rec)
         if path.is_file():
             for row in pq.read_table(path).to_pylist():
                 rec.rows[int(row["step"])] = row
@@ -150,13 +148,13 @@ class ParquetSink(Callback):
         row: dict[str, Any] = {
             "study": self.study,
             "trial_id": rec.trial_id,
-            "micro_batch_size": int(cfg.get("micro_batch_size") or cfg["batch_size"]),
-            "lr": float(cfg["lr"]),
-            "seed": int(cfg["seed"]),
+            "micro_batch_size": cfg.micro_batch_size,
+            "lr": cfg.lr,
+            "seed": cfg.seed,
             "step": step,
-            "examples_seen": int(result.get("examples_seen", step * int(cfg["batch_size"]))),
+            "examples_seen": int(result.get("examples_seen", step * cfg.batch_size)),
         }
-        for col in ("epoch", "wall_time_s", "train_loss", "val_loss", "val_accuracy", "lr_current", "grad_noise_scale"):
+        for col in METRIC_COLUMNS:
             row[col] = _float(result.get(col))
         rec.rows[step] = row
         rec.dirty = True
@@ -166,18 +164,9 @@ class ParquetSink(Callback):
             return
         rows = [rec.rows[s] for s in sorted(rec.rows)]
         table = pa.Table.from_pylist(rows, schema=CURVES_FILE_SCHEMA)
-        write_atomic(table, self.curves_dir.joinpath(*rec.path_parts))
+        write_atomic(self._path(rec), table)
         rec.dirty = False
         rec.last_flush = time.monotonic()
-
-    def status(self, rec: TrialRecord) -> str:
-        if rec.diverged:
-            return "diverged"
-        if rec.failed:
-            return "failed"
-        if rec.trial_id in self.early_stopped:
-            return "early_stopped"
-        return "completed"
 
     def trials_table(self) -> pa.Table:
         out = []
@@ -190,12 +179,13 @@ class ParquetSink(Callback):
             out.append({
                 "trial_id": rec.trial_id,
                 "study": self.study,
-                "batch_size": int(cfg["batch_size"]),
-                "micro_batch_size": int(cfg.get("micro_batch_size") or cfg["batch_size"]),
-                "lr": float(cfg["lr"]),
-                "seed": int(cfg["seed"]),
-                "optimizer": str(cfg.get("optimizer", "")),
-                "status": self.status(rec),
+                "batch_size": cfg.batch_size,
+                "micro_batch_size": cfg.micro_batch_size,
+                "lr": cfg.lr,
+                "seed": cfg.seed,
+                "optimizer": cfg.optimizer,
+                "status": decide_status(diverged=rec.diverged, errored=rec.failed,
+                                        early_stopped=rec.trial_id in self.early_stopped),
                 "steps": int(last.get("step", 0)),
                 "examples_seen": int(last.get("examples_seen", 0)),
                 "wall_time_s": float(last.get("wall_time_s") or 0.0),
@@ -203,7 +193,7 @@ class ParquetSink(Callback):
                 "best_val_accuracy": max(accs) if accs else None,
                 "sharpness": rec.sharpness,
                 "node": rec.node,
-                "config_json": json.dumps(cfg, sort_keys=True, default=str),
+                "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
             })
         return pa.Table.from_pylist(sorted(out, key=lambda r: (r["batch_size"], r["lr"], r["seed"])), schema=TRIALS_SCHEMA)
 
@@ -214,5 +204,5 @@ class ParquetSink(Callback):
     def finish(self) -> None:
         """Flush every trial and write ``trials.parquet``."""
         self.flush_all()
-        write_atomic(self.trials_table(), self.run_dir / "trials.parquet")
+        write_atomic(self.run_dir / "trials.parquet", self.trials_table())
 

@@ -9,16 +9,14 @@ The layout is fixed by ``../shared/CONTRACTS.md`` ("study file").
 
 from __future__ import annotations
 
-import math
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.errors import UsageError
 from orchestrator.overrides import apply_overrides
+from trainables.contract import Target, UsageError, read_toml, step_cap
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 DEFAULT_STUDY = "fashion-mnist"
@@ -118,26 +116,8 @@ class Budget(_Strict):
         return self
 
     def examples_cap(self, batch_size: int) -> int:
-        """The per-trial cap in examples for one batch size."""
-        caps = [c for c in (self.max_examples, self.max_steps and self.max_steps * batch_size) if c]
-        return min(caps)
-
-
-class Target(_Strict):
-    """The goal for steps-to-target."""
-
-    metric: str = "val_accuracy"
-    """A curves column, e.g. val_accuracy or val_loss."""
-    mode: Literal["max", "min"] = "max"
-    """max: reached when metric >= value; min: when metric <= value."""
-    value: float
-    """The threshold."""
-
-    def reached(self, value: float | None) -> bool:
-        """Whether one measured value meets the target."""
-        if value is None or not math.isfinite(value):
-            return False
-        return value >= self.value if self.mode == "max" else value <= self.value
+        """The per-trial cap in examples for one batch size: its step cap times B."""
+        return step_cap(batch_size, self.max_steps, self.max_examples) * batch_size
 
 
 class EarlyStopping(_Strict):
@@ -229,16 +209,6 @@ def study_path(name_or_path: str | None) -> Path:
         known = ", ".join(sorted(q.stem for q in STUDIES_DIR.glob("*.toml")))
         raise UsageError(f"--study: unknown study {name_or_path!r} (built-in: {known})")
     return builtin
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; a syntax error is a UsageError naming the file and line."""
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{path}: invalid TOML: {e}") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
 
 
 def validate(raw: dict[str, Any]) -> Study:

@@ -1,18 +1,19 @@
 """Run a study's sweep with Ray Tune into a run directory (local or inside a Slurm job).
 
     from pathlib import Path
+    from cluster.local import local_ray
     from orchestrator.study import load_study
     from orchestrator.sweep import run_sweep
-    run_sweep(load_study("fashion-mnist", budget="smoke"), Path("runs/try"))
+    with local_ray():
+        run_sweep(load_study("fashion-mnist", budget="smoke"), Path("runs/try"))
 
-Without a connected Ray, it starts (and stops) one on this machine, with token auth and a
-fresh token readable only by its owner; inside a Slurm job the caller connects to the job's
-own head node first (``cluster.ray_cluster.connect``).
+Ray must be connected: the local back-end starts a private one on this machine
+(``cluster.local.local_ray``), a Slurm job connects to its own head node
+(``cluster.ray_spec.connect``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -32,7 +33,6 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from cluster import auth  # noqa: E402
 from orchestrator.adapter import tune_trainable  # noqa: E402
 from orchestrator.errors import SweepInterrupted  # noqa: E402
 from orchestrator.grid import trial_config, trial_grid  # noqa: E402
@@ -40,6 +40,7 @@ from orchestrator.progress import LiveDisplay, ProgressCallback  # noqa: E402
 from orchestrator.scheduler import PerBatchSizeASHA, make_scheduler  # noqa: E402
 from orchestrator.sink import ParquetSink  # noqa: E402
 from orchestrator.study import Study  # noqa: E402
+from orchestrator.tune_config import CONFIG_KEY  # noqa: E402
 
 EXPERIMENT = "sweep"
 # The sweep keeps its results in RUN_DIR/curves, not in Tune's per-trial result files
@@ -79,69 +80,64 @@ def run_sweep(
     *,
     resume: bool = False,
     display: LiveDisplay | None = None,
-    num_cpus: int | None = None,
     checkpoint_every_s: float = 60.0,
 ) -> Path:
-    """Run (or resume) every trial of ``study``; returns RUN_DIR/trials.parquet.
+    """Run (or resume) every trial of ``study`` on the connected Ray; returns
+    RUN_DIR/trials.parquet.
 
     Raises ``SweepInterrupted`` when Tune stopped early (Ctrl-C, SIGTERM): the curves so
     far and Tune's state are saved, and ``resume=True`` continues from them.
     """
-    with contextlib.ExitStack() as stack:
-        if not ray.is_initialized():
-            stack.enter_context(auth.private_token())
-            ray.init(
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
-            stack.callback(ray.shutdown)
-        return _fit(study, Path(run_dir), resume, display, checkpoint_every_s)
-
-
-def _fit(study: Study, run_dir: Path, resume: bool, display: LiveDisplay | None,
-         checkpoint_every_s: float) -> Path:
-    scheduler = make_scheduler(study)
-    early = scheduler.early_stopped if isinstance(scheduler, PerBatchSizeASHA) else set()
-    sink = ParquetSink(run_dir, study.name, early_stopped=early)
-    progress = ProgressCallback(run_dir, study, early, display)
-    callbacks: list[tune.Callback] = [sink, progress]
-    if isinstance(scheduler, PerBatchSizeASHA):
-        callbacks.append(SchedulerState(scheduler))
+    if not ray.is_initialized():
+        raise RuntimeError("run_sweep needs a connected Ray (cluster.local.local_ray, or a Slurm job's)")
+    run_dir = Path(run_dir)
     trainable = tune.with_resources(
         tune_trainable(study.trainable, checkpoint_every_s),
         {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial},
     )
-    points = [trial_config(study, p) for p in trial_grid(study)]
     path = tune_dir(run_dir) / EXPERIMENT
     if resume and tune.Tuner.can_restore(str(path)):
+        # Tune restores the scheduler and the callbacks (sink, progress, scheduler state)
+        # pickled with the experiment, so nothing is built here.
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"t": tune.grid_search(points)},
-            tune_config=tune.TuneConfig(
-                scheduler=scheduler,
-                num_samples=1,
-                reuse_actors=True,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=EXPERIMENT,
-                storage_path=str(tune_dir(run_dir)),
-                callbacks=callbacks,
-                verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=1),
-            ),
-        )
+        tuner = _new_tuner(study, run_dir, trainable, display)
     # trials.parquet is written only when every trial has ended (by the sink, which after a
-    # restore is Tune's unpickled copy, not ``sink``): its presence is the verdict.
+    # restore is Tune's unpickled copy): its presence is the verdict.
     trials = run_dir / "trials.parquet"
     trials.unlink(missing_ok=True)
     tuner.fit()
     if not trials.is_file():
         raise SweepInterrupted(f"the sweep stopped before every trial finished; continue it with --resume {run_dir}")
     return trials
+
+
+def _new_tuner(study: Study, run_dir: Path, trainable: Any, display: LiveDisplay | None) -> tune.Tuner:
+    scheduler = make_scheduler(study)
+    early = scheduler.early_stopped if isinstance(scheduler, PerBatchSizeASHA) else set()
+    callbacks: list[tune.Callback] = [
+        ParquetSink(run_dir, study.name, early_stopped=early),
+        ProgressCallback(run_dir, study, early, display),
+    ]
+    if isinstance(scheduler, PerBatchSizeASHA):
+        callbacks.append(SchedulerState(scheduler))
+    points = [trial_config(study, p).to_dict() for p in trial_grid(study)]
+    return tune.Tuner(
+        trainable,
+        param_space={CONFIG_KEY: tune.grid_search(points)},
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler,
+            num_samples=1,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(tune_dir(run_dir)),
+            callbacks=callbacks,
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )

@@ -1,15 +1,16 @@
 """Ray-free training functions, looked up by registry name.
 
-A trainable is ``train(config: dict, report: Report) -> None``. It calls
-``report(metrics, checkpoint)`` at each evaluation with the curves columns it knows
-(see ``../shared/CONTRACTS.md``) and resumes from ``config["_checkpoint"]`` when given.
+A trainable is ``train(config: TrialConfig, report: Report) -> None`` (``trainables.contract``:
+the typed trial config, with the study's ``[trainable_config]`` as ``config.settings``). It
+calls ``report(metrics, checkpoint)`` at each evaluation with the curves columns it knows
+(see ``../shared/CONTRACTS.md``) and resumes from ``config.checkpoint`` when given.
 Each trainable module also defines ``TrainableConfig``, a pydantic model of the keys a
 study's ``[trainable_config]`` may hold, and ``METRICS``, the metrics it reports, so a study
 is validated before anything runs.
 
     from trainables import get
     train = get("fashion_mnist")
-    train({"batch_size": 128, "lr": 0.1, ...}, lambda metrics, checkpoint=None: print(metrics))
+    train(TrialConfig(batch_size=128, lr=0.1, ...), lambda metrics, checkpoint=None: print(metrics))
 """
 
 from __future__ import annotations
@@ -20,30 +21,30 @@ from typing import Any, Callable, Protocol
 
 import pydantic
 
+from trainables.contract import TrialConfig
+
 
 class Report(Protocol):
     def __call__(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None: ...
 
 
-TrainFn = Callable[[dict[str, Any], Report], None]
+TrainFn = Callable[[TrialConfig, Report], None]
 
 # Modules are imported on first use: torch is slow to import and the CLI validates
 # studies of every trainable without needing all of them.
 _MODULES: dict[str, str] = {
     "fashion_mnist": "trainables.fashion_mnist",
     "nqm": "trainables.nqm",
-    "cifar10": "trainables.cifar10",
-    "imagenet": "trainables.imagenet",
 }
 
 
 def names() -> list[str]:
     """Registry names of the trainables this installation has."""
-    return sorted(n for n in _MODULES if importlib.util.find_spec(_MODULES[n]) is not None)
+    return sorted(_MODULES)
 
 
 def _module(name: str) -> ModuleType:
-    if name not in _MODULES or importlib.util.find_spec(_MODULES[name]) is None:
+    if name not in _MODULES:
         raise KeyError(f"unknown trainable {name!r}; known: {', '.join(names())}")
     return importlib.import_module(_MODULES[name])
 

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import Report
-from trainables.common import lr_at, max_steps, target_reached, torch_threads
+from trainables.contract import TrialConfig
 from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
 from trainables.optim import make_optimizer
-from trainables.schedule import eval_steps
+from trainables.schedule import eval_steps, lr_at
 from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
 
 EVAL_CHUNK = 4096
@@ -138,20 +138,17 @@ def sharpness(model: nn.Module, data: ClassificationData, settings: "LoopSetting
 
 
 def train_classifier(
-    config: dict[str, Any],
+    config: TrialConfig,
     report: Report,
     data: ClassificationData,
     build_model: Callable[[], nn.Module],
     settings: LoopSettings,
 ) -> None:
-    """Train ``build_model()`` on ``data`` as the flat trial ``config`` says."""
-    torch.set_num_threads(torch_threads(config))
-    batch, micro = int(config["batch_size"]), int(config.get("micro_batch_size") or config["batch_size"])
-    if batch % micro:
-        raise ValueError(f"batch_size {batch} is not a multiple of micro_batch_size {micro}")
-    seed, base_lr = int(config["seed"]), float(config["lr"])
-    warmup = int(config.get("warmup_examples") or 0)
-    cap = max_steps(config)
+    """Train ``build_model()`` on ``data`` as the trial ``config`` says."""
+    torch.set_num_threads(config.threads)
+    batch, micro = config.batch_size, config.micro_batch_size
+    seed, base_lr, warmup = config.seed, config.lr, config.warmup_examples
+    cap = config.step_cap
     n_train = len(data.x_train)
 
     # Ray hides GPUs a trial did not ask for (CUDA_VISIBLE_DEVICES), so "available" means
@@ -160,14 +157,11 @@ def train_classifier(
     data = data.to(device)
     torch.manual_seed(seed)
     model = build_model().to(device)
-    opt = make_optimizer(
-        config.get("optimizer", "sgd"), model.parameters(), base_lr,
-        float(config.get("momentum", 0.0)), float(config.get("weight_decay", 0.0)),
-    )
+    opt = make_optimizer(config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay)
     stream = _BatchStream(n_train, seed)
     noise = NoiseScaleEstimator()
     step, wall_before, first_loss = 0, 0.0, None
-    if (ckpt := config.get("_checkpoint")) is not None:
+    if (ckpt := config.checkpoint) is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         stream.load(ckpt["stream"])
@@ -205,7 +199,7 @@ def train_classifier(
             "grad_noise_scale": noise.b_simple,
         }
         loss_sum, loss_n = 0.0, 0
-        final = step >= cap or target_reached(row, config)
+        final = step >= cap or config.ends_at(row)
         if final:
             row["sharpness"] = sharpness(model, data, settings)
         checkpoint = {

@@ -7,8 +7,11 @@ the training set are the validation split (the test set stays untouched).
 
     python -c "
     from trainables import get
-    get('fashion_mnist')({'batch_size': 128, 'lr': 0.1, 'seed': 0, 'optimizer': 'sgd',
-        'momentum': 0.9, 'max_examples': 60000}, lambda m, checkpoint=None: print(m))"
+    from trainables.contract import Target, TrialConfig
+    get('fashion_mnist')(TrialConfig(batch_size=128, micro_batch_size=128, lr=0.1, seed=0,
+        optimizer='sgd', momentum=0.9, weight_decay=0.0, warmup_examples=0, max_steps=None,
+        max_examples=60000, cpus=1, target=Target(value=0.85), stop_at_target=True),
+        lambda m, checkpoint=None: print(m))"
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 
 from trainables import Report
 from trainables.classifier import ClassificationData, LoopSettings, train_classifier
+from trainables.contract import TrialConfig
 from trainables.idx import read_idx
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -108,9 +112,9 @@ def build_model(settings: TrainableConfig) -> nn.Module:
     )
 
 
-def train(config: dict[str, Any], report: Report) -> None:
+def train(config: TrialConfig, report: Report) -> None:
     """Train one trial; see the module docstring and ``trainables.classifier``."""
-    settings = TrainableConfig(**{k: config[k] for k in TrainableConfig.model_fields if k in config})
+    settings = TrainableConfig.model_validate(config.settings)
     data = load_data(settings.data_dir, settings.val_size)
     train_classifier(
         config, report, data, lambda: build_model(settings),

@@ -19,9 +19,13 @@ with Gaussian noise drawn from a generator seeded by ``seed`` (one update per st
 x starts at 1 in every coordinate (s_i = 1), so the initial loss is ½ Σ h_i and the
 sampled mode's E[x_i²] is exactly the expected mode's s_i.
 
+    >>> from trainables.contract import Target, TrialConfig
     >>> from trainables.nqm import train
     >>> rows = []
-    >>> cfg = {"batch_size": 64, "lr": 0.5, "seed": 0, "max_steps": 1000, "dim": 1000}
+    >>> cfg = TrialConfig(batch_size=64, micro_batch_size=64, lr=0.5, seed=0, optimizer="sgd",
+    ...     momentum=0.0, weight_decay=0.0, warmup_examples=0, max_steps=1000, max_examples=None,
+    ...     cpus=1, target=Target(metric="val_loss", mode="min", value=0.0), stop_at_target=False,
+    ...     settings={"dim": 1000})
     >>> train(cfg, lambda metrics, checkpoint=None: rows.append(metrics))
     >>> rows[0]["step"], rows[-1]["step"], rows[-1]["val_loss"] < 0.2 * rows[0]["val_loss"]
     (1, 1000, True)
@@ -37,9 +41,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainables import Report
-from trainables.common import lr_at, max_steps
+from trainables.contract import TrialConfig
 from trainables.noise_scale import NoiseScaleEstimator
-from trainables.schedule import eval_steps
+from trainables.schedule import eval_steps, lr_at
 
 # A trial whose loss exceeds this multiple of its initial loss has diverged: with a
 # step size past the stability limit the loss grows geometrically, so any large factor
@@ -177,29 +181,21 @@ def noise_scale_norms(grad: np.ndarray, noise: np.ndarray, other: np.ndarray) ->
     return 0.5 * (float(small_a @ small_a) + float(small_b @ small_b)), float(big @ big)
 
 
-def _settings(config: dict[str, Any]) -> TrainableConfig:
-    return TrainableConfig(**{k: config[k] for k in TrainableConfig.model_fields if k in config})
-
-
-def train(config: dict[str, Any], report: Report) -> None:
+def train(config: TrialConfig, report: Report) -> None:
     """Run one NQM trial, calling ``report(metrics, checkpoint)`` at each evaluation step.
 
     Honours batch_size, lr, seed (sampled mode), optimizer (only "sgd"), momentum,
     weight_decay (L2, added to the update's curvature), warmup_examples (linear warmup,
-    then constant), max_steps / max_examples and ``_checkpoint``; micro_batch_size has no
-    effect (accumulating micro-batches leaves the batch noise H/B unchanged).
+    then constant), the step cap and the checkpoint; micro_batch_size has no effect
+    (accumulating micro-batches leaves the batch noise H/B unchanged).
     """
-    cfg = _settings(config)
-    if config.get("optimizer", "sgd") != "sgd":
-        raise ValueError(f"nqm supports optimizer 'sgd' only (got {config['optimizer']!r}); "
+    cfg = TrainableConfig.model_validate(config.settings)
+    if config.optimizer != "sgd":
+        raise ValueError(f"nqm supports optimizer 'sgd' only (got {config.optimizer!r}); "
                          "use trainable_config.precondition to model adaptive optimizers")
-    B = int(config["batch_size"])
-    lr = float(config["lr"])
-    seed = int(config.get("seed") or 0)
-    beta = float(config.get("momentum") or 0.0)
-    wd = float(config.get("weight_decay") or 0.0)
-    warmup = int(config.get("warmup_examples") or 0)
-    total = max_steps(config)
+    B, lr, seed = config.batch_size, config.lr, config.seed
+    beta, wd, warmup = config.momentum, config.weight_decay, config.warmup_examples
+    total = config.step_cap
     warm_steps = math.ceil(warmup / B) if warmup > 0 else 0
 
     h = curvatures(cfg.dim)
@@ -216,7 +212,7 @@ def train(config: dict[str, Any], report: Report) -> None:
         return lr_at(lr, (t + 1) * B, warmup)
 
     # ---- state: fresh or from a checkpoint ------------------------------------------
-    ckpt = config.get("_checkpoint")
+    ckpt = config.checkpoint
     estimator = NoiseScaleEstimator()
     rng = meas_rng = None
     if ckpt is not None:

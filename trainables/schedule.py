@@ -1,6 +1,6 @@
-"""When a trainable evaluates: log-spaced steps, dense enough to place a target crossing.
+"""A trainable's schedules: when it evaluates, and its learning rate at each update.
 
-Consecutive evaluation steps differ by at most ``ratio`` (5% by default), so the step at
+Evaluations fall on log-spaced steps, dense enough to place a target crossing. Consecutive evaluation steps differ by at most ``ratio`` (5% by default), so the step at
 which a metric first crosses a target is known to within that ratio at every batch size,
 while a run of S steps costs only O(log S / log ratio) evaluations.
 """
@@ -27,3 +27,14 @@ def eval_steps(max_steps: int, ratio: float = 1.05, first: int = 1) -> list[int]
         s = max(s + 1, math.floor(s * ratio))
     steps.append(max_steps)
     return steps
+
+
+def lr_at(base_lr: float, examples_seen: int, warmup_examples: int) -> float:
+    """Linear warmup from 0 to ``base_lr`` over ``warmup_examples``, then constant.
+
+    Warmup is measured in examples, not steps, so that it means the same amount of data
+    at every batch size (Goyal et al. 2017 warm up over 5 epochs).
+    """
+    if warmup_examples <= 0 or examples_seen >= warmup_examples:
+        return base_lr
+    return base_lr * max(examples_seen, 1) / warmup_examples

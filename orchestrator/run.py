@@ -1,0 +1,52 @@
+"""Run a study in its run directory: the sweep, then the summary and the report.
+
+The one driver both back-ends call: ``cluster.local.LocalBackend`` here, in the
+foreground, and ``cluster.job.SweepJob`` on the head node of a Slurm job. Ray must be
+connected already (each back-end provides its own); the driver holds the run's lease
+(``cluster.lease``) until the report is written.
+
+    from pathlib import Path
+    from cluster.local import local_ray
+    from orchestrator.run import run_study
+    with local_ray():
+        run_study(Path("runs/mine"))          # RUN_DIR made by orchestrator.rundir.create
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import analysis
+from cluster import lease
+from orchestrator import rundir
+from orchestrator.progress import LiveDisplay
+from orchestrator.sweep import run_sweep
+
+SUMMARY_COLUMNS = ("batch_size", "best_lr", "lr_on_edge", "steps_to_target", "examples_to_target",
+                   "trials", "reached")
+
+
+def summary_text(run_dir: Path) -> str:
+    """Per batch size: best LR, steps to target, examples to target (from ``analysis``)."""
+    table = analysis.per_batch_summary(analysis.load_run(run_dir))
+    return table[[c for c in SUMMARY_COLUMNS if c in table.columns]].to_string(index=False, na_rep="-")
+
+
+def run_study(run_dir: Path, resume: bool = False, backend: str = "local") -> Path:
+    """Run (or resume) the sweep of RUN_DIR's frozen study, print the per-batch summary,
+    write RUN_DIR/report; returns the report's directory.
+
+    Raises ``SweepInterrupted`` when the sweep stopped early (the lease is released, and
+    ``resume=True`` continues it).
+    """
+    study = rundir.load_frozen(run_dir)
+    display = LiveDisplay(sys.stderr) if backend == "local" else None
+    job_id = os.environ.get("SLURM_JOB_ID") if backend == "slurm" else None
+    with lease.held(run_dir, backend, job_id=job_id):
+        run_sweep(study, run_dir, resume=resume, display=display)
+        print(summary_text(run_dir), flush=True)
+        report = analysis.write_report(run_dir)
+    print(f"report: {report / 'report.md'}", flush=True)
+    return report

@@ -1,0 +1,320 @@
+"""The contract every package shares: the typed trial config, the target, the cap, the
+trial statuses, and the Parquet tables of a run directory with their one writer and reader.
+
+A leaf: it imports nothing of orchestrator, trainables' other modules, cluster or analysis,
+so all of them can import it. Layout and columns: ``../shared/CONTRACTS.md``.
+
+    from trainables.contract import Target, TrialConfig, read_curves
+    t = Target(metric="val_accuracy", mode="max", value=0.85)
+    t.reached(0.9), t.reached(float("nan"))          # (True, False)
+    cfg = TrialConfig(batch_size=256, micro_batch_size=64, lr=0.1, seed=0, optimizer="sgd",
+                      momentum=0.9, weight_decay=0.0, warmup_examples=0, max_steps=None,
+                      max_examples=60_000, cpus=1.0, target=t, stop_at_target=True)
+    cfg.step_cap, cfg.accumulation_steps             # (234, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+
+class UsageError(ValueError):
+    """Bad input (study file, flag, path, data): the CLI turns it into exit code 2.
+
+    The message is one line and names the offending key, flag or path.
+    """
+
+
+class RunError(UsageError):
+    """A run directory that cannot be read; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------- target
+
+
+class Target(BaseModel):
+    """The goal for steps-to-target (the study's ``[target]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = "val_accuracy"
+    """A curves column, e.g. val_accuracy or val_loss."""
+    mode: Literal["max", "min"] = "max"
+    """max: reached when metric >= value; min: when metric <= value."""
+    value: float
+    """The threshold."""
+
+    @overload
+    def reached(self, value: float | None) -> bool: ...
+    @overload
+    def reached(self, value: np.ndarray) -> np.ndarray: ...
+    def reached(self, value: float | np.ndarray | None) -> bool | np.ndarray:
+        """Whether a measured value (or each of an array) meets the target.
+
+        None, NaN and infinities never do: a diverged trial's blown-up metric is not a result.
+        """
+        if value is None:
+            return False
+        x = np.asarray(value, dtype=float)
+        with np.errstate(invalid="ignore"):
+            hit = (x >= self.value) if self.mode == "max" else (x <= self.value)
+        hit = hit & np.isfinite(x)
+        return bool(hit) if hit.ndim == 0 else hit
+
+    def better(self, a: float, b: float | None) -> bool:
+        """Whether ``a`` is a better value of the metric than ``b`` (None: nothing yet)."""
+        return b is None or (a > b if self.mode == "max" else a < b)
+
+
+# --------------------------------------------------------------------------- cap
+
+
+def step_cap(batch_size: int, max_steps: int | None, max_examples: int | None) -> int:
+    """Optimizer updates a trial may take: the tighter of ``max_steps`` and
+    ``max_examples // batch_size``, at least one. The examples cap is ``step_cap * B``."""
+    caps = [c for c in (max_steps, max_examples and max(1, max_examples // batch_size)) if c]
+    if not caps:
+        raise UsageError("budget: set max_examples or max_steps")
+    return min(caps)
+
+
+# --------------------------------------------------------------------------- status
+
+TrialStatus = Literal["completed", "early_stopped", "diverged", "failed"]
+TRIAL_STATUSES: tuple[TrialStatus, ...] = ("completed", "early_stopped", "diverged", "failed")
+
+
+def decide_status(*, diverged: bool, errored: bool, early_stopped: bool) -> TrialStatus:
+    """The one rule for a trial's status.
+
+    Divergence wins over an error: a trial that diverged first and then raised (NaN weights
+    break later code) is a diverged learning rate, which is what the analysis needs to know;
+    an error without divergence is ``failed``; a trial the scheduler stopped is
+    ``early_stopped``; everything else ran to its end (cap or target).
+    """
+    if diverged:
+        return "diverged"
+    if errored:
+        return "failed"
+    if early_stopped:
+        return "early_stopped"
+    return "completed"
+
+
+# --------------------------------------------------------------------------- trial config
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs, typed and validated; what a trainable receives."""
+
+    batch_size: int
+    """Global batch size of one optimizer update."""
+    micro_batch_size: int
+    """Examples per forward/backward pass; smaller than batch_size means averaged accumulation."""
+    lr: float
+    """Base (peak) learning rate."""
+    seed: int
+    """Seed of the initialisation and the data order."""
+    optimizer: Literal["sgd", "adamw", "lars"]
+    """Optimizer of the trial."""
+    momentum: float
+    """Heavy-ball momentum (sgd, lars) or beta1 (adamw)."""
+    weight_decay: float
+    """Weight decay (decoupled for adamw)."""
+    warmup_examples: int
+    """Linear learning-rate warmup length, in examples."""
+    max_steps: int | None
+    """Cap on optimizer updates (the tighter of the two caps applies)."""
+    max_examples: int | None
+    """Cap on examples seen."""
+    cpus: float
+    """CPU cores of the trial (its torch thread count, rounded up)."""
+    target: Target
+    """The study's target."""
+    stop_at_target: bool
+    """Whether the trial ends at the first evaluation that reaches ``target``."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The study's ``[trainable_config]`` table, validated, with the trainable's defaults."""
+    checkpoint: dict[str, Any] | None = None
+    """The trainable's own checkpoint to resume from (None: start fresh)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not a positive multiple of "
+                             f"micro_batch_size {self.micro_batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive and finite, got {self.lr}")
+        step_cap(self.batch_size, self.max_steps, self.max_examples)  # raises without a cap
+
+    @property
+    def step_cap(self) -> int:
+        """Optimizer updates this trial may take (see ``step_cap``)."""
+        return step_cap(self.batch_size, self.max_steps, self.max_examples)
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Micro-batches per optimizer update."""
+        return self.batch_size // self.micro_batch_size
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads: the trial's CPU share, so packed trials don't oversubscribe."""
+        return max(1, math.ceil(self.cpus))
+
+    def ends_at(self, metrics: dict[str, Any]) -> bool:
+        """Whether this evaluation ends the trial at the target."""
+        return self.stop_at_target and self.target.reached(metrics.get(self.target.metric))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, without the checkpoint (what travels through Tune's config)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "checkpoint"}
+        d["target"] = self.target.model_dump()
+        d["settings"] = dict(self.settings)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> TrialConfig:
+        """The inverse of ``to_dict``."""
+        return cls(**{**d, "target": Target.model_validate(d["target"]), "checkpoint": checkpoint})
+
+    def with_checkpoint(self, checkpoint: dict[str, Any] | None) -> TrialConfig:
+        """The same trial, resuming from ``checkpoint``."""
+        return dataclasses.replace(self, checkpoint=checkpoint)
+
+
+# --------------------------------------------------------------------------- Parquet tables
+
+CURVES_SCHEMA = pa.schema([
+    ("study", pa.string()),
+    ("trial_id", pa.string()),
+    ("batch_size", pa.int64()),
+    ("micro_batch_size", pa.int64()),
+    ("lr", pa.float64()),
+    ("seed", pa.int64()),
+    ("step", pa.int64()),
+    ("examples_seen", pa.int64()),
+    ("epoch", pa.float64()),
+    ("wall_time_s", pa.float64()),
+    ("train_loss", pa.float64()),
+    ("val_loss", pa.float64()),
+    ("val_accuracy", pa.float64()),
+    ("lr_current", pa.float64()),
+    ("grad_noise_scale", pa.float64()),
+])
+"""Columns of ``curves/`` (contract "curves/ columns")."""
+# batch_size is the hive partition key: files inside a partition do not repeat it, since
+# pyarrow infers the key's type from the path and refuses to merge it with a file column.
+CURVES_FILE_SCHEMA = pa.schema([f for f in CURVES_SCHEMA if f.name != "batch_size"])
+CURVES_PARTITIONING = pads.partitioning(pa.schema([("batch_size", pa.int64())]), flavor="hive")
+METRIC_COLUMNS = tuple(f.name for f in CURVES_FILE_SCHEMA if pa.types.is_floating(f.type)
+                       and f.name not in ("lr",))
+"""The float columns a trainable reports (epoch, wall time, losses, accuracy, ...)."""
+
+TRIALS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()),
+    ("study", pa.string()),
+    ("batch_size", pa.int64()),
+    ("micro_batch_size", pa.int64()),
+    ("lr", pa.float64()),
+    ("seed", pa.int64()),
+    ("optimizer", pa.string()),
+    ("status", pa.string()),
+    ("steps", pa.int64()),
+    ("examples_seen", pa.int64()),
+    ("wall_time_s", pa.float64()),
+    ("final_val_loss", pa.float64()),
+    ("best_val_accuracy", pa.float64()),
+    ("sharpness", pa.float64()),
+    ("node", pa.string()),
+    ("config_json", pa.string()),
+])
+"""Columns of ``trials.parquet``."""
+
+
+def curves_file(curves_dir: Path, batch_size: int, trial_id: str) -> Path:
+    """Where one trial's curve lives: ``curves/batch_size=<B>/<trial_id>.parquet``."""
+    return Path(curves_dir) / f"batch_size={int(batch_size)}" / f"{trial_id}.parquet"
+
+
+def write_atomic(path: Path, data: pa.Table | str) -> None:
+    """Write a Parquet table or a text to ``path`` through a temporary file and a rename,
+    so a reader always sees a whole file and a crash never leaves half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(data, pa.Table):
+            pq.write_table(data, tmp)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_curves(curves_dir: Path | str) -> pa.Table:
+    """The whole curves dataset, ``batch_size`` as int64 from the hive path.
+
+    Unifying the files' own schemas keeps columns only some files have (extra columns are
+    allowed) and other writers' files that repeat ``batch_size``; an all-null column
+    becomes float64, the type of every contract metric. Raises ``RunError``.
+    """
+    curves_dir = Path(curves_dir)
+    if not curves_dir.is_dir():
+        raise RunError(f"{curves_dir} is missing")
+    key = pa.schema([("batch_size", pa.int64())])
+    try:
+        fragments = list(pads.dataset(curves_dir, format="parquet",
+                                      partitioning=CURVES_PARTITIONING).get_fragments())
+        if not fragments:
+            raise RunError(f"{curves_dir} holds no Parquet files")
+        schema = pa.unify_schemas([f.physical_schema for f in fragments] + [key],
+                                  promote_options="permissive")
+        schema = pa.schema([pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f
+                            for f in schema])
+        table = pads.dataset(curves_dir, format="parquet", partitioning=CURVES_PARTITIONING,
+                             schema=schema).to_table()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise RunError(f"{curves_dir}: {str(e).splitlines()[0]}") from None
+    for col in ("trial_id", "batch_size", "lr", "step"):
+        if col not in table.column_names:
+            raise RunError(f"{curves_dir}: column {col!r} is missing")
+    # the contract's columns first, in order, then any extras
+    names = [c for c in CURVES_SCHEMA.names if c in table.column_names]
+    return table.select(names + [c for c in table.column_names if c not in names])
+
+
+def read_trials(path: Path | str) -> pa.Table:
+    """``trials.parquet``; raises ``RunError`` naming a missing key column."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise RunError(f"{path}: {str(e).splitlines()[0]}") from None
+    for col in ("trial_id", "batch_size", "lr", "status"):
+        if col not in table.column_names:
+            raise RunError(f"{path}: column {col!r} is missing")
+    return table
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """A TOML file (study.toml, a study); a syntax error is a UsageError naming file and line."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
