@@ -73,3 +73,10 @@ def busy(ports: list[int]) -> list[int]:
             except OSError:
                 taken.append(port)
     return taken
+
+
+def reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True if something accepts TCP connections at host:port (e.g. a head's GCS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        return s.connect_ex((host, port)) == 0

@@ -1,6 +1,6 @@
 """Small /proc helpers to find, signal and wait for *our own* processes by pid.
 
-Used by ``cluster.devslurm`` and ``cluster.ray_cluster``: both must stop exactly the
+Used by ``cluster.devslurm`` and ``cluster.ray_node``: both must stop exactly the
 processes they started (the machine is shared), never by name. Linux only; no psutil
 (it is not a dependency of this project).
 

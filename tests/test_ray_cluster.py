@@ -1,8 +1,9 @@
 """A secure per-job Ray cluster: token auth, private token file, explicit ports, selective
-stop, requeue-safe restart; and (slurm marker) a 2-node cluster inside a real Slurm job.
+stop, requeue-safe restart; and (slurm marker) a 2-node cluster inside a real Slurm job,
+through the same head()/run_worker() roles the submitit job uses.
 
-    .venv/bin/python -m pytest tests/test_ray_cluster.py -v            # no Slurm needed
-    .venv/bin/python -m pytest -m slurm tests/test_ray_cluster.py -v   # dev Slurm cluster
+    .venv/bin/python -m pytest -m "not slurm" tests/test_ray_*.py -v  # no Slurm needed
+    .venv/bin/python -m pytest -m slurm tests/test_ray_*.py -v        # on the dev Slurm cluster
 
 Every Ray here is started by these tests with fake job ids; other Ray instances on the
 machine (other users, other test sessions) must survive them.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -19,32 +21,66 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cluster import devslurm, procs, ray_cluster
+from cluster import devslurm, procs, ray_node
 from cluster.ports import RayPorts, busy
-from cluster.ray_cluster import RayClusterSpec
+from cluster.ray_spec import (
+    MARKER_ENV,
+    NODE_LABEL,
+    RayClusterSpec,
+    client_env,
+    default_temp_dir,
+    local_ip,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
-DRIVER = r"""
+# What a driver checks, given a connected ray: the alive nodes (labels, CPUs, GPUs) and,
+# for each Slurm node resource, where a task that asked for it ran. Prints one RESULT line.
+CHECKS = r"""
 import json, os
 import ray
-ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
 
 @ray.remote(num_cpus=0)
-def where():
+def where() -> dict[str, str | None]:
     return {"node_id": ray.get_runtime_context().get_node_id(),
             "slurmd": os.environ.get("SLURMD_NODENAME")}
 
-nodes = [n for n in ray.nodes() if n["Alive"]]
-tags = sorted(k for n in nodes for k in n["Resources"] if k.startswith("slurm_node:"))
-print("RESULT " + json.dumps({
-    "nodes": [{"id": n["NodeID"], "labels": n["Labels"], "cpus": n["Resources"].get("CPU"),
-               "gpus": n["Resources"].get("GPU", 0)} for n in nodes],
-    "tasks": {t: ray.get(where.options(resources={t: 0.01}).remote()) for t in tags},
-}))
+def report() -> None:
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    tags = sorted(k for n in nodes for k in n["Resources"] if k.startswith("slurm_node:"))
+    print("RESULT " + json.dumps({
+        "nodes": [{"id": n["NodeID"], "labels": n["Labels"], "cpus": n["Resources"].get("CPU"),
+                   "gpus": n["Resources"].get("GPU", 0)} for n in nodes],
+        "tasks": {t: ray.get(where.options(resources={t: 0.01}).remote()) for t in tags},
+    }), flush=True)
+"""
+
+# A driver that finds the cluster and its token in the environment only.
+DRIVER = CHECKS + """
+ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+report()
+"""
+
+# One Slurm task of a job (srun, one per node): the roles cluster.job.SweepJob plays.
+SLURM_TASK = CHECKS + """
+import sys
+from cluster.ray_roles import head, run_worker
+from cluster.ray_spec import RayClusterSpec, connect
+
+spec = RayClusterSpec.from_slurm(token_file=sys.argv[1])
+if spec.is_head:
+    with head(spec, join_timeout=120):
+        connect(spec, log_to_driver=False)
+        try:
+            report()
+        finally:
+            ray.shutdown()
+else:
+    run_worker(spec, join_timeout=120)
 """
 
 
@@ -74,7 +110,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_spec(
     job_id: int, token_file: Path, node_index: int = 0, node_name: str = "t0", num_nodes: int = 1
 ) -> RayClusterSpec:
-    ip = ray_cluster.local_ip()
+    ip = local_ip()
     return RayClusterSpec(
         job_id=job_id, node_index=node_index, node_name=node_name, head_host=ip, node_ip=ip,
         num_nodes=num_nodes, token_file=token_file, num_cpus=1, num_gpus=0,
@@ -93,7 +129,7 @@ def run_driver(
     )
 
 
-def driver_result(res: subprocess.CompletedProcess[str]) -> dict:
+def driver_result(res: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert res.returncode == 0, res.stderr[-3000:]
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
@@ -130,10 +166,10 @@ def test_own_pids_trusts_a_recorded_session_only_when_it_looks_like_ours(tmp_pat
     )
     try:
         (spec.temp_dir / "sessions").write_text(f"{stranger.pid}\n{orphan.pid}\n")
-        found = ray_cluster.own_pids(spec)
+        found = ray_node.own_pids(spec)
         assert stranger.pid not in found
         assert orphan.pid in found
-        assert ray_cluster.stop_own(spec, grace=1.0, remove_temp_dir=True) == [orphan.pid]
+        assert ray_node.stop_own(spec, grace=1.0, remove_temp_dir=True) == [orphan.pid]
         assert stranger.poll() is None  # untouched
     finally:
         for proc in (stranger, orphan):
@@ -146,9 +182,9 @@ def head_a(
     job_ids: list[int], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RayClusterSpec]:
     spec = make_spec(job_ids[0], tmp_path_factory.mktemp("a") / "ray.token", node_name="a")
-    ray_cluster.start_head(spec)
+    ray_node.start_head(spec)
     yield spec
-    ray_cluster.stop_own(spec, remove_temp_dir=True)
+    ray_node.stop_own(spec, remove_temp_dir=True)
     assert not spec.temp_dir.exists()
 
 
@@ -160,9 +196,9 @@ def test_token_file_is_private_and_random(head_a: RayClusterSpec) -> None:
 
 
 def test_driver_with_token_runs_a_task(head_a: RayClusterSpec, home: Path) -> None:
-    out = driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
+    out = driver_result(run_driver(client_env(head_a), home, head_a.address))
     [node] = out["nodes"]
-    assert node["labels"][ray_cluster.NODE_LABEL] == "a"
+    assert node["labels"][NODE_LABEL] == "a"
     assert node["cpus"] == 1  # what the spec granted, not the machine's cores
     assert out["tasks"]["slurm_node:a"]["node_id"] == node["id"]
 
@@ -171,12 +207,10 @@ def test_connect_works_even_after_ray_was_imported(head_a: RayClusterSpec, home:
     """Ray reads RAY_AUTH_MODE once at import; connect() reloads it (a Tune driver may
     have imported ray long before it learns the cluster)."""
     code = (
-        "import sys, pickle, ray; from cluster import ray_cluster as rc; "
-        "rc.connect(pickle.loads(bytes.fromhex(sys.argv[1])), log_to_driver=False); "
+        "import sys, pickle, ray; from cluster.ray_spec import connect; "
+        "connect(pickle.loads(bytes.fromhex(sys.argv[1])), log_to_driver=False); "
         "print('NODES', len(ray.nodes()))"
     )
-    import pickle
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(home)
     res = subprocess.run(
@@ -215,8 +249,8 @@ def test_dashboard_is_not_exposed_and_ports_are_explicit(
     head_a: RayClusterSpec, home: Path
 ) -> None:
     # Run a driver first so worker processes (which listen too) exist.
-    driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
-    pids = ray_cluster.own_pids(head_a)
+    driver_result(run_driver(client_env(head_a), home, head_a.address))
+    pids = ray_node.own_pids(head_a)
     assert pids, "no Ray processes found for the job"
     sockets = procs.listening(pids)
     assert sockets
@@ -227,7 +261,7 @@ def test_dashboard_is_not_exposed_and_ports_are_explicit(
         if port in (p.dashboard, p.dashboard_agent_listen):
             assert ip in ("127.0.0.1", "::1"), f"dashboard port {port} exposed on {ip}"
     # The dashboard UI is off; the head's API server, if any, is loopback only.
-    assert "--include-dashboard=false" in ray_cluster._head_args(head_a)
+    assert "--include-dashboard=false" in ray_node._head_args(head_a)
     # A driver on the node makes Ray chmod its temp dir 0777; our parent dir stays 0700.
     assert head_a.ray_temp_dir.parent == head_a.temp_dir
     assert head_a.temp_dir.stat().st_mode & 0o777 == 0o700
@@ -238,48 +272,48 @@ def test_two_heads_coexist_and_stop_is_selective(
 ) -> None:
     spec_b = make_spec(job_ids[1], tmp_path / "b.token", node_name="b")
     assert not set(spec_b.ports.all()) & set(head_a.ports.all())
-    a_pids = ray_cluster.own_pids(head_a)
-    ray_cluster.start_head(spec_b)
+    a_pids = ray_node.own_pids(head_a)
+    ray_node.start_head(spec_b)
     try:
-        b_pids = ray_cluster.own_pids(spec_b)
+        b_pids = ray_node.own_pids(spec_b)
         assert b_pids and not b_pids & a_pids
         assert spec_b.token_file.read_text() != head_a.token_file.read_text()
-        out = driver_result(run_driver(ray_cluster.client_env(spec_b), home, spec_b.address))
-        assert [n["labels"][ray_cluster.NODE_LABEL] for n in out["nodes"]] == ["b"]
+        out = driver_result(run_driver(client_env(spec_b), home, spec_b.address))
+        assert [n["labels"][NODE_LABEL] for n in out["nodes"]] == ["b"]
     finally:
-        stopped = ray_cluster.stop_own(spec_b, remove_temp_dir=True)
+        stopped = ray_node.stop_own(spec_b, remove_temp_dir=True)
     assert stopped and not any(procs.alive(p) for p in b_pids)
-    assert ray_cluster.own_pids(spec_b) == set()
+    assert ray_node.own_pids(spec_b) == set()
     assert not spec_b.temp_dir.exists() and head_a.temp_dir.is_dir()
     # The other job's Ray is untouched and still serves.
     assert all(procs.alive(p) for p in a_pids)
-    out = driver_result(run_driver(ray_cluster.client_env(head_a), home, head_a.address))
-    assert out["nodes"][0]["labels"][ray_cluster.NODE_LABEL] == "a"
+    out = driver_result(run_driver(client_env(head_a), home, head_a.address))
+    assert out["nodes"][0]["labels"][NODE_LABEL] == "a"
 
 
 def test_restart_of_the_same_job_replaces_stale_state(job_ids: list[int], tmp_path: Path) -> None:
     """A requeued job starts again on the same node: leftovers die, new token, clean dir."""
     spec = make_spec(job_ids[2], tmp_path / "c.token", node_name="c")
-    ray_cluster.start_head(spec)
+    ray_node.start_head(spec)
     try:
-        old_pids = ray_cluster.own_pids(spec)
+        old_pids = ray_node.own_pids(spec)
         old_token = spec.token_file.read_text()
         (spec.temp_dir / "stale").write_text("from the previous run")
-        ray_cluster.start_head(spec)  # no stop in between, like a preempted job
-        new_pids = ray_cluster.own_pids(spec)
+        ray_node.start_head(spec)  # no stop in between, like a preempted job
+        new_pids = ray_node.own_pids(spec)
         assert not any(procs.alive(p) for p in old_pids)
         assert new_pids and not new_pids & old_pids
         assert not (spec.temp_dir / "stale").exists()
         assert spec.token_file.read_text() != old_token
         assert spec.temp_dir.stat().st_mode & 0o777 == 0o700
-        [node] = ray_cluster.wait_for_nodes(spec, 1, timeout=60)
-        assert node["labels"][ray_cluster.NODE_LABEL] == "c"
+        [node] = ray_node.wait_for_nodes(spec, 1, timeout=60)
+        assert node["labels"][NODE_LABEL] == "c"
     finally:
-        stopped = ray_cluster.stop_own(spec)
+        stopped = ray_node.stop_own(spec)
     assert new_pids <= set(stopped)
-    assert ray_cluster.own_pids(spec) == set()
+    assert ray_node.own_pids(spec) == set()
     assert (spec.temp_dir / "r").is_dir()  # logs kept unless asked to remove them
-    ray_cluster.stop_own(spec, remove_temp_dir=True)
+    ray_node.stop_own(spec, remove_temp_dir=True)
     assert not spec.temp_dir.exists()
 
 
@@ -293,27 +327,25 @@ def test_worker_joins_and_leaves_when_the_head_stops(
     assert not set(head_spec.ports.all()) & set(worker_spec.ports.all())
     assert head_spec.temp_dir != worker_spec.temp_dir
     code = (
-        "import sys, pickle; from cluster import ray_cluster as rc; "
-        "rc.run_worker(pickle.loads(bytes.fromhex(sys.argv[1])), poll=1.0)"
+        "import sys, pickle; from cluster.ray_roles import run_worker; "
+        "run_worker(pickle.loads(bytes.fromhex(sys.argv[1])), poll=1.0)"
     )
-    import pickle
-
-    ray_cluster.start_head(head_spec)
+    ray_node.start_head(head_spec)
     worker = subprocess.Popen(
         [sys.executable, "-c", code, pickle.dumps(worker_spec).hex()], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        nodes = ray_cluster.wait_for_nodes(head_spec, 2, timeout=120)
-        assert sorted(n["labels"][ray_cluster.NODE_LABEL] for n in nodes) == ["h", "w"]
-        out = driver_result(run_driver(ray_cluster.client_env(head_spec), home, head_spec.address))
-        ids = {n["labels"][ray_cluster.NODE_LABEL]: n["id"] for n in out["nodes"]}
+        nodes = ray_node.wait_for_nodes(head_spec, 2, timeout=120)
+        assert sorted(n["labels"][NODE_LABEL] for n in nodes) == ["h", "w"]
+        out = driver_result(run_driver(client_env(head_spec), home, head_spec.address))
+        ids = {n["labels"][NODE_LABEL]: n["id"] for n in out["nodes"]}
         assert out["tasks"]["slurm_node:w"]["node_id"] == ids["w"]
         assert out["tasks"]["slurm_node:h"]["node_id"] == ids["h"]
-        worker_pids = ray_cluster.own_pids(worker_spec)
+        worker_pids = ray_node.own_pids(worker_spec)
         assert worker_pids
     finally:
-        ray_cluster.stop_own(head_spec, remove_temp_dir=True)
+        ray_node.stop_own(head_spec, remove_temp_dir=True)
     # The worker task notices the head is gone, stops its own Ray and returns.
     assert worker.wait(timeout=60) == 0, worker.stdout.read() if worker.stdout else ""
     assert not any(procs.alive(p) for p in worker_pids)
@@ -321,10 +353,13 @@ def test_worker_joins_and_leaves_when_the_head_stops(
 
 
 @pytest.mark.slurm
-def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path) -> None:
-    """sbatch on the dev cluster: head on n1, worker on n2, the driver sees both."""
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
+def test_two_node_slurm_job_runs_a_secure_ray_head_and_worker(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """sbatch on the dev cluster, one srun task per node playing its role: head() on n1
+    (the driver connects in-process and sees both nodes), run_worker() on n2."""
+    task = tmp_path / "task.py"
+    task.write_text(SLURM_TASK)
     token = tmp_path / "ray.token"
     out = tmp_path / "job.out"
     script = tmp_path / "job.sh"
@@ -332,8 +367,7 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
         "#!/bin/bash\n"
         "#SBATCH --nodes=2 --ntasks-per-node=1 --cpus-per-task=2 --gres=gpu:2\n"
         f"export PYTHONPATH={REPO}\n"
-        f"srun {sys.executable} -m cluster.ray_cluster run --token-file {token} "
-        f"--join-timeout 120 -- {sys.executable} {driver}\n"
+        f"srun {sys.executable} {task} {token}\n"
     )
     t0 = time.monotonic()
     job_id = int(subprocess.run(
@@ -345,7 +379,7 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log[-4000:]
     line = next(ln for ln in log.splitlines() if ln.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
-    by_label = {n["labels"][ray_cluster.NODE_LABEL]: n for n in result["nodes"]}
+    by_label = {n["labels"][NODE_LABEL]: n for n in result["nodes"]}
     assert sorted(by_label) == ["n1", "n2"]
     assert all(n["cpus"] == 2 and n["gpus"] == 2 for n in by_label.values())  # Slurm's grant
     # Each task ran on the Ray node of the Slurm node it asked for.
@@ -356,28 +390,34 @@ def test_two_node_slurm_job_runs_a_secure_ray_cluster(slurm_env, tmp_path: Path)
     assert token.stat().st_mode & 0o777 == 0o600
     # Nothing of the job's Ray survives it, and both nodes cleaned their temp dirs.
     for index, name in enumerate(("n1", "n2")):
-        temp_dir = ray_cluster.default_temp_dir(job_id, name)
+        temp_dir = default_temp_dir(job_id, name)
         assert not temp_dir.exists()
         marker = f"{job_id}/{index}/{name}"
         assert not [
             p for p in procs.all_pids()
-            if procs.alive(p) and (procs.environ(p).get(ray_cluster.MARKER_ENV) == marker
+            if procs.alive(p) and (procs.environ(p).get(MARKER_ENV) == marker
                                    or any(str(temp_dir) in a for a in procs.cmdline(p)))
         ]  # fmt: skip
     print(f"2-node Slurm Ray job took {time.monotonic() - t0:.1f}s")
 
 
 @pytest.mark.slurm
-def test_epilog_stops_ray_left_behind_by_a_cancelled_job(slurm_env, tmp_path: Path) -> None:
+def test_epilog_stops_ray_left_behind_by_a_cancelled_job(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
     """proctrack/linuxproc can't see Ray's daemonized processes; the dev cluster's
-    epilog (ray_cluster.cleanup) stops them when the job ends."""
+    epilog (ray_node.cleanup) stops them when the job ends."""
     started = tmp_path / "started"
     script = tmp_path / "job.sh"
+    start = (
+        "import sys; from cluster.ray_node import start_head; "
+        "from cluster.ray_spec import RayClusterSpec; "
+        "start_head(RayClusterSpec.from_slurm(token_file=sys.argv[1]))"
+    )
     script.write_text(
         "#!/bin/bash\n"
         f"export PYTHONPATH={REPO}\n"
-        f"{sys.executable} -m cluster.ray_cluster start --job-id $SLURM_JOB_ID "
-        f"--node-name $SLURMD_NODENAME --token-file {tmp_path / 'token'} || exit 1\n"
+        f"{sys.executable} -c '{start}' {tmp_path / 'token'} || exit 1\n"
         f"touch {started}\n"
         "sleep 600\n"
     )
@@ -393,7 +433,7 @@ def test_epilog_stops_ray_left_behind_by_a_cancelled_job(slurm_env, tmp_path: Pa
         node = subprocess.run(
             ["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True
         ).stdout.strip()
-        temp_dir = ray_cluster.default_temp_dir(int(job_id), node)
+        temp_dir = default_temp_dir(int(job_id), node)
         sessions = {int(x) for x in (temp_dir / "sessions").read_text().split()}
         ray_pids = {p for p in procs.all_pids() if procs.session_id(p) in sessions}
         assert ray_pids

@@ -14,7 +14,7 @@ import pytest
 
 from cluster import auth, procs
 from cluster.ports import RayPorts
-from cluster.ray_cluster import MARKER_ENV
+from cluster.ray_spec import MARKER_ENV
 from orchestrator import rundir
 from orchestrator.schema import read_curves
 from support import REPO, launch
