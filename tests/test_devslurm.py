@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def _run(env: dict[str, str], *argv: str, timeout: float = 60) -> str:
     return res.stdout
 
 
-def test_two_node_sbatch_runs_one_task_per_node(devslurm, tmp_path: Path) -> None:
+def test_two_node_sbatch_runs_one_task_per_node(devslurm: ds.DevSlurm, tmp_path: Path) -> None:
     out = tmp_path / "tasks.out"
     script = tmp_path / "job.sh"
     script.write_text(
@@ -45,7 +46,7 @@ def test_two_node_sbatch_runs_one_task_per_node(devslurm, tmp_path: Path) -> Non
     assert lines == ["n1 0 gpus=0,1", "n2 1 gpus=0,1"], out.read_text()
 
 
-def test_submitit_executor_returns_result(slurm_env, tmp_path: Path) -> None:
+def test_submitit_executor_returns_result(slurm_env: dict[str, str], tmp_path: Path) -> None:
     import submitit
 
     def work(x: int) -> tuple[int, str | None, str | None]:
@@ -64,7 +65,7 @@ def test_submitit_executor_returns_result(slurm_env, tmp_path: Path) -> None:
     assert gpus == "0"
 
 
-def test_requeue_reruns_the_job(devslurm, tmp_path: Path) -> None:
+def test_requeue_reruns_the_job(devslurm: ds.DevSlurm, tmp_path: Path) -> None:
     """`scontrol requeue` (what submitit does on preemption) starts the job again."""
     marker = tmp_path / "runs"
     jid = _run(
@@ -81,7 +82,7 @@ def test_requeue_reruns_the_job(devslurm, tmp_path: Path) -> None:
         subprocess.run(["scancel", jid], env={**os.environ, **devslurm.env}, check=False)
 
 
-def _poll(check, timeout: float, what: str) -> None:
+def _poll(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -105,7 +106,7 @@ def _free(port: int) -> bool:
     return True
 
 
-def test_up_is_idempotent_and_down_stops_every_daemon(monkeypatch) -> None:
+def test_up_is_idempotent_and_down_stops_every_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     """A private cluster in its own dir: up, up again, status, down; nothing survives."""
     # Not under pytest's 0700 tmp dirs: munged wants its socket's parents world-executable.
     root = Path(tempfile.mkdtemp(prefix="bs-devslurm-"))
