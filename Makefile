@@ -8,13 +8,19 @@ DATA   := /usr/share/datasets/fashion-mnist
 # Debian packages the tests need: the dataset, and Slurm + munge for the real local cluster.
 APT_TEST := dataset-fashion-mnist slurmctld slurmd slurm-client munge
 
-.PHONY: demo test setup data slurm-packages clean
+.PHONY: demo test lint setup data slurm-packages clean
 
 demo: setup data
 	$(PY) -m orchestrator.launch --cluster local
 
-test: setup data slurm-packages
+test: setup data slurm-packages lint
 	$(PY) -m pytest -q tests
+
+# lint and format (ruff) and types (mypy): configured in pyproject.toml; CI fails on either
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 setup: $(VENV)/.installed
 

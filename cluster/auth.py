@@ -63,7 +63,7 @@ def use_in_process(env: dict[str, str]) -> None:
     for key in AUTH_ENV:
         os.environ.pop(key, None)
     os.environ.update(env)
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # no stub
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

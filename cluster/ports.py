@@ -51,9 +51,10 @@ class RayPorts:
             raise ValueError(f"job_id and node_index must be >= 0, got {job_id}, {node_index}")
         block = (job_id % JOB_SLOTS) * NODES_PER_HOST + node_index % NODES_PER_HOST
         base = PORT_LOW + block * BLOCK
-        named = [base + i for i in range(len(fields(cls)) - 2)]
+        names = [f.name for f in fields(cls)]
         worker_low = base + NAMED_RESERVED
-        return cls(*named, worker_low, worker_low + WORKER_PORTS - 1)
+        ports = {n: base + i for i, n in enumerate(names[:-2])}
+        return cls(**ports, min_worker=worker_low, max_worker=worker_low + WORKER_PORTS - 1)
 
     def all(self) -> list[int]:
         """Every port this node may bind, named and worker range."""

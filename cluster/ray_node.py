@@ -316,8 +316,8 @@ def wait_for_nodes(
 
 def _poll_nodes(address: str, n: int, timeout: float) -> list[dict[str, Any]]:
     """(child process) Poll the GCS with Ray's GcsClient; token from the environment."""
-    from ray._raylet import GcsClient
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # no stub
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]  # no stub
 
     client = GcsClient(address=address)
     deadline = time.monotonic() + timeout

@@ -138,7 +138,7 @@ class ProgressCallback(Callback):
         self.examples, self.diverged = state["examples"], state["diverged"]
 
     def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
-        rows = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
+        rows: dict[int, dict[str, Any]] = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
                         diverged=0, failed=0, best=self.best.get(b), reached=len(self.reached.get(b, ())))
                 for b, n in self.per_batch.items()}
         done_ex = 0

@@ -39,7 +39,7 @@ class PerBatchSizeASHA(FIFOScheduler):
         time_attr: str = "examples_seen",
     ) -> None:
         super().__init__()
-        self._metric, self._time_attr = metric, time_attr
+        self._rank_metric, self._time_attr = metric, time_attr
         self._sign = 1.0 if mode == "max" else -1.0
         self._grace, self._rf = grace_examples, reduction_factor
         self._max_t = dict(max_examples_by_batch)
@@ -72,7 +72,7 @@ class PerBatchSizeASHA(FIFOScheduler):
         return self._rungs[group]
 
     def _value(self, result: dict[str, Any]) -> float | None:
-        v = result.get(self._metric)
+        v = result.get(self._rank_metric)
         return None if v is None or self._time_attr not in result else self._sign * float(v)
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:

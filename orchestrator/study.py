@@ -39,7 +39,7 @@ class LrGrid(_Strict):
     """Number of log-spaced learning rates from ``min`` to ``max`` inclusive."""
 
     @pydantic.model_validator(mode="after")
-    def _ordered(self) -> "LrGrid":
+    def _ordered(self) -> LrGrid:
         if self.max < self.min:
             raise ValueError("max must be >= min")
         if self.points == 1 and self.max != self.min:
@@ -110,7 +110,7 @@ class Budget(_Strict):
     """Largest forward/backward pass; larger batches accumulate (averaged) gradients."""
 
     @pydantic.model_validator(mode="after")
-    def _some_cap(self) -> "Budget":
+    def _some_cap(self) -> Budget:
         if self.max_examples is None and self.max_steps is None:
             raise ValueError("set max_examples or max_steps")
         return self

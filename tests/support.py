@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from trainables.contract import Target, TrialConfig
 from trainables.idx import write_idx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,3 +37,26 @@ def launch(*args: str, cwd: Path = REPO, timeout: float = 600,
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "orchestrator.launch", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# Test-only defaults for calling a trainable directly with a few keys (a study supplies every
+# field; these never reach a real trial).
+_TEST_DEFAULTS: dict[str, Any] = dict(seed=0, optimizer="sgd", momentum=0.0, weight_decay=0.0,
+                                      warmup_examples=0, max_steps=None, max_examples=None, cpus=1)
+
+
+def trial(config: dict[str, Any]) -> TrialConfig:
+    """A ``TrialConfig`` from a flat test dict: its fields by name, ``_checkpoint`` as the
+    checkpoint, ``target_metric``/``target_mode``/``target_value`` as a stop-at target, and
+    every other key as the trainable's settings."""
+    flat = dict(config)
+    checkpoint = flat.pop("_checkpoint", None)
+    names = {f.name for f in dataclasses.fields(TrialConfig)}
+    kw = {**_TEST_DEFAULTS, **{k: v for k, v in flat.items() if k in names}}
+    kw.setdefault("micro_batch_size", kw["batch_size"])
+    value = flat.pop("target_value", None)
+    target = Target(metric=flat.pop("target_metric", "val_loss"), mode=flat.pop("target_mode", "min"),
+                    value=0.0 if value is None else value)
+    settings = {k: v for k, v in flat.items() if k not in names}
+    return TrialConfig(**kw, target=target, stop_at_target=value is not None, settings=settings,
+                       checkpoint=checkpoint)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from support import write_tiny_fashion_mnist
+from support import trial, write_tiny_fashion_mnist
 from trainables import get
 from trainables.schedule import eval_steps
 
@@ -31,7 +31,7 @@ def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
         rows.append(dict(metrics))
         ckpts.append(checkpoint)
 
-    get("fashion_mnist")(cfg, report)
+    get("fashion_mnist")(trial(cfg), report)
     return rows, ckpts
 
 

@@ -6,8 +6,10 @@ import math
 import pickle
 
 import numpy as np
+import pydantic
 import pytest
 
+from support import trial
 from trainables import nqm
 from trainables.schedule import eval_steps
 
@@ -27,7 +29,7 @@ def _run(config: dict, stop_below: float | None = None) -> tuple[list[dict], lis
             raise _Stop
 
     try:
-        nqm.train(config, report)
+        nqm.train(trial(config), report)
     except _Stop:
         pass
     return rows, ckpts
@@ -149,11 +151,11 @@ def test_divergence_is_reported_and_stops() -> None:
 
 
 def test_config_validation_and_caps() -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="bogus"):
         nqm.TrainableConfig(dim=10, bogus=1)
     with pytest.raises(ValueError, match="sgd"):
         _run({"batch_size": 1, "lr": 0.1, "max_steps": 10, "optimizer": "adamw"})
-    with pytest.raises(ValueError, match="max_steps or max_examples"):
+    with pytest.raises(ValueError, match="set max_examples or max_steps"):
         _run({"batch_size": 1, "lr": 0.1, "max_steps": None, "max_examples": None})
     rows, _ = _run({"batch_size": 8, "lr": 0.1, "max_steps": 1000, "max_examples": 800, "dim": 10})
     assert rows[-1]["step"] == 100 and rows[-1]["examples_seen"] == 800

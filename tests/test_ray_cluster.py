@@ -149,7 +149,7 @@ def test_ports_of_nearby_jobs_never_overlap() -> None:
     everything = [p for b in blocks.values() for p in b]
     assert len(everything) == len(set(everything))  # pairwise disjoint
     assert all(len(b) == ports.BLOCK - ports.NAMED_RESERVED + 9 for b in blocks.values())
-    assert 20000 <= min(everything) and max(everything) < 32000 <= 32768
+    assert min(everything) >= 20000 and max(everything) < 32000 <= 32768
     # Ids exactly JOB_SLOTS apart share a slot; busy() is what catches that at start.
     assert RayPorts.for_node(base, 0) == RayPorts.for_node(base + ports.JOB_SLOTS, 0)
 

@@ -6,11 +6,14 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.scheduler import PerBatchSizeASHA
+from orchestrator.tune_config import CONFIG_KEY
+from support import trial as trial_config
 
 
 def trial(tid: str, batch_size: int) -> Trial:
-    cfg = {"batch_size": batch_size, "target_metric": "val_accuracy", "target_mode": "max", "target_value": 0.9}
-    return Trial("fn", config={"t": cfg}, trial_id=tid, stub=True)
+    cfg = trial_config({"batch_size": batch_size, "lr": 0.1, "max_steps": 100, "target_metric": "val_accuracy",
+                        "target_mode": "max", "target_value": 0.9})
+    return Trial("fn", config={CONFIG_KEY: cfg.to_dict()}, trial_id=tid, stub=True)
 
 
 def scheduler() -> PerBatchSizeASHA:
@@ -46,21 +49,32 @@ def test_only_a_trial_at_the_target_counts_at_rungs_it_skipped() -> None:
     s.on_trial_complete(None, stopped, result(100, 0.5))
     s.on_trial_complete(None, loser, result(50, 0.9, acc=0.6))  # ended below the target
     s.on_trial_complete(None, winner, result(50, 0.2, acc=0.95))  # reached it before rung 100
-    rungs = dict(s._by_batch[16]._brackets[0]._rungs)
+    r = s._rungs[16]
+    rungs = dict(zip(r.milestones, r.records))
     assert {m: sorted(r) for m, r in rungs.items()} == {100: ["w", "x"], 300: ["w"], 900: ["w"], 2700: ["w"]}
     assert rungs[300]["w"] == -0.2
 
 
-def test_state_round_trip() -> None:
+def test_state_round_trip_keeps_the_decisions() -> None:
+    """A scheduler restored from ``state()`` stops and continues exactly where the rung
+    records say: four trials at rung 100 with val_loss 0.1..0.4 put the cutoff at the 2/3
+    quantile (0.2); a late trial at 0.35 is stopped, one at 0.15 continues."""
     a = scheduler()
-    ts = [trial(f"t{i}", 16) for i in range(4)]
-    for i, t in enumerate(ts):
+    for i in range(4):
+        t = trial(f"t{i}", 16)
         a.on_trial_add(None, t)
         a.on_trial_result(None, t, result(100, 0.1 * (i + 1)))
+    assert a.early_stopped == {"t1", "t2", "t3"}  # each worse than the cutoff of those before it
     b = scheduler()
     b.load_state(a.state())
-    assert b.early_stopped == a.early_stopped and b.rung_summary() == a.rung_summary()
-    late = trial("late", 16)
-    a.on_trial_add(None, late)
-    b.on_trial_add(None, late)
-    assert a.on_trial_result(None, late, result(100, 0.35)) == b.on_trial_result(None, late, result(100, 0.35))
+    assert b.early_stopped == {"t1", "t2", "t3"}
+    late, good = trial("late", 16), trial("good", 16)
+    for t in (late, good):
+        b.on_trial_add(None, t)
+    assert b.on_trial_result(None, late, result(100, 0.35)) == TrialScheduler.STOP
+    assert b.on_trial_result(None, good, result(100, 0.15)) == TrialScheduler.CONTINUE
+    assert b.early_stopped == {"t1", "t2", "t3", "late"}
+    # an empty scheduler would have let the late trial through: the state carried the rung
+    fresh = scheduler()
+    fresh.on_trial_add(None, late)
+    assert fresh.on_trial_result(None, late, result(100, 0.35)) == TrialScheduler.CONTINUE

@@ -47,7 +47,7 @@ BAD_FLAGS = [
     (["--cluster", "slurm", "--gpus-per-node", "-1"], "--gpus-per-node"),
     (["--cluster", "slurm", "--time", "8h"], "--time"),
     (["--frobnicate"], "--frobnicate"),
-    (["--resume", "/nonexistent/run"], "--resume"),
+    (["--resume"], "--resume"),  # RUN_DIR: an empty directory, not a run
 ]
 
 
@@ -64,12 +64,16 @@ def test_bad_set_exits_2_naming_the_key(assignment: str, key: str, tmp_path: Pat
 @pytest.mark.parametrize("flags,key", BAD_FLAGS)
 def test_bad_flag_exits_2_naming_the_flag(flags: list[str], key: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    args = flags if "--resume" in flags else [*flags, "--out", str(out)]
+    if flags == ["--resume"]:
+        out.mkdir()
+        args = ["--resume", str(out)]
+    else:
+        args = [*flags, "--out", str(out)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err
     assert key in err, err
-    assert not out.exists()
+    assert (list(out.iterdir()) == []) if flags == ["--resume"] else not out.exists()
 
 
 def test_bad_toml_file_names_file_and_line(tmp_path: Path, capsys) -> None:
@@ -105,21 +109,24 @@ def test_dry_run_prints_grid_and_writes_nothing(tmp_path: Path, capsys) -> None:
     assert not out.exists()
 
 
-def test_resume_refuses_a_run_that_is_still_running(tmp_path: Path, capsys) -> None:
-    """A live sweep's progress snapshot (this very process) blocks a second driver."""
-    import json
-    import os
-    import socket
-    import time
+def test_resume_refuses_a_live_lease_and_takes_over_a_stale_one(tmp_path: Path, capsys) -> None:
+    """A driver holding the run's lease (this very process) blocks a second driver; once
+    its heartbeat is old the lease is stale, and a released one is no claim at all."""
+    import dataclasses
 
+    from cluster import lease
+    from cluster.local import LocalBackend
     from orchestrator import rundir
     from orchestrator.study import load_study
 
     run = rundir.create(tmp_path / "run", load_study(budget="smoke"))
-    (run / "tune").mkdir()
-    snap = {"done": False, "updated": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
-    (run / "tune" / "progress.json").write_text(json.dumps(snap))
-    assert main(["--resume", str(run)]) == 2
-    assert "still running" in capsys.readouterr().err
-    assert sorted(p.name for p in run.iterdir()) == ["study.toml", "tune"]
-
+    with lease.held(run, backend="local") as mine:
+        assert main(["--resume", str(run)]) == 2
+        assert f"still running: pid {mine.pid}" in capsys.readouterr().err
+        assert sorted(p.name for p in run.iterdir()) == ["lease.json", "study.toml"]
+        assert LocalBackend().is_alive(lease.read(run))
+        stale = dataclasses.replace(mine, heartbeat=mine.heartbeat - lease.STALE_AFTER_S - 1)
+        assert not LocalBackend().is_alive(stale)
+        dead = dataclasses.replace(mine, pid=2**22 + 1)  # above pid_max: never a live process
+        assert not LocalBackend().is_alive(dead)
+    assert lease.read(run).released and not LocalBackend().is_alive(lease.read(run))

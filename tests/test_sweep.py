@@ -8,23 +8,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 
-from cluster import auth
-from orchestrator.schema import CURVES_SCHEMA, TRIALS_SCHEMA, read_curves
+from cluster.local import local_ray
 from orchestrator.study import Study, validate
 from orchestrator.sweep import run_sweep
 from support import write_tiny_fashion_mnist
+from trainables.contract import CURVES_SCHEMA, TRIALS_SCHEMA, read_curves
 
 CAP = 2**18
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    with auth.private_token():  # not Ray's world-readable ~/.ray/auth_token
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with local_ray(num_cpus=2):  # private token and temp dir, as a local run has
         yield
-        ray.shutdown()
 
 
 def nqm_study(per_batch_size: bool) -> Study:
@@ -96,7 +93,7 @@ def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
         done.set()
         t.join()
     assert not errors, errors[:3]
-    assert any(0 < n for n in reads), "no partial read while the sweep ran"
+    assert any(n > 0 for n in reads), "no partial read while the sweep ran"
     final = read_curves(str(run_dir / "curves"))
     assert max(reads) <= final.num_rows
     assert final.schema == CURVES_SCHEMA

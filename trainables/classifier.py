@@ -21,8 +21,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ class ClassificationData:
     x_val: torch.Tensor
     y_val: torch.Tensor
 
-    def to(self, device: torch.device) -> "ClassificationData":
+    def to(self, device: torch.device) -> ClassificationData:
         return ClassificationData(*(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val)))
 
 
@@ -127,7 +128,7 @@ def accumulate_gradients(
     return total
 
 
-def sharpness(model: nn.Module, data: ClassificationData, settings: "LoopSettings") -> float | None:
+def sharpness(model: nn.Module, data: ClassificationData, settings: LoopSettings) -> float | None:
     """Top Hessian eigenvalue of the training loss on a fixed subset (None when disabled)."""
     if settings.sharpness_examples <= 0:
         return None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -24,7 +24,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not an IDX file")
     rank = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
-    arr = np.frombuffer(data, dtype=_DTYPES[data[2]], offset=4 + 4 * rank)
+    arr = np.frombuffer(data, dtype=np.dtype(_DTYPES[data[2]]), offset=4 + 4 * rank)
     if arr.size != int(np.prod(shape)):
         raise ValueError(f"{path}: expected {int(np.prod(shape))} values, found {arr.size}")
     return arr.reshape(shape)

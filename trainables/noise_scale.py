@@ -29,7 +29,8 @@ accumulated batch serve the same purpose.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is only needed by callers that pass tensors
     import torch
@@ -59,7 +60,7 @@ def unbiased_trace_cov(g_small_sq: float, g_big_sq: float, b_small: float, b_big
     return (g_small_sq - g_big_sq) / (1.0 / b_small - 1.0 / b_big)
 
 
-def grad_sq_norm(grads: Iterable["torch.Tensor | None"]) -> float:
+def grad_sq_norm(grads: Iterable[torch.Tensor | None]) -> float:
     """Squared L2 norm of a gradient given as tensors, e.g. ``[p.grad for p in model.parameters()]``.
 
     ``None`` entries (parameters without a gradient) are skipped. Accumulates in float64 and

@@ -259,6 +259,7 @@ def train(config: TrialConfig, report: Report) -> None:
                         state["m"] = jumper(state["m"], target - step)
                     step = target
                 return
+            assert rng is not None and meas_rng is not None  # sampled mode made both
             x, u, sd, a_const = state["x"], state["u"], np.sqrt(var), lr * hp
             while step < target:
                 a = lr_of(step) * hp if step < warm_steps else a_const
@@ -314,7 +315,7 @@ def train(config: TrialConfig, report: Report) -> None:
             "state": {k: v.copy() for k, v in state.items()},
             "noise_scale": estimator.state_dict(),
         }
-        if rng is not None:
+        if rng is not None and meas_rng is not None:
             checkpoint["rng"] = rng.bit_generator.state
             checkpoint["meas_rng"] = meas_rng.bit_generator.state
         report(metrics, checkpoint)

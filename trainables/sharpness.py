@@ -25,7 +25,7 @@ Power iteration converges to the eigenvalue of largest magnitude; when that is n
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -43,7 +43,7 @@ def fixed_subset(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def _dot(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum((x * y).sum() for x, y in zip(xs, ys))
+    return torch.stack([(x * y).sum() for x, y in zip(xs, ys)]).sum()
 
 
 def hessian_vector_product(
