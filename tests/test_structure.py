@@ -1,0 +1,66 @@
+"""Facts of the house that anyone can check: no import circle among the packages,
+trainables import neither Ray nor the other packages, analysis no cluster or orchestrator,
+cluster no orchestrator, and no module over 400 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from support import REPO
+
+PACKAGES = ("orchestrator", "trainables", "cluster", "analysis")
+
+
+def _modules() -> dict[str, Path]:
+    return {
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+        for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
+    }
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module ``path`` imports (top level or inside functions), absolute names."""
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def _package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    for name, path in _modules().items():
+        top = name.split(".")[0]
+        graph[top] |= {m.split(".")[0] for m in _imports(name, path)} & set(PACKAGES) - {top}
+    return graph
+
+
+def test_packages_form_no_import_circle() -> None:
+    graph = _package_graph()
+    # the layers, bottom up: trainables (its contract module is the shared leaf), analysis
+    # and cluster on it, orchestrator on all three
+    assert graph == {"trainables": set(), "analysis": {"trainables"}, "cluster": {"trainables"},
+                     "orchestrator": {"trainables", "analysis", "cluster"}}
+
+
+def test_contract_is_a_leaf_and_trainables_import_no_ray() -> None:
+    mods = _modules()
+    contract = _imports("trainables.contract", mods["trainables.contract"])
+    assert not {m for m in contract if m.split(".")[0] in PACKAGES}
+    for name, path in mods.items():
+        if name.startswith("trainables"):
+            assert not {m for m in _imports(name, path) if m.split(".")[0] == "ray"}, name
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_no_module_over_400_lines(name: str) -> None:
+    lines = _modules()[name].read_text().count("\n")
+    assert lines <= 400, f"{name}: {lines} lines"
