@@ -26,6 +26,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 import analysis  # noqa: E402
 from analysis.environment import environment_stamp  # noqa: E402
+from cluster.local import local_ray  # noqa: E402
 from orchestrator import rundir  # noqa: E402
 from orchestrator.study import load_study  # noqa: E402
 from orchestrator.sweep import run_sweep  # noqa: E402
@@ -43,7 +44,8 @@ def main() -> int:
         run_dir = args.keep or Path(tmp) / "run"
         rundir.create(run_dir, study)
         t0 = time.perf_counter()
-        run_sweep(study, run_dir)
+        with local_ray():
+            run_sweep(study, run_dir)
         sweep_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         analysis.write_report(run_dir)

@@ -22,14 +22,17 @@ sys.path.insert(0, str(REPO))
 
 from analysis.environment import environment_stamp  # noqa: E402
 from trainables import get  # noqa: E402
+from trainables.contract import Target, TrialConfig  # noqa: E402
 from trainables.fashion_mnist import TrainableConfig  # noqa: E402
 
 LIMIT = 0.05
 
 
 def time_trial(batch_size: int, micro: int, every: int, steps: int) -> float:
-    cfg = {"batch_size": batch_size, "micro_batch_size": micro, "lr": 0.02, "seed": 0, "optimizer": "sgd",
-           "momentum": 0.9, "max_steps": steps, "noise_scale_every": every}
+    cfg = TrialConfig(batch_size=batch_size, micro_batch_size=micro, lr=0.02, seed=0, optimizer="sgd",
+                      momentum=0.9, weight_decay=0.0, warmup_examples=0, max_steps=steps, max_examples=None,
+                      cpus=1, target=Target(value=1.0), stop_at_target=False,
+                      settings=TrainableConfig(noise_scale_every=every).model_dump())
     t0 = time.perf_counter()
     get("fashion_mnist")(cfg, lambda m, checkpoint=None: None)
     return time.perf_counter() - t0
