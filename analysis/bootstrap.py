@@ -14,7 +14,7 @@ Percentile intervals (SCIENCE.md section 5); the generator is seeded so reports 
     run = load_run("/tmp/demo")
     boot = resample(batch_trials(trial_table(run), run.target), n_boot=1000)
     boot.steps.shape                           # (1000, number of batch sizes)
-    percentile_ci(boot.steps[:, 0])            # [low, high] of S at the smallest B
+    percentile_ci(boot.steps[:, 0])            # (low, high) of S at the smallest B
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def resample(batches: list[BatchTrials], n_boot: int = DEFAULT_N_BOOT, seed: int
     return Resamples(np.array([bt.batch_size for bt in batches], dtype=float), steps, lr, edge)
 
 
-def percentile_ci(samples: np.ndarray, min_fraction: float = 0.5, level: float = 0.95) -> list[float | None] | None:
-    """[low, high] percentile interval of the finite-or-infinite samples; NaN = failed fit.
+def percentile_ci(samples: np.ndarray, min_fraction: float = 0.5,
+                  level: float = 0.95) -> tuple[float | None, float | None] | None:
+    """(low, high) percentile interval of the finite-or-infinite samples; NaN = failed fit.
 
     +inf samples (a bound beyond the measured range) keep their rank, so an interval whose
     end lies there gets None for that end. None when fewer than ``min_fraction`` of the
@@ -71,4 +72,4 @@ def percentile_ci(samples: np.ndarray, min_fraction: float = 0.5, level: float =
     # Interpolating next to inf gives NaN; a huge finite stand-in keeps the ranks.
     big = 1e305
     lo, hi = np.percentile(np.where(np.isinf(s), np.sign(s) * big, s), [tail, 100 - tail])
-    return [float(lo) if abs(lo) < 1e300 else None, float(hi) if abs(hi) < 1e300 else None]
+    return (float(lo) if abs(lo) < 1e300 else None, float(hi) if abs(hi) < 1e300 else None)

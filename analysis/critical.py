@@ -7,46 +7,67 @@ three points, or a B_crit pinned beyond the measured range (S still falls as 1/B
 not fall at all), every value is None and ``reason`` says why.
 
     from analysis.critical import fit_critical_batch
-    fit_critical_batch([32, 64, 128, 256, 512, 1024], [9000, 5000, 3000, 2000, 1500, 1250])
-    # {'b_crit': 256.0, 's_min': 1000.0, 'e_min': 256000.0, 'n_points': 6, 'reason': None}
+    fit = fit_critical_batch([32, 64, 128, 256, 512, 1024], [9000, 5000, 3000, 2000, 1500, 1250])
+    fit.b_crit, fit.s_min, fit.e_min, fit.n_points    # about (256.0, 1000.0, 256000.0, 6)
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .hyperbola_fit import BOUND_DECADES, fit_log_hyperbola
+from .results import CriticalBatchFit
 
 MIN_POINTS = 3
 
 
-def critical_batch_batched(batch_sizes: np.ndarray, steps: np.ndarray) -> dict[str, np.ndarray]:
-    """Fit each row of ``steps`` (r, m; NaN = censored). Returns arrays of shape (r,).
+@dataclass(frozen=True)
+class CriticalBatchRows:
+    """The fit of every row of a (resamples, batch sizes) steps array; each field is (r,)."""
 
-    Keys: b_crit, s_min, e_min (NaN where not estimable), n_points, at_lower, at_upper.
-    """
+    b_crit: np.ndarray
+    """B_crit; NaN where fewer than 3 points or pinned at a bound."""
+
+    s_min: np.ndarray
+    """S_min; NaN where ``b_crit`` is."""
+
+    e_min: np.ndarray
+    """B_crit * S_min; NaN where ``b_crit`` is."""
+
+    n_points: np.ndarray
+    """Finite, positive steps in the row."""
+
+    at_lower: np.ndarray
+    """Enough points, but B_crit pinned below the measured range (S does not fall with B)."""
+
+    at_upper: np.ndarray
+    """Enough points, but B_crit pinned above the measured range (S still falls as 1/B)."""
+
+
+def critical_batch_batched(batch_sizes: np.ndarray, steps: np.ndarray) -> CriticalBatchRows:
+    """Fit each row of ``steps`` (r, m; NaN = censored)."""
     b = np.asarray(batch_sizes, dtype=float)
     s = np.atleast_2d(np.asarray(steps, dtype=float))
     with np.errstate(divide="ignore", invalid="ignore"):
         log_s = np.where(np.isfinite(s) & (s > 0), np.log(s), np.nan)
     fit = fit_log_hyperbola(b, log_s, sign=1.0)
-    ok = (fit.n >= MIN_POINTS) & ~fit.at_lower & ~fit.at_upper
+    enough = fit.n >= MIN_POINTS
+    ok = enough & ~fit.at_lower & ~fit.at_upper
     b_crit = np.where(ok, np.exp(fit.c), np.nan)
     s_min = np.where(ok, np.exp(fit.a), np.nan)
-    return {
-        "b_crit": b_crit, "s_min": s_min, "e_min": b_crit * s_min,
-        "n_points": fit.n.astype(int), "at_lower": fit.at_lower & (fit.n >= MIN_POINTS),
-        "at_upper": fit.at_upper & (fit.n >= MIN_POINTS),
-    }
+    return CriticalBatchRows(b_crit=b_crit, s_min=s_min, e_min=b_crit * s_min,
+                             n_points=fit.n.astype(int), at_lower=fit.at_lower & enough,
+                             at_upper=fit.at_upper & enough)
 
 
-def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray, steps: Sequence[float | None] | np.ndarray) -> dict[str, Any]:
+def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray,
+                       steps: Sequence[float | None] | np.ndarray) -> CriticalBatchFit:
     """Fit S(B) = S_min (1 + B_crit/B) to plain arrays; None marks a censored batch size.
 
-    Returns {"b_crit", "s_min", "e_min", "n_points", "reason"}: floats, or None with the
-    reason when the data cannot identify the curve.
+    The bootstrap fields of the result stay None; ``analysis.fits`` adds them.
     """
     b = np.asarray(batch_sizes, dtype=float)
     s = np.array([np.nan if v is None else v for v in steps], dtype=float)
@@ -55,21 +76,23 @@ def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray, steps: Sequenc
     keep = np.isfinite(s) & (s > 0) & np.isfinite(b) & (b > 0)
     b, s = b[keep], s[keep]
     n_points = int(keep.sum())
-    out: dict[str, Any] = {"b_crit": None, "s_min": None, "e_min": None, "n_points": n_points, "reason": None}
     if np.unique(b).size < MIN_POINTS:
-        out["reason"] = (f"only {np.unique(b).size} batch size(s) reached the target; "
-                         f"the fit needs {MIN_POINTS}")
-        return out
+        return _not_estimated(n_points, f"only {np.unique(b).size} batch size(s) reached the "
+                                        f"target; the fit needs {MIN_POINTS}")
     r = critical_batch_batched(b, s[None, :])
-    if r["at_upper"][0]:
-        out["reason"] = (f"S(B) still falls like 1/B at the largest batch size: B_crit is beyond "
-                         f"{10 ** BOUND_DECADES:.0f}x the largest measured B")
-    elif r["at_lower"][0]:
-        out["reason"] = (f"S(B) does not fall with B: B_crit is below 1/{10 ** BOUND_DECADES:.0f} "
-                         f"of the smallest measured B")
-    else:
-        out.update(b_crit=float(r["b_crit"][0]), s_min=float(r["s_min"][0]), e_min=float(r["e_min"][0]))
-    return out
+    if r.at_upper[0]:
+        return _not_estimated(n_points, f"S(B) still falls like 1/B at the largest batch size: "
+                                        f"B_crit is beyond {10 ** BOUND_DECADES:.0f}x the largest "
+                                        "measured B")
+    if r.at_lower[0]:
+        return _not_estimated(n_points, f"S(B) does not fall with B: B_crit is below "
+                                        f"1/{10 ** BOUND_DECADES:.0f} of the smallest measured B")
+    return CriticalBatchFit(b_crit=float(r.b_crit[0]), s_min=float(r.s_min[0]),
+                            e_min=float(r.e_min[0]), n_points=n_points)
+
+
+def _not_estimated(n_points: int, reason: str) -> CriticalBatchFit:
+    return CriticalBatchFit(b_crit=None, s_min=None, e_min=None, n_points=n_points, reason=reason)
 
 
 def steps_curve(batch_sizes: np.ndarray, s_min: float, b_crit: float) -> np.ndarray:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from .figures import FigureFile
-from .fits import Analysis
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
+from .results import Analysis
 from .tables import TableFile
 
 
@@ -54,34 +54,34 @@ def summary(a: Analysis) -> list[str]:
     items = [f"Target: `{tgt.metric}` {'≥' if tgt.mode == 'max' else '≤'} {tgt.value:g}. "
              f"{n['trials']} trials over {n['batch_sizes']} batch sizes ({n['seeds']} seed(s)); "
              f"{n['reached']} reached the target."]
-    if c["b_crit"] is not None:
-        items.append(f"Critical batch size **B_crit = {_f(c['b_crit'])}** ({_ci(c['b_crit_ci95'])}, "
-                     f"{c['n_points']} batch sizes); S_min = {_f(c['s_min'])} steps, "
-                     f"E_min = {_f(c['e_min'])} examples.")
+    if c.b_crit is not None:
+        items.append(f"Critical batch size **B_crit = {_f(c.b_crit)}** ({_ci(c.b_crit_ci95)}, "
+                     f"{c.n_points} batch sizes); S_min = {_f(c.s_min)} steps, "
+                     f"E_min = {_f(c.e_min)} examples.")
     else:
-        items.append(f"Critical batch size not estimated: {c['reason']}.")
-    p, d = reg["perfect_scaling_up_to"], reg["diminishing_returns_up_to"]
+        items.append(f"Critical batch size not estimated: {c.reason}.")
+    p, d = reg.perfect_scaling_up_to, reg.diminishing_returns_up_to
     if p is not None:
         txt = f"Perfect scaling up to B = {p}; "
         txt += (f"diminishing returns up to B = {d}, maximal data parallelism beyond."
-                if d is not None else reg["reasons"].get("diminishing_returns_up_to", "") + ".")
+                if d is not None else reg.reasons.get("diminishing_returns_up_to", "") + ".")
         items.append(txt)
     else:
-        items.append(f"Regimes not estimated: {reg['reasons'].get('perfect_scaling_up_to')}.")
-    if lr["exponent"] is not None:
-        freq = lr["selection_frequency"]
-        chosen = (f" (chosen in {freq[lr['preferred_rule']]:.0%} of bootstrap resamples)"
-                  if lr["preferred_rule"] in freq else "")
-        rule = (f"preferred rule **{lr['preferred_rule']}**{chosen}" if lr["preferred_rule"]
-                else f"no rule compared ({lr['reason']})")
-        items.append(f"LR scaling: {rule}; free exponent {_f(lr['exponent'])} "
-                     f"({_ci(lr['exponent_ci95'])}) over {lr['n_points']} interior optima.")
+        items.append(f"Regimes not estimated: {reg.reasons.get('perfect_scaling_up_to')}.")
+    if lr.exponent is not None:
+        freq = lr.selection_frequency
+        chosen = (f" (chosen in {freq[lr.preferred_rule]:.0%} of bootstrap resamples)"
+                  if lr.preferred_rule in freq else "")
+        rule = (f"preferred rule **{lr.preferred_rule}**{chosen}" if lr.preferred_rule
+                else f"no rule compared ({lr.reason})")
+        items.append(f"LR scaling: {rule}; free exponent {_f(lr.exponent)} "
+                     f"({_ci(lr.exponent_ci95)}) over {lr.n_points} interior optima.")
     else:
-        items.append(f"LR scaling not estimated: {lr['reason']}.")
-    if a.noise["b_simple"] is not None:
-        ratio = (f"; B_simple / B_crit = {a.noise['b_simple'] / c['b_crit']:.2g}"
-                 if c["b_crit"] is not None else "")
-        items.append(f"Gradient noise scale at the target B_simple = {_f(a.noise['b_simple'])}{ratio}.")
+        items.append(f"LR scaling not estimated: {lr.reason}.")
+    if a.noise.b_simple is not None:
+        ratio = (f"; B_simple / B_crit = {a.noise.b_simple / c.b_crit:.2g}"
+                 if c.b_crit is not None else "")
+        items.append(f"Gradient noise scale at the target B_simple = {_f(a.noise.b_simple)}{ratio}.")
     gap = a.per_batch["generalization_gap"].to_numpy(dtype=float)
     if np.isfinite(gap).any():
         b = a.per_batch["batch_size"].to_numpy()
@@ -160,22 +160,22 @@ def caveats(a: Analysis) -> list[str]:
           "below the full data's).")
     c = a.critical
     outside = [name for name, est, ci in (
-        ("B_crit", c["b_crit"], c["b_crit_ci95"]), ("S_min", c["s_min"], c["s_min_ci95"]),
-        ("E_min", c["e_min"], c["e_min_ci95"]),
-        ("the LR exponent", a.lr_scaling["exponent"], a.lr_scaling["exponent_ci95"]),
+        ("B_crit", c.b_crit, c.b_crit_ci95), ("S_min", c.s_min, c.s_min_ci95),
+        ("E_min", c.e_min, c.e_min_ci95),
+        ("the LR exponent", a.lr_scaling.exponent, a.lr_scaling.exponent_ci95),
     ) if est is not None and ci is not None and None not in ci and not ci[0] <= est <= ci[1]]
     if outside:
         items.append(f"The bootstrap interval of {', '.join(outside)} does not contain the estimate. "
                      "Resampling trials can only make a best-of-n S(B) worse (the best trial is left "
                      "out of about a third of resamples), so intervals of quantities built on S(B) "
                      "shift toward larger S: read them as the sensitivity to which trials were run.")
-    if c["b_crit"] is not None:
+    if c.b_crit is not None:
         b = pb["batch_size"].to_numpy(dtype=float)
-        if c["b_crit"] > b.max() or c["b_crit"] < b.min():
-            items.append(f"B_crit = {_f(c['b_crit'])} lies outside the measured batch sizes "
+        if c.b_crit > b.max() or c.b_crit < b.min():
+            items.append(f"B_crit = {_f(c.b_crit)} lies outside the measured batch sizes "
                          f"({int(b.min())}–{int(b.max())}): it is an extrapolation.")
-    if c["n_points"] and 0 < c["n_points"] < 5:
-        items.append(f"Only {c['n_points']} batch sizes reached the target: fits rest on few points.")
+    if 0 < c.n_points < 5:
+        items.append(f"Only {c.n_points} batch sizes reached the target: fits rest on few points.")
     if a.run.trials_synthesised:
         items.append("No trials.parquet: every trial with curves counted as completed (diverged and "
                      "early-stopped trials are not marked).")

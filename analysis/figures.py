@@ -32,8 +32,8 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .critical import steps_curve  # noqa: E402
-from .fits import Analysis  # noqa: E402
 from .lr_rules import rule_curve  # noqa: E402
+from .results import Analysis  # noqa: E402
 
 COLUMN_WIDTH = 3.4
 FULL_WIDTH = 7.0
@@ -127,7 +127,7 @@ def _save(fig: plt.Figure, out: Path, name: str, title: str, caption: str) -> Fi
 
 
 def _shade_regimes(ax: plt.Axes, a: Analysis, lo: float, hi: float) -> None:
-    p, d = a.regimes["perfect_scaling_up_to"], a.regimes["diminishing_returns_up_to"]
+    p, d = a.regimes.perfect_scaling_up_to, a.regimes.diminishing_returns_up_to
     if p is None:
         return
     spans = [("perfect scaling", lo, p)]
@@ -154,13 +154,13 @@ def steps_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     b0, s0 = b[ok][0], s[ok][0]
     ax.plot(grid, s0 * b0 / grid, ls="--", color="0.4", lw=0.9, label="perfect scaling $\\propto 1/B$")
     c = a.critical
-    if c["b_crit"] is not None:
-        if c["band"] is not None:
-            ax.fill_between(c["band"]["batch_size"], c["band"]["low"], c["band"]["high"],
+    if c.b_crit is not None:
+        if c.band is not None:
+            ax.fill_between(c.band.batch_size, c.band.low, c.band.high,
                             color=PALETTE[0], alpha=0.2, lw=0, label="fit 95% CI")
-        ax.plot(grid, steps_curve(grid, c["s_min"], c["b_crit"]), color=PALETTE[0],
-                label=f"$S_{{min}}(1+B_{{crit}}/B)$, $B_{{crit}}$={c['b_crit']:.0f}")
-        ax.axvline(c["b_crit"], color=PALETTE[0], ls=":", lw=0.9)
+        ax.plot(grid, steps_curve(grid, c.s_min, c.b_crit), color=PALETTE[0],
+                label=f"$S_{{min}}(1+B_{{crit}}/B)$, $B_{{crit}}$={c.b_crit:.0f}")
+        ax.axvline(c.b_crit, color=PALETTE[0], ls=":", lw=0.9)
     err = np.vstack([s - pb["steps_ci95_low"].to_numpy(dtype=float),
                      pb["steps_ci95_high"].to_numpy(dtype=float) - s])
     err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
@@ -203,14 +203,14 @@ def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     fig, ax = _column_figure(HEIGHT + 0.6)
     c = a.critical
     grid = np.geomspace(lo_x, hi_x, 200)
-    if c["b_crit"] is not None:
-        if c["band"] is not None:
-            band_b = c["band"]["batch_size"]
-            ax.fill_between(band_b, c["band"]["low"] * band_b, c["band"]["high"] * band_b,
+    if c.b_crit is not None:
+        if c.band is not None:
+            band_b = c.band.batch_size
+            ax.fill_between(band_b, c.band.low * band_b, c.band.high * band_b,
                             color=PALETTE[0], alpha=0.2, lw=0, label="fit 95% CI")
-        ax.plot(grid, c["e_min"] * (1 + grid / c["b_crit"]), color=PALETTE[0],
+        ax.plot(grid, c.e_min * (1 + grid / c.b_crit), color=PALETTE[0],
                 label=f"$E_{{min}}(1+B/B_{{crit}})$")
-        ax.axhline(c["e_min"], color="0.4", ls="--", lw=0.9, label=f"$E_{{min}}$={c['e_min']:.3g}")
+        ax.axhline(c.e_min, color="0.4", ls="--", lw=0.9, label=f"$E_{{min}}$={c.e_min:.3g}")
     lo = pb["steps_ci95_low"].to_numpy(dtype=float) * b
     hi = pb["steps_ci95_high"].to_numpy(dtype=float) * b
     err = np.where(np.isfinite([e - lo, hi - e]), np.maximum([e - lo, hi - e], 0), 0)
@@ -218,7 +218,7 @@ def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
                 label="best trial", zorder=5)
     ax.set_xlim(lo_x, hi_x)
     ax.set_yscale("log", base=2)
-    _data_ylim(ax, np.r_[e, hi, c["e_min"] if c["e_min"] is not None else np.nan])
+    _data_ylim(ax, np.r_[e, hi, c.e_min if c.e_min is not None else np.nan])
     _log2_axis(ax.yaxis, _pow2_label)
     _batch_axis(ax, b)
     ax.set_ylabel("examples to target $E = BS$")
@@ -242,16 +242,16 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     grid_lr = a.trials["lr"].to_numpy(dtype=float)
     fit = a.lr_scaling
     grid = np.geomspace(lo_x, hi_x, 200)
-    if fit["exponent"] is not None:
+    if fit.exponent is not None:
         ax.plot(grid, rule_curve("linear", fit, grid), ls="--", color=PALETTE[1], lw=1.1, zorder=3,
                 label="linear rule $\\propto B$")
         ax.plot(grid, rule_curve("sqrt", fit, grid), ls=":", color=PALETTE[2], lw=1.2,
                 label="square-root rule $\\propto \\sqrt{B}$")
-        ci = fit["exponent_ci95"]
+        ci = fit.exponent_ci95
         ci_txt = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else ""
         ax.plot(grid, rule_curve("power", fit, grid), color=PALETTE[0],
-                label=f"power law $B^{{{fit['exponent']:.2f}}}${ci_txt}")
-        if fit["preferred_rule"] == "saturating":
+                label=f"power law $B^{{{fit.exponent:.2f}}}${ci_txt}")
+        if fit.preferred_rule == "saturating":
             ax.plot(grid, rule_curve("saturating", fit, grid), color=PALETTE[4], ls="-.",
                     label="$\\eta_{max}/(1+B_{noise}/B)$")
     err = np.vstack([lr - pb["best_lr_ci95_low"].to_numpy(dtype=float),
@@ -459,8 +459,8 @@ def generalization(a: Analysis, out: Path) -> FigureFile | None:
 
 
 def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
-    nc = a.noise["curves"]
-    if not a.noise["measured"] or nc.empty:
+    nc = a.noise.curves
+    if not a.noise.measured or nc.empty:
         return None
     bs = np.sort(nc["batch_size"].unique())
     colours = _batch_colours(bs)
@@ -468,13 +468,13 @@ def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
     for b, d in nc.groupby("batch_size"):
         ax.plot(d["examples_seen"], d["grad_noise_scale"], color=colours[int(b)], lw=0.9, label=f"{int(b)}")
     c = a.critical
-    if c["b_crit"] is not None:
-        ci = c["b_crit_ci95"]
+    if c.b_crit is not None:
+        ci = c.b_crit_ci95
         if ci and None not in ci:
             ax.axhspan(ci[0], ci[1], color="C3", alpha=0.12, lw=0)
-        ax.axhline(c["b_crit"], color="C3", ls="--", lw=1, label="$B_{crit}$ (fit)")
-    if a.noise["b_simple"] is not None:
-        ax.axhline(a.noise["b_simple"], color="k", ls=":", lw=1, label="$B_{simple}$ at target")
+        ax.axhline(c.b_crit, color="C3", ls="--", lw=1, label="$B_{crit}$ (fit)")
+    if a.noise.b_simple is not None:
+        ax.axhline(a.noise.b_simple, color="k", ls=":", lw=1, label="$B_{simple}$ at target")
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)

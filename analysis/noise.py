@@ -7,11 +7,11 @@ is the median of these over batch sizes. Batch sizes that never reached the targ
 contribute, since their noise scale was never measured at the target loss.
 
     from analysis.synthetic import write_synthetic_run
-    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
+    write_synthetic_run("/tmp/demo", noise_scale=300.0)   # a synthetic RUN_DIR; any real one works
     from analysis import load_run, per_batch_summary
-    from analysis.noise import noise_at_target, noise_curves
+    from analysis.noise import noise_scale
     run = load_run("/tmp/demo")
-    noise_at_target(run, per_batch_summary(run))   # (per-batch Series, median or None)
+    noise_scale(run, per_batch_summary(run)).b_simple    # about 300
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .load import Run
+from .results import NoiseScale
 
 COLUMN = "grad_noise_scale"
 
@@ -42,9 +43,7 @@ def noise_curves(run: Run, summary: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(["batch_size", "step"]).reset_index(drop=True)
 
 
-def noise_at_target(run: Run, summary: pd.DataFrame) -> tuple[pd.Series, float | None]:
-    """Per batch size B_simple of the best trial at the target, and the median over them."""
-    curves = noise_curves(run, summary)
+def _at_target(curves: pd.DataFrame, summary: pd.DataFrame) -> dict[int, float]:
     values: dict[int, float] = {}
     for _, row in summary.iterrows():
         s = row["steps_to_target"]
@@ -55,5 +54,12 @@ def noise_at_target(run: Run, summary: pd.DataFrame) -> tuple[pd.Series, float |
             continue
         before = t[t["step"] <= s]
         values[int(row["batch_size"])] = float((before if not before.empty else t.iloc[:1])[COLUMN].iloc[-1])
-    per_batch = pd.Series(values, name="b_simple_at_target", dtype=float)
-    return per_batch, (float(per_batch.median()) if len(per_batch) else None)
+    return values
+
+
+def noise_scale(run: Run, summary: pd.DataFrame) -> NoiseScale:
+    """B_simple of each batch size's best trial at the target, their median, and the curves."""
+    curves = noise_curves(run, summary)
+    per_batch = _at_target(curves, summary)
+    b_simple = float(pd.Series(per_batch, dtype=float).median()) if per_batch else None
+    return NoiseScale(measured=has_noise_scale(run), b_simple=b_simple, per_batch=per_batch, curves=curves)

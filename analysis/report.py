@@ -23,9 +23,10 @@ from .bootstrap import DEFAULT_N_BOOT
 from .document import build_document
 from .environment import environment_stamp
 from .figures import write_figures
-from .fits import analyse, fits_json
+from .fits import analyse
 from .load import load_run
 from .render import to_html, to_markdown
+from .results import fits_json
 from .tables import write_tables
 
 

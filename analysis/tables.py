@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .fits import Analysis
+from .results import RULES, Analysis, Interval
 
 
 @dataclass(frozen=True)
@@ -91,34 +91,34 @@ def per_batch_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
 def fit_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     c, lr, reg = a.critical, a.lr_scaling, a.regimes
 
-    def ci(x: list | None, i: int) -> float:
+    def ci(x: Interval | None, i: int) -> float:
         return np.nan if x is None or x[i] is None else float(x[i])
 
     def num(x: Any) -> float:
         return np.nan if x is None else float(x)
 
     rows: list[dict[str, Any]] = [
-        {"parameter": "B_crit", "estimate": num(c["b_crit"]), "ci95_low": ci(c["b_crit_ci95"], 0),
-         "ci95_high": ci(c["b_crit_ci95"], 1), "note": c["reason"] or ""},
-        {"parameter": "S_min", "estimate": num(c["s_min"]), "ci95_low": ci(c["s_min_ci95"], 0),
-         "ci95_high": ci(c["s_min_ci95"], 1), "note": ""},
-        {"parameter": "E_min", "estimate": num(c["e_min"]), "ci95_low": ci(c["e_min_ci95"], 0),
-         "ci95_high": ci(c["e_min_ci95"], 1), "note": ""},
-        {"parameter": "LR exponent", "estimate": num(lr["exponent"]), "ci95_low": ci(lr["exponent_ci95"], 0),
-         "ci95_high": ci(lr["exponent_ci95"], 1),
-         "note": (f"preferred rule: {lr['preferred_rule']}" if lr["preferred_rule"] else (lr["reason"] or ""))},
+        {"parameter": "B_crit", "estimate": num(c.b_crit), "ci95_low": ci(c.b_crit_ci95, 0),
+         "ci95_high": ci(c.b_crit_ci95, 1), "note": c.reason or ""},
+        {"parameter": "S_min", "estimate": num(c.s_min), "ci95_low": ci(c.s_min_ci95, 0),
+         "ci95_high": ci(c.s_min_ci95, 1), "note": ""},
+        {"parameter": "E_min", "estimate": num(c.e_min), "ci95_low": ci(c.e_min_ci95, 0),
+         "ci95_high": ci(c.e_min_ci95, 1), "note": ""},
+        {"parameter": "LR exponent", "estimate": num(lr.exponent), "ci95_low": ci(lr.exponent_ci95, 0),
+         "ci95_high": ci(lr.exponent_ci95, 1),
+         "note": (f"preferred rule: {lr.preferred_rule}" if lr.preferred_rule else (lr.reason or ""))},
     ]
-    for rule in ("linear", "sqrt", "power", "saturating"):
-        freq = lr["selection_frequency"].get(rule)
-        rows.append({"parameter": f"AICc {rule}", "estimate": num(lr["aicc"].get(rule)),
+    for rule in RULES:
+        freq = lr.selection_frequency.get(rule)
+        rows.append({"parameter": f"AICc {rule}", "estimate": num(lr.aicc.get(rule)),
                      "ci95_low": np.nan, "ci95_high": np.nan,
                      "note": f"chosen in {freq:.0%} of resamples" if freq is not None else ""})
     rows += [
-        {"parameter": "perfect scaling up to B", "estimate": num(reg["perfect_scaling_up_to"]),
-         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg["reasons"].get("perfect_scaling_up_to", "")},
-        {"parameter": "diminishing returns up to B", "estimate": num(reg["diminishing_returns_up_to"]),
-         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg["reasons"].get("diminishing_returns_up_to", "")},
-        {"parameter": "B_simple (at target)", "estimate": num(a.noise["b_simple"]), "ci95_low": np.nan,
+        {"parameter": "perfect scaling up to B", "estimate": num(reg.perfect_scaling_up_to),
+         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg.reasons.get("perfect_scaling_up_to", "")},
+        {"parameter": "diminishing returns up to B", "estimate": num(reg.diminishing_returns_up_to),
+         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg.reasons.get("diminishing_returns_up_to", "")},
+        {"parameter": "B_simple (at target)", "estimate": num(a.noise.b_simple), "ci95_low": np.nan,
          "ci95_high": np.nan, "note": a.reasons.get("noise_scale.b_simple", "")},
     ]
     data = pd.DataFrame(rows)

@@ -13,8 +13,9 @@ import pytest
 
 import analysis
 from analysis import load_run, per_batch_summary, write_report
-from analysis.fits import analyse, fits_json
+from analysis.fits import analyse
 from analysis.report import main
+from analysis.results import fits_json
 from analysis.synthetic import write_synthetic_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,8 +117,8 @@ def test_optima_on_the_grid_edge_are_flagged_and_left_out(tmp_path: Path) -> Non
     edge = a.per_batch.set_index("batch_size")["lr_on_edge"]
     assert edge[1024] and edge[2048]
     assert not edge[[32, 64, 128, 256, 512]].any()
-    assert a.lr_scaling["excluded_edge"] == [1024, 2048]
-    assert a.lr_scaling["n_points"] == 5
+    assert a.lr_scaling.excluded_edge == (1024, 2048)
+    assert a.lr_scaling.n_points == 5
     assert fits_json(a)["lr_scaling"]["exponent"] == pytest.approx(1.0, abs=0.15)
     from analysis.document import caveats
     assert any("grid's edge at B = 1024, 2048" in c for c in caveats(a))

@@ -1,0 +1,279 @@
+"""The typed results of an analysis, and ``fits_json``, their one ``report/fits.json`` form.
+
+Every fit returns one of these frozen dataclasses. A value the data cannot identify is None,
+never NaN, and a ``reason`` field says why. ``fits_json`` is the only place that writes the
+contract's JSON (CONTRACTS.md, "report/fits.json"): its keys, nesting and null rules.
+
+    from analysis.synthetic import write_synthetic_run
+    write_synthetic_run("/tmp/demo")       # a synthetic RUN_DIR; any real one works
+    from analysis import load_run
+    from analysis.fits import analyse
+    from analysis.results import fits_json
+    a = analyse(load_run("/tmp/demo"), n_boot=200)
+    a.critical.b_crit, a.critical.b_crit_ci95, a.lr_scaling.preferred_rule
+    fits_json(a)["critical_batch"]["b_crit"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from trainables.contract import Target
+
+from .bootstrap import Resamples
+from .load import Run
+from .numbers import finite_or_none
+
+RULES: tuple[str, ...] = ("linear", "sqrt", "power", "saturating")
+"""The LR scaling rules that are compared, in the order fits.json lists their AICc."""
+
+Interval = tuple[float | None, float | None]
+"""A bootstrap 95% interval (low, high); an end is None where it lies past the measured range."""
+
+
+@dataclass(frozen=True)
+class Band:
+    """Pointwise bootstrap 95% band of the fitted S(B) over a grid of batch sizes."""
+
+    batch_size: np.ndarray
+    """The grid: log-spaced, reaching a little beyond the measured batch sizes."""
+
+    low: np.ndarray
+    """2.5th percentile over resamples of the fitted S at each grid point."""
+
+    high: np.ndarray
+    """97.5th percentile over resamples of the fitted S at each grid point."""
+
+
+@dataclass(frozen=True)
+class CriticalBatchFit:
+    """S(B) = S_min (1 + B_crit / B) fitted to the steps to target (McCandlish et al. 2018)."""
+
+    b_crit: float | None
+    """Critical batch size, E_min / S_min; None when the data cannot identify the curve."""
+
+    s_min: float | None
+    """Steps to target in the limit of large batches; None together with ``b_crit``."""
+
+    e_min: float | None
+    """Examples to target in the limit of small batches, B_crit * S_min; None with ``b_crit``."""
+
+    n_points: int
+    """Batch sizes that reached the target and so entered the fit."""
+
+    reason: str | None = None
+    """Why ``b_crit``, ``s_min`` and ``e_min`` are None; None when they are estimated."""
+
+    b_crit_ci95: Interval | None = None
+    """Bootstrap 95% interval of B_crit; None without an estimate or when under half of the
+    resamples gave one."""
+
+    s_min_ci95: Interval | None = None
+    """Bootstrap 95% interval of S_min."""
+
+    e_min_ci95: Interval | None = None
+    """Bootstrap 95% interval of E_min."""
+
+    ci_reason: str | None = None
+    """Why ``b_crit_ci95`` is None or open at an end, when ``b_crit`` itself is estimated."""
+
+    band: Band | None = None
+    """The fitted curve's bootstrap band; None when fewer than 20 resamples fitted."""
+
+    n_boot_ok: int | None = None
+    """Resamples whose fit gave a finite B_crit; None when ``b_crit`` is None."""
+
+
+@dataclass(frozen=True)
+class LrScalingFit:
+    """Which rule the interior best LRs follow across batch sizes, compared by AICc."""
+
+    exponent: float | None
+    """Free exponent k of eta* ∝ B^k (least squares on log-log); None with too few optima."""
+
+    aicc: Mapping[str, float | None]
+    """AICc of each rule in ``RULES``; None where the rule needs more points than there are."""
+
+    preferred_rule: str | None
+    """The rule with the lowest AICc, a fixed one (linear, sqrt) winning ties within 2."""
+
+    n_points: int
+    """Batch sizes whose best LR is an interior optimum of steps, the points of the fit."""
+
+    reason: str | None = None
+    """Why ``exponent`` or ``preferred_rule`` is None; None when both are estimated."""
+
+    intercept: Mapping[str, float] = field(default_factory=dict)
+    """Log-LR at log B = 0 of the linear, sqrt and power rules, to draw them; empty without
+    a fit."""
+
+    eta_max: float | None = None
+    """eta_max of the saturating rule eta_max / (1 + B_noise / B)."""
+
+    b_noise: float | None = None
+    """B_noise of the saturating rule."""
+
+    exponent_ci95: Interval | None = None
+    """Bootstrap 95% interval of ``exponent``."""
+
+    ci_reason: str | None = None
+    """Why ``exponent_ci95`` is None when ``exponent`` is estimated."""
+
+    selection_frequency: Mapping[str, float] = field(default_factory=dict)
+    """Per rule, the fraction of resamples (of those that chose any) that preferred it."""
+
+    excluded_edge: tuple[int, ...] = ()
+    """Batch sizes left out because their best LR is on the grid's edge (only a bound)."""
+
+    excluded_censored: tuple[int, ...] = ()
+    """Batch sizes left out because no trial reached the target (their best LR optimises the
+    target metric, not steps)."""
+
+
+@dataclass(frozen=True)
+class Regimes:
+    """The scaling regimes of Shallue et al. 2018, read off the measured S(B)."""
+
+    perfect_scaling_up_to: int | None
+    """Largest batch size up to which S(B) stays within 20% of perfect (1/B) scaling."""
+
+    diminishing_returns_up_to: int | None
+    """First batch size beyond which a doubling of B cuts S by less than 10%."""
+
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    """Field name -> why that boundary is None."""
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    """The gradient noise scale B_simple (McCandlish et al. 2018) at the target."""
+
+    measured: bool
+    """Whether the curves carry any finite ``grad_noise_scale``."""
+
+    b_simple: float | None
+    """Median over batch sizes of ``per_batch``; None when nothing was measured at the target."""
+
+    per_batch: Mapping[int, float]
+    """Batch size -> B_simple of its best trial at the step it reached the target."""
+
+    curves: pd.DataFrame
+    """The best trials' measurements: batch_size, trial_id, step, examples_seen,
+    grad_noise_scale."""
+
+
+@dataclass(frozen=True)
+class PerBatchRow:
+    """One batch size in fits.json's ``per_batch``; the field names are the contract's keys."""
+
+    batch_size: int
+    """Global batch size of one optimizer update."""
+
+    best_lr: float | None
+    """Interpolated best learning rate; None where no trial has a finite objective."""
+
+    lr_on_edge: bool
+    """The best LR is the first or last of the grid, so it only bounds the optimum."""
+
+    steps_to_target: float | None
+    """Steps to target of the best trial; None when censored (no trial reached the target)."""
+
+    examples_to_target: float | None
+    """batch_size * steps_to_target; None when censored."""
+
+    trials: int
+    """Trials run at this batch size."""
+
+    reached: int
+    """Trials at this batch size that reached the target."""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The whole analysis of one run; ``analysis.fits.analyse`` builds it."""
+
+    run: Run
+    """The loaded run directory."""
+
+    target: Target
+    """The study's target, the goal of steps to target."""
+
+    trials: pd.DataFrame
+    """One row per trial with its steps to target (``steps.trial_table``)."""
+
+    per_batch: pd.DataFrame
+    """One row per batch size, ascending: the summary with bootstrap CIs, generalization gap,
+    noise scale and S / S_min; for tables and figures."""
+
+    per_batch_rows: tuple[PerBatchRow, ...]
+    """The same batch sizes as fits.json lists them."""
+
+    critical: CriticalBatchFit
+    """Critical batch size with bootstrap intervals."""
+
+    lr_scaling: LrScalingFit
+    """LR scaling rule with bootstrap interval and selection frequencies."""
+
+    regimes: Regimes
+    """Perfect-scaling and diminishing-returns boundaries."""
+
+    noise: NoiseScale
+    """Gradient noise scale, when the curves carry it."""
+
+    boot: Resamples
+    """The bootstrap resamples every interval comes from."""
+
+    n_boot: int
+    """Bootstrap resamples drawn."""
+
+    seed: int
+    """Seed of the bootstrap's generator."""
+
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    """fits.json key path (``critical_batch.b_crit``, ``per_batch[256].steps_to_target``) ->
+    why its value is null."""
+
+
+def _interval(ci: Interval | None) -> list[float | None] | None:
+    return None if ci is None else [finite_or_none(ci[0]), finite_or_none(ci[1])]
+
+
+def _integer(x: int | None) -> int | None:
+    v = finite_or_none(x)
+    return None if v is None else int(round(v))
+
+
+def fits_json(a: Analysis) -> dict[str, Any]:
+    """The contract's fits.json: same keys and nesting, null where not estimable."""
+    c, lr, reg = a.critical, a.lr_scaling, a.regimes
+    return {
+        "target": {"metric": a.target.metric, "mode": a.target.mode, "value": a.target.value},
+        "per_batch": [{
+            "batch_size": int(r.batch_size),
+            "best_lr": finite_or_none(r.best_lr),
+            "lr_on_edge": bool(r.lr_on_edge),
+            "steps_to_target": finite_or_none(r.steps_to_target),
+            "examples_to_target": finite_or_none(r.examples_to_target),
+            "trials": int(r.trials),
+            "reached": int(r.reached),
+        } for r in a.per_batch_rows],
+        "critical_batch": {
+            "b_crit": finite_or_none(c.b_crit), "b_crit_ci95": _interval(c.b_crit_ci95),
+            "s_min": finite_or_none(c.s_min), "e_min": finite_or_none(c.e_min),
+            "n_points": int(c.n_points),
+        },
+        "lr_scaling": {
+            "exponent": finite_or_none(lr.exponent), "exponent_ci95": _interval(lr.exponent_ci95),
+            "preferred_rule": lr.preferred_rule,
+            "aicc": {rule: finite_or_none(lr.aicc.get(rule)) for rule in RULES},
+        },
+        "regimes": {
+            "perfect_scaling_up_to": _integer(reg.perfect_scaling_up_to),
+            "diminishing_returns_up_to": _integer(reg.diminishing_returns_up_to),
+        },
+        "noise_scale": {"b_simple": finite_or_none(a.noise.b_simple)},
+    }
