@@ -10,6 +10,7 @@ leaves the queue. What runs inside the job is ``cluster.job.SweepJob``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import math
@@ -56,6 +57,16 @@ class SlurmFlags:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(cls.__dataclass_fields__)
+
+    @staticmethod
+    def add_to(group: argparse._ArgumentGroup) -> None:
+        """The command-line flags, one per field (``--gpus-per-node`` for gpus_per_node)."""
+        group.add_argument("--nodes", type=int, help="nodes of the allocation (default 1)")
+        group.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: enough for one trial)")
+        group.add_argument("--cpus-per-node", type=int, help="CPUs per node (default: enough for one trial)")
+        group.add_argument("--partition", help="Slurm partition")
+        group.add_argument("--account", help="Slurm account")
+        group.add_argument("--time", help="time limit HH:MM:SS (the job requeues itself at the limit)")
 
 
 @dataclass(frozen=True)

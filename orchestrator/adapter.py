@@ -9,7 +9,6 @@ the study's target.
 
 from __future__ import annotations
 
-import os
 import socket
 import tempfile
 import time
@@ -17,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 import trainables
+from cluster.ray_spec import NODE_LABEL
 from orchestrator.tune_config import config_of
 
 CHECKPOINT_FILE = "state.pt"
@@ -31,8 +32,12 @@ class _TargetReached(Exception):
 
 
 def node_name() -> str:
-    """The Slurm node name when in a Slurm job, else the host name."""
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    """The Ray node's name label (the Slurm node name, set by ``cluster.ray_node`` when the
+    job starts it), else the host name (a local run)."""
+    label = ray.get_runtime_context().get_node_labels().get(NODE_LABEL)
+    if isinstance(label, list):  # typed as a list of values in Ray 2.60, a str in practice
+        label = label[0] if label else None
+    return str(label) if label else socket.gethostname()
 
 
 def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable[[dict[str, Any]], None]:

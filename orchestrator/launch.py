@@ -46,13 +46,7 @@ def build_parser(prog: str = "python -m orchestrator.launch") -> argparse.Argume
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
                    help="slurm: show progress until the job ends (default: return after submitting)")
-    g = p.add_argument_group("slurm")
-    g.add_argument("--nodes", type=int, help="nodes of the allocation (default 1)")
-    g.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: enough for one trial)")
-    g.add_argument("--cpus-per-node", type=int, help="CPUs per node (default: enough for one trial)")
-    g.add_argument("--partition", help="Slurm partition")
-    g.add_argument("--account", help="Slurm account")
-    g.add_argument("--time", help="time limit HH:MM:SS (the job requeues itself at the limit)")
+    SlurmFlags.add_to(p.add_argument_group("slurm"))
     return p
 
 

@@ -21,6 +21,7 @@ from cluster.devslurm.layout import (
     ctld_port,
     first_job_id,
 )
+from trainables.contract import write_atomic
 
 
 def render_slurm_conf(lay: Layout, port: int, hostname: str) -> str:
@@ -131,9 +132,7 @@ def make_fake_gpu(path: Path) -> None:
 def _write_if_changed(path: Path, text: str) -> bool:
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text)
     return True
 
 
