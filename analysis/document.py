@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .figures import FigureFile
+from .figure_style import FigureFile
+from .figures import FIGURE_NAMES
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis
 from .tables import TableFile
@@ -218,8 +219,7 @@ def build_document(a: Analysis, figures: list[FigureFile], tables: list[TableFil
                            Bullets(tuple(summary(a)))]
     blocks.append(Heading("Figures"))
     blocks += [Figure(f) for f in figures]
-    missing = {"steps_vs_batch", "examples_vs_batch", "lr_vs_batch", "heatmap", "learning_curves",
-               "generalization_gap", "noise_scale"} - {f.name for f in figures}
+    missing = set(FIGURE_NAMES) - {f.name for f in figures}
     if missing:
         blocks.append(Paragraph("Not drawn, for lack of data: " + ", ".join(sorted(missing)) + "."))
     blocks.append(Heading("Tables"))

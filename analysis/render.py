@@ -22,7 +22,7 @@ from typing import Union
 
 import pandas as pd
 
-from .figures import FigureFile
+from .figure_style import FigureFile
 from .tables import TableFile
 
 
