@@ -100,6 +100,7 @@ def synthesise_trials(curves: pd.DataFrame, study_name: str) -> pd.DataFrame:
         "sharpness": np.full(n, np.nan),
         "node": np.full(n, None, dtype=object),
         "config_json": np.full(n, None, dtype=object),
+        "error": np.full(n, None, dtype=object),
     })
 
 

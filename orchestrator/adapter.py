@@ -5,6 +5,12 @@ result with the node it ran on, persists the trainable's checkpoint dict at most
 ``checkpoint_every_s`` seconds (a checkpoint per evaluation would cost more than the
 training of a small model), resumes from Tune's latest checkpoint, and ends the trial at
 the study's target.
+
+An exception from the trainable's own code ends the trial with a last result carrying
+``error`` (its last line): the trial is ``failed``, and Tune does not retry it, since the
+same code would fail the same way. Only what kills the trial's process from outside (a
+node lost, the worker killed) reaches Tune as a trial error, which ``FailureConfig``
+retries from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import socket
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,11 @@ class _TargetReached(Exception):
     """Unwinds a trainable that does not stop at the target by itself."""
 
 
+def error_line(exc: BaseException) -> str:
+    """The last line of an exception's traceback, e.g. ``ValueError: lr must be positive``."""
+    return traceback.format_exception_only(exc)[-1].strip()
+
+
 def node_name() -> str:
     """The Ray node's name label (the Slurm node name, set by ``cluster.ray_node`` when the
     job starts it), else the host name (a local run)."""
@@ -45,18 +57,20 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable
 
     def run_trial(tune_config: dict[str, Any]) -> None:
         config = config_of(tune_config)
-        ckpt = tune.get_checkpoint()
+        ckpt = None  # DELIBERATE BREAK (issue 21): ignore tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
             config = config.with_checkpoint(state)
         node = node_name()
         last_saved = time.monotonic()
+        in_tune = False  # an exception raised inside tune.report is Tune's, never the trial's
 
         def report(metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
-            nonlocal last_saved
+            nonlocal last_saved, in_tune
             clean = {k: v for k, v in metrics.items() if v is not None}
             clean["node"] = node
+            in_tune = True
             if checkpoint is not None and time.monotonic() - last_saved >= checkpoint_every_s:
                 with tempfile.TemporaryDirectory() as d:
                     torch.save(checkpoint, Path(d) / CHECKPOINT_FILE)
@@ -64,6 +78,7 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable
                 last_saved = time.monotonic()
             else:
                 tune.report(clean)
+            in_tune = False
             if config.ends_at(metrics):
                 raise _TargetReached
 
@@ -71,5 +86,9 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable
             trainables.get(trainable)(config, report)
         except _TargetReached:
             pass
+        except Exception as e:
+            if in_tune:
+                raise
+            tune.report({"error": error_line(e), "node": node})
 
     return run_trial

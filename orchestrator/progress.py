@@ -96,6 +96,7 @@ class ProgressCallback(Callback):
         self.study = study
         self.early_stopped = early_stopped
         self.diverged: set[str] = set()
+        self.errored: set[str] = set()
         self.display = display
         self.every_s = every_s
         self.best: dict[int, float] = {}
@@ -120,6 +121,8 @@ class ProgressCallback(Callback):
                 self.reached.setdefault(b, set()).add(trial.trial_id)
         if result.get("diverged"):
             self.diverged.add(trial.trial_id)
+        if result.get("error"):
+            self.errored.add(trial.trial_id)
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         if time.monotonic() - self._last >= self.every_s:
@@ -131,11 +134,12 @@ class ProgressCallback(Callback):
 
     # Tune checkpoints callback state: a resumed sweep keeps its counts and best values.
     def get_state(self) -> dict[str, Any]:
-        return {"best": self.best, "reached": self.reached, "examples": self.examples, "diverged": self.diverged}
+        return {"best": self.best, "reached": self.reached, "examples": self.examples, "diverged": self.diverged,
+                "errored": self.errored}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.best, self.reached = state["best"], state["reached"]
-        self.examples, self.diverged = state["examples"], state["diverged"]
+        self.examples, self.diverged, self.errored = state["examples"], state["diverged"], state["errored"]
 
     def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
         rows: dict[int, dict[str, Any]] = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
@@ -153,7 +157,8 @@ class ProgressCallback(Callback):
                 done_ex += self.examples.get(tr.trial_id, 0)
             else:
                 done_ex += self.caps[b]  # a finished trial used (or was spared) its whole budget
-                status = decide_status(diverged=tr.trial_id in self.diverged, errored=tr.status == Trial.ERROR,
+                errored = tr.status == Trial.ERROR or tr.trial_id in self.errored
+                status = decide_status(diverged=tr.trial_id in self.diverged, errored=errored,
                                        early_stopped=tr.trial_id in self.early_stopped)
                 r[status] += 1
         elapsed = time.time() - self.started

@@ -34,6 +34,16 @@ from trainables.contract import (
 )
 
 
+def tune_error_line(trial: Trial) -> str:
+    """The last line of the error Tune recorded for a trial (its traceback's last line)."""
+    try:
+        text = trial.get_error() or ""
+    except OSError:
+        text = ""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1] if lines else "the trial's worker died"
+
+
 class TrialRecord:
     """What the sink knows of one trial: its rows and its end."""
 
@@ -46,6 +56,7 @@ class TrialRecord:
         self.node: str | None = None
         self.diverged = False
         self.failed = False
+        self.error: str | None = None
         self.sharpness: float | None = None
 
 
@@ -79,9 +90,11 @@ class ParquetSink(Callback):
         self.flush(self._record(trial))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        # Tune gives up on a trial its retries could not save (lost node, killed worker)
         self.ended.add(trial.trial_id)
         rec = self._record(trial)
         rec.failed = True
+        rec.error = rec.error or tune_error_line(trial)
         self.flush(rec)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
@@ -99,8 +112,8 @@ class ParquetSink(Callback):
         # Tune is about to save trial checkpoints that may be newer than the last flush:
         # write every pending row first, or a resume after a crash would skip them.
         self.flush_all()
-        meta = {t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "sharpness": r.sharpness}
-                for t, r in self.records.items()}
+        meta = {t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "error": r.error,
+                    "sharpness": r.sharpness} for t, r in self.records.items()}
         return {"ended": sorted(self.ended), "meta": meta,
                 "configs": {t: r.config.to_dict() for t, r in self.records.items()}}
 
@@ -134,9 +147,11 @@ class ParquetSink(Callback):
 
     def add_row(self, rec: TrialRecord, result: dict[str, Any]) -> None:
         """Add one reported result (ignored if that step was already recorded)."""
+        rec.node = result.get("node", rec.node)
+        if result.get("error"):
+            rec.failed, rec.error = True, str(result["error"])
         if "step" not in result:
             return
-        rec.node = result.get("node", rec.node)
         if result.get("diverged"):
             rec.diverged = True
         if result.get("sharpness") is not None:
@@ -194,6 +209,7 @@ class ParquetSink(Callback):
                 "sharpness": rec.sharpness,
                 "node": rec.node,
                 "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
+                "error": rec.error,
             })
         return pa.Table.from_pylist(sorted(out, key=lambda r: (r["batch_size"], r["lr"], r["seed"])), schema=TRIALS_SCHEMA)
 

@@ -43,6 +43,7 @@ from orchestrator.study import Study  # noqa: E402
 from orchestrator.tune_config import CONFIG_KEY  # noqa: E402
 
 EXPERIMENT = "sweep"
+MAX_INFRA_FAILURES = 3
 # The sweep keeps its results in RUN_DIR/curves, not in Tune's per-trial result files
 # (disabled above), so Tune's end-of-run analysis has nothing to read: not a problem.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -138,6 +139,8 @@ def _new_tuner(study: Study, run_dir: Path, trainable: Any, display: LiveDisplay
             callbacks=callbacks,
             verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=1),
+            # Retries are for what kills a trial from outside (a lost node, a killed worker):
+            # the trial's own exceptions end it as failed in the adapter, unretried.
+            failure_config=tune.FailureConfig(max_failures=MAX_INFRA_FAILURES),
         ),
     )

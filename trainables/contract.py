@@ -240,8 +240,10 @@ TRIALS_SCHEMA = pa.schema([
     ("sharpness", pa.float64()),
     ("node", pa.string()),
     ("config_json", pa.string()),
+    ("error", pa.string()),
 ])
-"""Columns of ``trials.parquet``."""
+"""Columns of ``trials.parquet`` (``error``: a failed trial's reason, the last line of its
+exception; null otherwise)."""
 
 
 def curves_file(curves_dir: Path, batch_size: int, trial_id: str) -> Path:
