@@ -57,7 +57,7 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable
 
     def run_trial(tune_config: dict[str, Any]) -> None:
         config = config_of(tune_config)
-        ckpt = None  # DELIBERATE BREAK (issue 21): ignore tune.get_checkpoint()
+        ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
