@@ -19,23 +19,14 @@ import numpy as np
 
 from .figure_style import FigureFile
 from .figures import FIGURE_NAMES
+from .numbers import format_interval, format_number
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
-from .results import Analysis
+from .results import Analysis, Interval
 from .tables import TableFile
 
 
-def _f(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "n/a"
-    v = float(x)
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.{digits}g}"
-
-
-def _ci(ci: list | None) -> str:
-    if ci is None:
-        return "95% CI n/a"
-    lo, hi = ("n/a" if v is None else _f(v) for v in ci)
-    return f"95% CI [{lo}, {hi}]"
+def _ci(ci: Interval | None) -> str:
+    return f"95% CI {format_interval(ci)}"
 
 
 def _counts(a: Analysis) -> dict[str, Any]:
@@ -56,9 +47,9 @@ def summary(a: Analysis) -> list[str]:
              f"{n['trials']} trials over {n['batch_sizes']} batch sizes ({n['seeds']} seed(s)); "
              f"{n['reached']} reached the target."]
     if c.b_crit is not None:
-        items.append(f"Critical batch size **B_crit = {_f(c.b_crit)}** ({_ci(c.b_crit_ci95)}, "
-                     f"{c.n_points} batch sizes); S_min = {_f(c.s_min)} steps, "
-                     f"E_min = {_f(c.e_min)} examples.")
+        items.append(f"Critical batch size **B_crit = {format_number(c.b_crit)}** ({_ci(c.b_crit_ci95)}, "
+                     f"{c.n_points} batch sizes); S_min = {format_number(c.s_min)} steps, "
+                     f"E_min = {format_number(c.e_min)} examples.")
     else:
         items.append(f"Critical batch size not estimated: {c.reason}.")
     p, d = reg.perfect_scaling_up_to, reg.diminishing_returns_up_to
@@ -75,20 +66,20 @@ def summary(a: Analysis) -> list[str]:
                   if lr.preferred_rule in freq else "")
         rule = (f"preferred rule **{lr.preferred_rule}**{chosen}" if lr.preferred_rule
                 else f"no rule compared ({lr.reason})")
-        items.append(f"LR scaling: {rule}; free exponent {_f(lr.exponent)} "
+        items.append(f"LR scaling: {rule}; free exponent {format_number(lr.exponent)} "
                      f"({_ci(lr.exponent_ci95)}) over {lr.n_points} interior optima.")
     else:
         items.append(f"LR scaling not estimated: {lr.reason}.")
     if a.noise.b_simple is not None:
-        ratio = (f"; B_simple / B_crit = {a.noise.b_simple / c.b_crit:.2g}"
+        ratio = (f"; B_simple / B_crit = {format_number(a.noise.b_simple / c.b_crit, digits=2)}"
                  if c.b_crit is not None else "")
-        items.append(f"Gradient noise scale at the target B_simple = {_f(a.noise.b_simple)}{ratio}.")
+        items.append(f"Gradient noise scale at the target B_simple = {format_number(a.noise.b_simple)}{ratio}.")
     gap = a.per_batch["generalization_gap"].to_numpy(dtype=float)
     if np.isfinite(gap).any():
         b = a.per_batch["batch_size"].to_numpy()
         ok = np.isfinite(gap)
-        items.append(f"Generalization gap (val − train loss at the best LR) from {_f(gap[ok][0])} at "
-                     f"B = {b[ok][0]} to {_f(gap[ok][-1])} at B = {b[ok][-1]}.")
+        items.append(f"Generalization gap (val − train loss at the best LR) from {format_number(gap[ok][0])} at "
+                     f"B = {b[ok][0]} to {format_number(gap[ok][-1])} at B = {b[ok][-1]}.")
     return items
 
 
@@ -173,7 +164,7 @@ def caveats(a: Analysis) -> list[str]:
     if c.b_crit is not None:
         b = pb["batch_size"].to_numpy(dtype=float)
         if c.b_crit > b.max() or c.b_crit < b.min():
-            items.append(f"B_crit = {_f(c.b_crit)} lies outside the measured batch sizes "
+            items.append(f"B_crit = {format_number(c.b_crit)} lies outside the measured batch sizes "
                          f"({int(b.min())}–{int(b.max())}): it is an extrapolation.")
     if 0 < c.n_points < 5:
         items.append(f"Only {c.n_points} batch sizes reached the target: fits rest on few points.")

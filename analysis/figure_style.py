@@ -32,6 +32,8 @@ from cycler import cycler  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from .numbers import format_number  # noqa: E402
+
 COLUMN_WIDTH = 3.4
 FULL_WIDTH = 7.0
 HEIGHT = 2.5
@@ -68,8 +70,8 @@ class FigureFile:
     """The vector file, for the paper."""
 
 
-def int_label(x: float, _pos: int | None = None) -> str:
-    return f"{x:.0f}" if x >= 1 else f"{x:g}"
+def number_label(x: float, _pos: int | None = None) -> str:
+    return format_number(x, grouping=False)
 
 
 def pow2_label(x: float, _pos: int | None = None) -> str:
@@ -83,7 +85,9 @@ def log2_axis(axis: Axis, formatter: Callable[[float, int | None], str]) -> None
 
 
 def plain_log_axis(axis: Axis) -> None:
-    # 1-2-5 ticks read better than 2x10^2 in a paper with few decades on the axis.
+    # 1-2-5 ticks read better than 2x10^2 in a paper with few decades on the axis. They are
+    # exact, so they need no rounding, and :g turns them scientific from 1e6, before a
+    # whole number grows too wide for a colorbar.
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda x, _p: f"{x:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -93,7 +97,7 @@ def batch_axis(ax: plt.Axes, batch_sizes: np.ndarray) -> None:
     """The x axis of every figure against batch size: log2, one tick per batch size (at most 12)."""
     ax.set_xscale("log", base=2)
     ax.set_xticks(batch_sizes if len(batch_sizes) <= 12 else batch_sizes[:: int(np.ceil(len(batch_sizes) / 12))])
-    ax.xaxis.set_major_formatter(FuncFormatter(int_label))
+    ax.xaxis.set_major_formatter(FuncFormatter(number_label))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.tick_params(axis="x", which="minor", bottom=False)
     ax.set_xlabel("batch size $B$")

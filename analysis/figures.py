@@ -26,6 +26,7 @@ from matplotlib.colors import LogNorm, Normalize
 
 from .figure_style import (COLUMN_WIDTH, FULL_WIDTH, HEIGHT, STYLE, FigureFile, batch_axis,
                            batch_colours, column_figure, plain_log_axis, save_figure)
+from .numbers import format_number
 from .results import Analysis
 from .scaling_figures import examples_vs_batch, lr_vs_batch, steps_vs_batch
 
@@ -97,7 +98,7 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
                 ax.add_patch(plt.Rectangle((j + 0.08, i + 0.1), 0.84, 0.8, fill=False, ec="C3", lw=1.2))
         step = max(1, int(np.ceil(len(lrs) / 12)))
         ax.set_xticks(np.arange(len(lrs))[::step] + 0.5)
-        ax.set_xticklabels([f"{10 ** v:.2g}" for v in lrs[::step]], rotation=45, ha="right")
+        ax.set_xticklabels([format_number(10 ** v, digits=2, grouping=False) for v in lrs[::step]], rotation=45, ha="right")
         ax.set_yticks(np.arange(len(bs)) + 0.5)
         ax.set_yticklabels([str(int(v)) for v in bs])
         ax.grid(False)

@@ -27,6 +27,7 @@ from .critical import steps_curve
 from .figure_style import (PALETTE, HEIGHT, FigureFile, batch_axis, column_figure, data_ylim,
                            legend_below, log2_axis, pow2_label, save_figure)
 from .lr_rules import rule_curve
+from .numbers import format_interval, format_number
 from .results import Analysis
 
 REGIME_COLOURS = {"perfect scaling": "#d9f0d3", "diminishing returns": "#fee8c8",
@@ -113,7 +114,7 @@ def steps_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
         if c.band is not None:
             p.band(c.band.batch_size, c.band.low, c.band.high)
         ax.plot(p.grid, steps_curve(p.grid, c.s_min, c.b_crit), color=PALETTE[0],
-                label=f"$S_{{min}}(1+B_{{crit}}/B)$, $B_{{crit}}$={c.b_crit:.0f}")
+                label=f"$S_{{min}}(1+B_{{crit}}/B)$, $B_{{crit}}$={format_number(c.b_crit)}")
         ax.axvline(c.b_crit, color=PALETTE[0], ls=":", lw=0.9)
     high = _column(a, "steps_ci95_high")
     p.points(s, _column(a, "steps_ci95_low"), high, [
@@ -150,7 +151,7 @@ def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
             p.band(c.band.batch_size, c.band.low * c.band.batch_size, c.band.high * c.band.batch_size)
         ax.plot(p.grid, c.e_min * (1 + p.grid / c.b_crit), color=PALETTE[0],
                 label="$E_{min}(1+B/B_{crit})$")
-        ax.axhline(c.e_min, color="0.4", ls="--", lw=0.9, label=f"$E_{{min}}$={c.e_min:.3g}")
+        ax.axhline(c.e_min, color="0.4", ls="--", lw=0.9, label=f"$E_{{min}}$={format_number(c.e_min)}")
     high = _column(a, "steps_ci95_high") * b
     p.points(e, _column(a, "steps_ci95_low") * b, high, [Points(ok, "best trial")])
     ax.set_yscale("log", base=2)
@@ -177,9 +178,9 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
         ax.plot(p.grid, rule_curve("sqrt", fit, p.grid), ls=":", color=PALETTE[2], lw=1.2,
                 label="square-root rule $\\propto \\sqrt{B}$")
         ci = fit.exponent_ci95
-        ci_txt = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else ""
+        ci_txt = f" {format_interval(ci)}" if ci and None not in ci else ""
         ax.plot(p.grid, rule_curve("power", fit, p.grid), color=PALETTE[0],
-                label=f"power law $B^{{{fit.exponent:.2f}}}${ci_txt}")
+                label=f"power law $B^{{{format_number(fit.exponent)}}}${ci_txt}")
         if fit.preferred_rule == "saturating":
             ax.plot(p.grid, rule_curve("saturating", fit, p.grid), color=PALETTE[4], ls="-.",
                     label="$\\eta_{max}/(1+B_{noise}/B)$")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .numbers import format_interval, format_number
 from .results import RULES, Analysis, Interval
 
 
@@ -34,27 +35,16 @@ class TableFile:
     tex: Path
 
 
-def _g(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "–"
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return f"{int(x)}"
-    if isinstance(x, (float, np.floating)):
-        v = float(x)
-        if abs(v) >= 1e7 or (v != 0 and abs(v) < 1e-3):
-            return f"{v:.{digits}g}"
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        return f"{v:.{digits}g}"
-    return str(x)
+# An empty cell reads better as a dash than as prose's "n/a".
+MISSING = "–"
 
 
-def _ci(lo: Any, hi: Any, fmt: Callable[[Any], str] = _g) -> str:
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return "–"
-    return f"[{fmt(lo)}, {fmt(hi)}]"
+def _g(x: Any) -> str:
+    return format_number(x, missing=MISSING)
+
+
+def _ci(lo: Any, hi: Any) -> str:
+    return format_interval((lo, hi), missing=MISSING)
 
 
 def per_batch_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
