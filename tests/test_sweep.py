@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -49,6 +50,7 @@ def finished_at_cap(run_dir: Path) -> dict[int, int]:
 def test_asha_per_batch_size_carries_every_batch_size_to_the_end(tmp_path: Path) -> None:
     run_sweep(nqm_study(per_batch_size=True), tmp_path / "per_b")
     per_b = finished_at_cap(tmp_path / "per_b")
+    assert set(per_b) == {4, 64, 1024}, per_b  # every batch size of the study has trials
     assert all(n >= 1 for n in per_b.values()), per_b
     statuses = pq.read_table(tmp_path / "per_b" / "trials.parquet").column("status").to_pylist()
     assert "early_stopped" in statuses  # ASHA did prune, within each batch size
@@ -57,6 +59,7 @@ def test_asha_per_batch_size_carries_every_batch_size_to_the_end(tmp_path: Path)
     # the bias the per-batch-size scheduler exists to remove.
     run_sweep(nqm_study(per_batch_size=False), tmp_path / "shared")
     shared = finished_at_cap(tmp_path / "shared")
+    assert set(shared) == {4, 64, 1024}, shared
     assert shared[1024] == 0, shared
 
 
@@ -72,7 +75,7 @@ def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
         "early_stopping": {"scheduler": "none"},
     })
     run_dir = tmp_path / "run"
-    reads: list[int] = []
+    reads: list[dict[str, int]] = []  # per read while the sweep runs: rows per trial
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -80,7 +83,8 @@ def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
         while not done.is_set():
             if (run_dir / "curves").is_dir():
                 try:
-                    reads.append(read_curves(str(run_dir / "curves")).num_rows)
+                    ids = read_curves(str(run_dir / "curves")).column("trial_id").to_pylist()
+                    reads.append(dict(Counter(ids)))
                 except BaseException as e:  # noqa: BLE001 - any failure to read is the finding
                     errors.append(e)
             time.sleep(0.2)
@@ -93,9 +97,17 @@ def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
         done.set()
         t.join()
     assert not errors, errors[:3]
-    assert any(n > 0 for n in reads), "no partial read while the sweep ran"
     final = read_curves(str(run_dir / "curves"))
-    assert max(reads) <= final.num_rows
+    final_rows = dict(Counter(final.column("trial_id").to_pylist()))
+    totals = [sum(r.values()) for r in reads]
+    assert max(totals) <= final.num_rows
+    assert any(0 < n < final.num_rows for n in totals), f"no partial read while the sweep ran: {totals}"
+    # and a curve is readable while its own trial runs: some read saw a trial's file with
+    # some of its rows but not all (a sink that wrote each curve only when its trial ended
+    # would pass the check above, not this one)
+    partial = [(t, n) for r in reads for t, n in r.items() if 0 < n < final_rows[t]]
+    assert partial, f"no trial's curve was ever read part-way: {reads[-3:]} vs {final_rows}"
+    assert all(n <= final_rows[t] for r in reads for t, n in r.items())
     assert final.schema == CURVES_SCHEMA
     df = final.to_pandas()
     assert not df.duplicated(["trial_id", "step"]).any()
