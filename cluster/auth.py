@@ -70,15 +70,18 @@ def use_in_process(env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def private_token() -> Iterator[Path]:
-    """A fresh 0600 token in a 0700 temp dir, in force for Ray in this process until exit.
+def private_token(directory: Path | None = None) -> Iterator[Path]:
+    """A fresh 0600 token in force for Ray in this process until exit: in ``directory``
+    (a 0700 dir the caller owns and removes) or in a 0700 temp dir of its own.
 
     For a Ray instance this process starts itself: left alone, Ray 2.60 turns token auth
     on and keeps the token in ~/.ray/auth_token with mode 0644, readable by every user.
     """
     saved = {k: os.environ[k] for k in (*AUTH_ENV, "RAY_AUTH_TOKEN") if k in os.environ}
-    with tempfile.TemporaryDirectory(prefix="bs-ray-") as d:
-        token = write_token(Path(d) / "token")
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bs-ray-")))
+        token = write_token(Path(directory) / "token")
         use_in_process(client_env(token))
         try:
             yield token

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cluster import auth
+from cluster import auth, watchdog
 from cluster.backend import SweepRequest, follow_lease
 from cluster.lease import Lease
 
@@ -27,13 +28,15 @@ def local_ray(num_cpus: int | None = None) -> Iterator[None]:
     Token auth with a fresh 0600 token, the dashboard off, and Ray's session files under a
     0700 temp dir of this run rather than the shared, world-writable /tmp/ray. Ray makes
     its own dir (and every session dir) 0777; the parent's 0700 is what keeps other users
-    out of its sockets and logs.
+    out of its sockets and logs. A watchdog (``cluster.watchdog``) stops Ray's processes
+    and removes the dir within seconds if this process dies without getting here.
     """
     import ray
 
     root = Path(tempfile.mkdtemp(prefix="bs-"))  # 0700; short: Unix socket paths < 108 bytes
+    dog = watchdog.start(os.getpid(), root)
     try:
-        with auth.private_token():
+        with auth.private_token(root):
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, _temp_dir=str(root / "r"))
             try:
@@ -41,6 +44,8 @@ def local_ray(num_cpus: int | None = None) -> Iterator[None]:
             finally:
                 ray.shutdown()
     finally:
+        dog.terminate()
+        dog.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -87,6 +87,33 @@ def session_id(pid: int) -> int | None:
     return int(fields[3])
 
 
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), or None when gone: with the pid, it
+    names one process, even after the kernel reuses the pid."""
+    stat = _read(pid, "stat")
+    if stat is None:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split(b" ")
+    return int(fields[19])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` in the process tree (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for p in all_pids():
+        parent = ppid(p)
+        if parent is not None:
+            children.setdefault(parent, []).append(p)
+    found: set[int] = set()
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        if p not in found:
+            found.add(p)
+            todo.extend(children.get(p, []))
+    return found
+
+
 def owner(pid: int) -> int | None:
     """The uid owning `pid`, or None when gone."""
     try:
