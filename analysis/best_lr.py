@@ -34,21 +34,39 @@ class BatchTrials:
     """The trials of one batch size as arrays, ready to resample."""
 
     batch_size: int
-    log_lr_grid: np.ndarray  # (L,) sorted unique log LRs tried at this batch size
-    lr_index: np.ndarray  # (n,) each trial's position in the grid
-    steps: np.ndarray  # (n,) steps to target; inf where not reached
-    fallback: np.ndarray  # (n,) target metric oriented so lower is better; inf if none
-    rows: np.ndarray  # (n,) row positions in the trial table
+    """The batch size."""
+
+    log_lr_grid: np.ndarray
+    """(L,) sorted unique log LRs tried at this batch size."""
+
+    lr_index: np.ndarray
+    """(n,) each trial's position in the grid."""
+
+    steps: np.ndarray
+    """(n,) steps to target; inf where not reached."""
+
+    fallback: np.ndarray
+    """(n,) target metric oriented so lower is better; inf if none."""
+
+    rows: np.ndarray
+    """(n,) row positions in the trial table."""
 
 
 @dataclass(frozen=True)
 class BatchEval:
     """Per resample (row): best steps, best LR, whether it is on the grid's edge."""
 
-    steps: np.ndarray  # (r,) NaN where no trial reached the target
-    lr: np.ndarray  # (r,) NaN where no trial has a finite objective
-    on_edge: np.ndarray  # (r,) bool
-    used_steps: np.ndarray  # (r,) bool: objective was steps-to-target (else the metric)
+    steps: np.ndarray
+    """(r,) NaN where no trial reached the target."""
+
+    lr: np.ndarray
+    """(r,) NaN where no trial has a finite objective."""
+
+    on_edge: np.ndarray
+    """(r,) bool."""
+
+    used_steps: np.ndarray
+    """(r,) bool: the objective was steps to target (else the metric)."""
 
 
 def batch_trials(table: pd.DataFrame, target: Target) -> list[BatchTrials]:

@@ -31,10 +31,19 @@ DEFAULT_SEED = 0
 
 @dataclass(frozen=True)
 class Resamples:
-    batch_sizes: np.ndarray  # (m,)
-    steps: np.ndarray  # (r, m) best steps to target; NaN = censored in that resample
-    lr: np.ndarray  # (r, m) best LR; NaN where undefined
-    on_edge: np.ndarray  # (r, m) bool
+    """The per-batch step redone on ``n`` resamples of the trials: r rows, m batch sizes."""
+
+    batch_sizes: np.ndarray
+    """(m,) ascending."""
+
+    steps: np.ndarray
+    """(r, m) best steps to target; NaN where censored in that resample."""
+
+    lr: np.ndarray
+    """(r, m) best LR; NaN where no drawn trial has a finite objective."""
+
+    on_edge: np.ndarray
+    """(r, m) bool: the best LR is on the grid's edge."""
 
     @property
     def n(self) -> int:

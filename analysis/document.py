@@ -73,13 +73,15 @@ def summary(a: Analysis) -> list[str]:
     if a.noise.b_simple is not None:
         ratio = (f"; B_simple / B_crit = {format_number(a.noise.b_simple / c.b_crit, digits=2)}"
                  if c.b_crit is not None else "")
-        items.append(f"Gradient noise scale at the target B_simple = {format_number(a.noise.b_simple)}{ratio}.")
+        items.append(f"Gradient noise scale at the target B_simple = "
+                     f"{format_number(a.noise.b_simple)}{ratio}.")
     gap = a.per_batch["generalization_gap"].to_numpy(dtype=float)
     if np.isfinite(gap).any():
         b = a.per_batch["batch_size"].to_numpy()
         ok = np.isfinite(gap)
-        items.append(f"Generalization gap (val − train loss at the best LR) from {format_number(gap[ok][0])} at "
-                     f"B = {b[ok][0]} to {format_number(gap[ok][-1])} at B = {b[ok][-1]}.")
+        items.append(f"Generalization gap (val − train loss at the best LR) from "
+                     f"{format_number(gap[ok][0])} at B = {b[ok][0]} to {format_number(gap[ok][-1])} "
+                     f"at B = {b[ok][-1]}.")
     return items
 
 

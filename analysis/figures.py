@@ -30,6 +30,7 @@ from .numbers import format_number
 from .results import Analysis
 from .scaling_figures import examples_vs_batch, lr_vs_batch, steps_vs_batch
 
+
 def _cell_text(statuses: pd.Series, reached: pd.Series, mark_unreached: bool) -> str:
     if reached.any():
         return ""
@@ -98,7 +99,8 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
                 ax.add_patch(plt.Rectangle((j + 0.08, i + 0.1), 0.84, 0.8, fill=False, ec="C3", lw=1.2))
         step = max(1, int(np.ceil(len(lrs) / 12)))
         ax.set_xticks(np.arange(len(lrs))[::step] + 0.5)
-        ax.set_xticklabels([format_number(10 ** v, digits=2, grouping=False) for v in lrs[::step]], rotation=45, ha="right")
+        ax.set_xticklabels([format_number(10 ** v, digits=2, grouping=False) for v in lrs[::step]],
+                           rotation=45, ha="right")
         ax.set_yticks(np.arange(len(bs)) + 0.5)
         ax.set_yticklabels([str(int(v)) for v in bs])
         ax.grid(False)
@@ -130,7 +132,7 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
              "– or grey: never reached the target" if shared_grid else
              "red star: best trial per batch size; × diverged; open squares: never reached the target")
     return save_figure(fig, out, "heatmap", "Batch size × learning rate",
-                 f"{label.capitalize()} of every trial (minimum over seeds per cell). {marks}.")
+                       f"{label.capitalize()} of every trial (minimum over seeds per cell). {marks}.")
 
 
 def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
@@ -166,8 +168,8 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, title="$B$", loc="outside right center", fontsize=6, title_fontsize=6.5)
     return save_figure(fig, out, "learning_curves", "Learning curves of the best trial per batch size",
-                 f"{metric} of the best trial at each batch size against optimizer steps (left) and "
-                 f"examples (right); the dashed line is the target {a.target.value:g}.")
+                       f"{metric} of the best trial at each batch size against optimizer steps (left) "
+                       f"and examples (right); the dashed line is the target {a.target.value:g}.")
 
 
 def generalization(a: Analysis, out: Path) -> FigureFile | None:
@@ -195,7 +197,8 @@ def generalization(a: Analysis, out: Path) -> FigureFile | None:
     if ok_s.any():
         caption += ("; below, the sharpness (top eigenvalue of the training-loss Hessian at the final "
                     "weights, power iteration on a fixed subset) of the same trials")
-    return save_figure(fig, out, "generalization_gap", "Generalization gap and sharpness vs batch size", caption + ".")
+    return save_figure(fig, out, "generalization_gap", "Generalization gap and sharpness vs batch size",
+                       caption + ".")
 
 
 def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
@@ -224,8 +227,9 @@ def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
     fig.legend(handles, [f"B={x}" if x.isdigit() else x for x in labels], loc="outside lower center",
                ncol=4, handlelength=1.4, columnspacing=0.8)
     return save_figure(fig, out, "noise_scale", "Gradient noise scale during training",
-                 "B_simple = tr(Σ)/|G|² measured during training by the best trial at each batch size, "
-                 "against the fitted B_crit (dashed, shaded 95% CI) and the median B_simple at the target.")
+                       "B_simple = tr(Σ)/|G|² measured during training by the best trial at each batch "
+                       "size, against the fitted B_crit (dashed, shaded 95% CI) and the median B_simple "
+                       "at the target.")
 
 
 FIGURES: tuple[Callable[[Analysis, Path], FigureFile | None], ...] = (

@@ -27,12 +27,25 @@ BOUND_DECADES = 2.0
 
 @dataclass(frozen=True)
 class HyperbolaFit:
-    a: np.ndarray  # (r,)
-    c: np.ndarray  # (r,)
-    rss: np.ndarray  # (r,) sum of squared log residuals
-    n: np.ndarray  # (r,) points used
-    at_lower: np.ndarray  # (r,) c pinned at the lower bound
-    at_upper: np.ndarray  # (r,) c pinned at the upper bound
+    """The fit of each of r rows; every field is (r,)."""
+
+    a: np.ndarray
+    """log S_min (sign +1) or log eta_max (sign -1)."""
+
+    c: np.ndarray
+    """log B_crit (sign +1) or log B_noise (sign -1)."""
+
+    rss: np.ndarray
+    """Sum of squared log residuals."""
+
+    n: np.ndarray
+    """Points used."""
+
+    at_lower: np.ndarray
+    """c pinned at its lower bound."""
+
+    at_upper: np.ndarray
+    """c pinned at its upper bound."""
 
 
 def _profile_a(log_y: np.ndarray, w: np.ndarray, g: np.ndarray, sign: float) -> np.ndarray:

@@ -29,13 +29,28 @@ DATASET_SIZE = 60_000
 
 @dataclass(frozen=True)
 class Truth:
+    """What a synthetic run was drawn from, to compare the analysis with."""
+
     batch_sizes: np.ndarray
-    steps: np.ndarray  # S(B) without noise
-    best_lr: np.ndarray  # eta*(B)
+    """The batch sizes, as given."""
+
+    steps: np.ndarray
+    """S(B) without noise."""
+
+    best_lr: np.ndarray
+    """eta*(B), the LR law at each batch size."""
+
     s_min: float
+    """S_min of S(B) = S_min (1 + B_crit / B)."""
+
     b_crit: float
+    """B_crit of the same."""
+
     n_trials: int
+    """Trials written."""
+
     n_rows: int
+    """Curve rows written."""
 
 
 def _study_toml(name: str, batch_sizes: Sequence[int], lrs: np.ndarray, seeds: int, metric: str,

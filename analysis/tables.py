@@ -27,12 +27,25 @@ from .results import RULES, Analysis, Interval
 
 @dataclass(frozen=True)
 class TableFile:
+    """One table as written under tables/."""
+
     name: str
+    """File stem under tables/."""
+
     title: str
-    data: pd.DataFrame  # raw values, the CSV
-    text: pd.DataFrame  # rounded strings, headers for humans
+    """Heading the report shows above it."""
+
+    data: pd.DataFrame
+    """Raw values with snake_case columns: the CSV."""
+
+    text: pd.DataFrame
+    """Rounded strings under headers for humans: report.md, report.html and the LaTeX."""
+
     csv: Path
+    """The CSV file."""
+
     tex: Path
+    """The LaTeX booktabs file."""
 
 
 # An empty cell reads better as a dash than as prose's "n/a".
@@ -78,38 +91,37 @@ def per_batch_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     return data, text
 
 
+def _nan(x: float | None) -> float:
+    # The CSV holds NaN where fits.json holds null: pandas writes it as an empty field.
+    return np.nan if x is None else float(x)
+
+
+def _fit_row(parameter: str, estimate: float | None, ci: Interval | None = None,
+             note: str | None = None) -> dict[str, Any]:
+    lo, hi = ci if ci is not None else (None, None)
+    return {"parameter": parameter, "estimate": _nan(estimate), "ci95_low": _nan(lo),
+            "ci95_high": _nan(hi), "note": note or ""}
+
+
 def fit_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     c, lr, reg = a.critical, a.lr_scaling, a.regimes
-
-    def ci(x: Interval | None, i: int) -> float:
-        return np.nan if x is None or x[i] is None else float(x[i])
-
-    def num(x: Any) -> float:
-        return np.nan if x is None else float(x)
-
-    rows: list[dict[str, Any]] = [
-        {"parameter": "B_crit", "estimate": num(c.b_crit), "ci95_low": ci(c.b_crit_ci95, 0),
-         "ci95_high": ci(c.b_crit_ci95, 1), "note": c.reason or ""},
-        {"parameter": "S_min", "estimate": num(c.s_min), "ci95_low": ci(c.s_min_ci95, 0),
-         "ci95_high": ci(c.s_min_ci95, 1), "note": ""},
-        {"parameter": "E_min", "estimate": num(c.e_min), "ci95_low": ci(c.e_min_ci95, 0),
-         "ci95_high": ci(c.e_min_ci95, 1), "note": ""},
-        {"parameter": "LR exponent", "estimate": num(lr.exponent), "ci95_low": ci(lr.exponent_ci95, 0),
-         "ci95_high": ci(lr.exponent_ci95, 1),
-         "note": (f"preferred rule: {lr.preferred_rule}" if lr.preferred_rule else (lr.reason or ""))},
+    rows = [
+        _fit_row("B_crit", c.b_crit, c.b_crit_ci95, c.reason),
+        _fit_row("S_min", c.s_min, c.s_min_ci95),
+        _fit_row("E_min", c.e_min, c.e_min_ci95),
+        _fit_row("LR exponent", lr.exponent, lr.exponent_ci95,
+                 f"preferred rule: {lr.preferred_rule}" if lr.preferred_rule else lr.reason),
     ]
     for rule in RULES:
         freq = lr.selection_frequency.get(rule)
-        rows.append({"parameter": f"AICc {rule}", "estimate": num(lr.aicc.get(rule)),
-                     "ci95_low": np.nan, "ci95_high": np.nan,
-                     "note": f"chosen in {freq:.0%} of resamples" if freq is not None else ""})
+        rows.append(_fit_row(f"AICc {rule}", lr.aicc.get(rule),
+                             note=f"chosen in {freq:.0%} of resamples" if freq is not None else None))
     rows += [
-        {"parameter": "perfect scaling up to B", "estimate": num(reg.perfect_scaling_up_to),
-         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg.reasons.get("perfect_scaling_up_to", "")},
-        {"parameter": "diminishing returns up to B", "estimate": num(reg.diminishing_returns_up_to),
-         "ci95_low": np.nan, "ci95_high": np.nan, "note": reg.reasons.get("diminishing_returns_up_to", "")},
-        {"parameter": "B_simple (at target)", "estimate": num(a.noise.b_simple), "ci95_low": np.nan,
-         "ci95_high": np.nan, "note": a.reasons.get("noise_scale.b_simple", "")},
+        _fit_row("perfect scaling up to B", reg.perfect_scaling_up_to,
+                 note=reg.reasons.get("perfect_scaling_up_to")),
+        _fit_row("diminishing returns up to B", reg.diminishing_returns_up_to,
+                 note=reg.reasons.get("diminishing_returns_up_to")),
+        _fit_row("B_simple (at target)", a.noise.b_simple, note=a.reasons.get("noise_scale.b_simple")),
     ]
     data = pd.DataFrame(rows)
     text = pd.DataFrame({
