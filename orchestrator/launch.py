@@ -20,7 +20,7 @@ from cluster import lease as leases
 from cluster.backend import Backend, SweepRequest
 from cluster.local import LocalBackend
 from cluster.slurm import SlurmBackend, SlurmFlags
-from orchestrator import rundir
+from orchestrator import manifest, rundir
 from orchestrator.errors import SweepInterrupted
 from orchestrator.follow import backend_of, follow_run
 from orchestrator.grid import format_grid
@@ -44,6 +44,8 @@ def build_parser(prog: str = "python -m orchestrator.launch") -> argparse.Argume
                    help="override a study key (dotted, TOML value), e.g. search.seeds=3; repeatable")
     p.add_argument("--dry-run", action="store_true", help="print the trial grid (and sbatch script); run nothing")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--force", action="store_true",
+                   help="--resume even though the code, package versions or study differ from the run's")
     p.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
                    help="slurm: show progress until the job ends (default: return after submitting)")
     SlurmFlags.add_to(p.add_argument_group("slurm"))
@@ -70,7 +72,13 @@ def _resolve(args: argparse.Namespace) -> tuple[Study, Path]:
             where = f"Slurm job {held.job_id}" if held.job_id else f"pid {held.pid} on {held.host}"
             hint = " (scancel it first)" if held.job_id else ""
             raise UsageError(f"--resume: the sweep of {args.resume} is still running: {where}{hint}")
+        changed = manifest.differences(args.resume, study)
+        if changed and not args.force:
+            raise UsageError(f"--resume: {args.resume} was made with other code or settings: "
+                             f"{'; '.join(changed)} (--force continues anyway, mixing them)")
         return study, args.resume
+    if args.force:
+        raise UsageError("--force: only with --resume")
     study = load_study(args.study, args.overrides, args.budget)
     run_dir = args.out or rundir.default_run_dir(study)
     rundir.check_new(run_dir)

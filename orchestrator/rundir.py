@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from orchestrator import toml_out
+from orchestrator import manifest, toml_out
 from orchestrator.study import Study, validate
 from trainables.contract import UsageError, read_toml, write_atomic
 
@@ -24,12 +24,11 @@ def check_new(run_dir: Path) -> None:
 
 
 def create(run_dir: Path, study: Study) -> Path:
-    """Make RUN_DIR and freeze the resolved study in it."""
+    """Make RUN_DIR, freeze the resolved study in it and record what made it (manifest)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = study.model_dump(mode="json", exclude_none=True)
-    data["trainable_config"] = study.trainable_settings().model_dump(mode="json", exclude_none=True)
-    text = "# Resolved study, frozen at launch.\n" + toml_out.dumps(data)
+    text = "# Resolved study, frozen at launch.\n" + toml_out.dumps(manifest.resolved(study))
     write_atomic(run_dir / STUDY_FILE, text)
+    manifest.write(run_dir, study)
     return run_dir
 
 

@@ -23,7 +23,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert not (home / ".ray" / "auth_token").exists()
 
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "curves", "lease.json", "report", "study.toml", "trials.parquet", "tune"]
+        "curves", "lease.json", "manifest.json", "report", "study.toml", "trials.parquet", "tune"]
     held = json.loads((run_dir / "lease.json").read_text())
     assert held["backend"] == "local" and held["released"] is True
     study = tomllib.loads((run_dir / "study.toml").read_text())

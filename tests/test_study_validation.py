@@ -123,10 +123,37 @@ def test_resume_refuses_a_live_lease_and_takes_over_a_stale_one(tmp_path: Path, 
     with lease.held(run, backend="local") as mine:
         assert main(["--resume", str(run)]) == 2
         assert f"still running: pid {mine.pid}" in capsys.readouterr().err
-        assert sorted(p.name for p in run.iterdir()) == ["lease.json", "study.toml"]
+        assert sorted(p.name for p in run.iterdir()) == ["lease.json", "manifest.json", "study.toml"]
         assert LocalBackend().is_alive(lease.read(run))
         stale = dataclasses.replace(mine, heartbeat=mine.heartbeat - lease.STALE_AFTER_S - 1)
         assert not LocalBackend().is_alive(stale)
         dead = dataclasses.replace(mine, pid=2**22 + 1)  # above pid_max: never a live process
         assert not LocalBackend().is_alive(dead)
     assert lease.read(run).released and not LocalBackend().is_alive(lease.read(run))
+
+
+def test_resume_refuses_other_code_or_settings_unless_forced(tmp_path: Path, capsys) -> None:
+    """A run made by another version (here: its manifest says torch 1.0 and other code) or
+    whose frozen study was edited is refused with what differs; --force takes it anyway."""
+    import json
+
+    from orchestrator import rundir
+    from orchestrator.launch import _resolve, build_parser
+    from orchestrator.study import load_study
+
+    run = rundir.create(tmp_path / "run", load_study(budget="smoke"))
+    assert _resolve(build_parser().parse_args(["--resume", str(run)]))[1] == run  # unchanged: fine
+    m = json.loads((run / "manifest.json").read_text())
+    m["packages"]["torch"], m["code_sha256"] = "1.0", "0" * 64
+    (run / "manifest.json").write_text(json.dumps(m))
+    study = (run / "study.toml").read_text()
+    (run / "study.toml").write_text(study.replace("hidden = 256", "hidden = 128"))
+    assert main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "other code or settings" in err, err
+    assert "code: commit" in err and "torch: 1.0 -> " in err
+    assert "study.trainable_config.hidden: 256 -> 128" in err
+    study_now, resumed = _resolve(build_parser().parse_args(["--resume", str(run), "--force"]))
+    assert resumed == run and study_now.trainable_config["hidden"] == 128
+    assert main(["--force", "--budget", "smoke", "--dry-run"]) == 2
+    assert "--force: only with --resume" in capsys.readouterr().err
