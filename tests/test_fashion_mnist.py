@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from support import trial, write_tiny_fashion_mnist
-from trainables import get
-from trainables.schedule import eval_steps
+from trainables import classifier, get
+from trainables.contract import METRIC_COLUMNS
+from trainables.fashion_mnist import TrainableConfig, build_model, load_data
+from trainables.schedule import eval_steps, lr_at
+from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
+
+# What every evaluation row reports (contract "curves/ columns"); the last one adds sharpness.
+ROW_KEYS = {"step", "examples_seen", *METRIC_COLUMNS}
+assert {"step", "examples_seen", "epoch", "wall_time_s", "train_loss", "val_loss", "val_accuracy", "lr_current",
+        "grad_noise_scale"} == ROW_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +43,25 @@ def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
 
     get("fashion_mnist")(trial(cfg), report)
     return rows, ckpts
+
+
+def model_of(data_dir: Path, state: dict | None = None, seed: int = 3, **settings: Any) -> torch.nn.Module:
+    """The trainable's model: its initial weights under ``seed`` (as a trial draws them), or ``state``."""
+    torch.manual_seed(seed)
+    model = build_model(TrainableConfig(data_dir=str(data_dir), val_size=200, **settings))
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1).double() for t in state.values()])
+
+
+def first_update(data_dir: Path, **kw: Any) -> torch.Tensor:
+    """The parameter change of a trial's first optimizer step (weights after step 1 - initial)."""
+    _, ckpts = run(config(data_dir, max_steps=1, sharpness_examples=0, **kw))
+    return flat(ckpts[0]["model"]) - flat(model_of(data_dir).state_dict())
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("adamw", 0.001), ("lars", 0.5)])
@@ -63,30 +92,64 @@ def test_resume_continues_the_same_curve(data_dir: Path) -> None:
     k = len(full) // 2
     resumed, _ = run(config(data_dir, max_steps=60, _checkpoint=ckpts[k - 1]))
     assert resumed[0]["step"] == full[k]["step"]
-    for a, b in zip(full[k:], resumed):
+    assert len(resumed) == len(full) - k  # the resumed run reaches the same end, no row more or less
+    for a, b in zip(full[k:], resumed, strict=True):
         assert (a["step"], a["examples_seen"]) == (b["step"], b["examples_seen"])
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
 
 
-def test_divergence_stops_at_once(data_dir: Path) -> None:
+def test_divergence_stops_at_once(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trial stops on the first update whose loss is non-finite or > divergence_factor
+    (10) x the first loss, and reports that step's loss: no evaluation, no step after it."""
+    losses: list[float] = []  # the training loss of every update, in order
+    accumulate = classifier.accumulate_gradients
+
+    def spy(*args: Any, **kwargs: Any) -> float:
+        losses.append(accumulate(*args, **kwargs))
+        return losses[-1]
+
+    monkeypatch.setattr(classifier, "accumulate_gradients", spy)
     rows, _ = run(config(data_dir, lr=50.0, max_steps=200))
-    assert rows[-1].get("diverged") is True
-    assert rows[-1]["step"] < 200
+    last, first = rows[-1], losses[0]
+    assert last.get("diverged") is True
     assert not any(r.get("diverged") for r in rows[:-1])
+    bad = [i + 1 for i, x in enumerate(losses) if not math.isfinite(x) or x > 10 * first]
+    assert bad, losses
+    assert last["step"] == bad[0] == len(losses) < 200  # the first bad update, and the last one run
+    assert last["train_loss"] == losses[-1] or not (math.isfinite(last["train_loss"]) or math.isfinite(losses[-1]))
+    assert not math.isfinite(last["train_loss"]) or last["train_loss"] > 10 * first
+    assert "val_loss" not in last  # the blown-up weights are not evaluated
+    # the evaluations before it are of finite losses below the factor
+    assert rows[0]["step"] == 1 and rows[0]["train_loss"] == first
+    assert all(math.isfinite(r["train_loss"]) and r["train_loss"] <= 10 * first for r in rows[:-1])
 
 
 def test_stops_at_target_and_reports_the_contract_columns(data_dir: Path) -> None:
-    rows, _ = run(config(data_dir, lr=0.1, batch_size=32, micro_batch_size=32, max_steps=400,
-                         target_metric="val_accuracy", target_mode="max", target_value=0.6))
+    rows, ckpts = run(config(data_dir, lr=0.1, batch_size=32, micro_batch_size=32, max_steps=400,
+                             target_metric="val_accuracy", target_mode="max", target_value=0.6))
     assert rows[-1]["val_accuracy"] >= 0.6
     assert all(r["val_accuracy"] < 0.6 for r in rows[:-1])
     assert rows[-1]["step"] < 400
-    r = rows[-1]
-    assert r["examples_seen"] == r["step"] * 32
-    assert r["epoch"] == pytest.approx(r["examples_seen"] / 1000)  # 1200 examples - 200 validation
-    for col in ("wall_time_s", "train_loss", "val_loss", "lr_current"):
-        assert isinstance(r[col], float)
+    # every evaluation of the schedule up to the target, each with exactly the contract's columns
+    assert [r["step"] for r in rows] == [s for s in eval_steps(400) if s <= rows[-1]["step"]]
+    assert all(set(r) == ROW_KEYS for r in rows[:-1])
+    assert set(rows[-1]) == ROW_KEYS | {"sharpness"}  # the last evaluation adds the sharpness
+    for r in rows:
+        assert r["examples_seen"] == r["step"] * 32
+        assert r["epoch"] == pytest.approx(r["examples_seen"] / 1000)  # 1200 examples - 200 validation
+        assert r["lr_current"] == lr_at(0.1, r["step"] * 32, 0)
+        assert 0.0 <= r["val_accuracy"] <= 1.0
+        for col in ("wall_time_s", "train_loss", "val_loss"):
+            assert isinstance(r[col], float) and math.isfinite(r[col]) and r[col] > 0, (col, r)
+        assert r["grad_noise_scale"] is None or isinstance(r["grad_noise_scale"], float)
+    assert [r["wall_time_s"] for r in rows] == sorted(r["wall_time_s"] for r in rows)
+    assert isinstance(rows[-1]["sharpness"], float) and rows[-1]["sharpness"] > 0
+    # the reported validation metrics are those of the weights at that step
+    data = load_data(str(data_dir), 200)
+    for r, ck in ((rows[0], ckpts[0]), (rows[-1], ckpts[-1])):
+        loss, acc = classifier.evaluate(model_of(data_dir, ck["model"]), data.x_val, data.y_val)
+        assert (r["val_loss"], r["val_accuracy"]) == (pytest.approx(loss, rel=1e-6), acc)
 
 
 def test_eval_steps_place_a_crossing_within_five_percent() -> None:
@@ -117,8 +180,67 @@ def test_noise_scale_finite_positive_and_grows_as_loss_falls() -> None:
 
 
 def test_sharpness_reported_on_the_last_evaluation(data_dir: Path) -> None:
-    rows, _ = run(config(data_dir, max_steps=30, sharpness_examples=256))
-    assert "sharpness" not in rows[0]
-    assert rows[-1]["sharpness"] > 0
+    rows, ckpts = run(config(data_dir, max_steps=30, sharpness_examples=256))
+    assert all("sharpness" not in r for r in rows[:-1])
+    assert rows[-1]["step"] == 30 and rows[-1]["sharpness"] > 0
+
+    # it is the top Hessian eigenvalue of the final weights on the fixed 256-example subset,
+    # recomputed here the same way (same subset, same 20 power iterations)
+    data = load_data(str(data_dir), 200)
+    idx = fixed_subset(len(data.x_train), 256)
+    x, y = data.x_train[idx], data.y_train[idx]
+
+    def sharpness_of(state: dict) -> float:
+        model = model_of(data_dir, state)
+        return top_hessian_eigenvalue(lambda: F.cross_entropy(model(x), y), list(model.parameters()), max_iter=20)
+
+    assert rows[-1]["sharpness"] == pytest.approx(sharpness_of(ckpts[-1]["model"]), rel=1e-5)
+    # which the check can tell apart from other weights' (the first evaluation's) and another subset's
+    assert rows[-1]["sharpness"] != pytest.approx(sharpness_of(ckpts[0]["model"]), rel=1e-2)
+    other = fixed_subset(len(data.x_train), 256, seed=1)
+    model = model_of(data_dir, ckpts[-1]["model"])
+    on_other = top_hessian_eigenvalue(lambda: F.cross_entropy(model(data.x_train[other]), data.y_train[other]),
+                                      list(model.parameters()), max_iter=20)
+    assert rows[-1]["sharpness"] != pytest.approx(on_other, rel=1e-4)
+
     rows_off, _ = run(config(data_dir, max_steps=30, sharpness_examples=0))
     assert rows_off[-1]["sharpness"] is None
+
+
+def test_warmup_ramps_the_learning_rate_linearly(data_dir: Path) -> None:
+    """warmup_examples = 10 batches: lr_current = lr * examples / warmup, then constant, and
+    the optimizer really steps with it (the first update is a tenth of the unwarmed one)."""
+    rows, _ = run(config(data_dir, warmup_examples=2560, max_steps=15, sharpness_examples=0))
+    assert [r["lr_current"] for r in rows] == [lr_at(0.05, r["step"] * 256, 2560) for r in rows]
+    assert rows[0]["lr_current"] == pytest.approx(0.005)
+    assert [r["lr_current"] for r in rows if r["step"] >= 10] == [0.05] * len([r for r in rows if r["step"] >= 10])
+    assert [r["lr_current"] for r in rows if r["step"] < 10] == pytest.approx([0.005 * r["step"] for r in rows[:9]])
+    warm, plain = first_update(data_dir, warmup_examples=2560), first_update(data_dir)
+    assert float(warm @ plain / (plain @ plain)) == pytest.approx(0.1, rel=1e-3)
+    assert float((warm - 0.1 * plain).norm() / warm.norm()) < 1e-2
+
+
+def test_weight_decay_is_applied(data_dir: Path) -> None:
+    """SGD's L2 weight decay adds wd * w to the gradient: the first update differs from the
+    one without by exactly -lr * wd * w0, and the curve changes."""
+    wd, lr = 0.1, 0.05
+    decayed, plain = first_update(data_dir, weight_decay=wd), first_update(data_dir)
+    w0 = flat(model_of(data_dir).state_dict())
+    torch.testing.assert_close(decayed - plain, -lr * wd * w0, rtol=1e-2, atol=1e-7)
+    with_wd, _ = run(config(data_dir, weight_decay=wd, sharpness_examples=0))
+    without, _ = run(config(data_dir, sharpness_examples=0))
+    assert [r["step"] for r in with_wd] == [r["step"] for r in without]
+    assert with_wd[-1]["train_loss"] != pytest.approx(without[-1]["train_loss"], rel=1e-4)
+
+
+def test_cnn_trains_and_reports_the_contract_columns(data_dir: Path) -> None:
+    rows, ckpts = run(config(data_dir, model="cnn", hidden=64, max_steps=30, sharpness_examples=128))
+    assert ckpts[-1]["model"]["0.weight"].shape == (4, 1, 3, 3)  # a conv layer: it is the CNN
+    assert [r["step"] for r in rows] == eval_steps(30)
+    assert all(set(r) == ROW_KEYS for r in rows[:-1]) and set(rows[-1]) == ROW_KEYS | {"sharpness"}
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in rows)
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]  # it learns
+    assert math.isfinite(rows[-1]["sharpness"])
+    # gradient accumulation averages for the CNN too
+    acc, _ = run(config(data_dir, model="cnn", hidden=64, max_steps=30, sharpness_examples=128, micro_batch_size=64))
+    assert [r["val_loss"] for r in acc] == pytest.approx([r["val_loss"] for r in rows], rel=1e-4, abs=1e-6)
