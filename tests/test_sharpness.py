@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
+from trainables import sharpness
 from trainables.sharpness import fixed_subset, hessian_vector_product, top_hessian_eigenvalue
 
 
@@ -39,20 +42,58 @@ def test_quadratic_with_known_spectrum() -> None:
     torch.testing.assert_close(hv, a @ torch.cat(v))
 
 
-def test_early_stop_bounds_the_cost() -> None:
+def test_early_stop_bounds_the_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cost is Hessian-vector products: fewer than max_iter once the Rayleigh quotient
+    settles (tol), exactly max_iter without (tol = 0), one forward pass either way; and
+    each estimate is the exact Rayleigh quotient of the iterate it stopped at."""
     a = torch.diag(torch.tensor([4.0, 1.0, 0.5], dtype=torch.float64))
     w = torch.ones(3, dtype=torch.float64, requires_grad=True)
-    calls = 0
+    forwards = hvps = 0
 
     def loss() -> torch.Tensor:
-        nonlocal calls
-        calls += 1
+        nonlocal forwards
+        forwards += 1
         return 0.5 * w @ a @ w
 
-    assert top_hessian_eigenvalue(loss, [w], max_iter=20, tol=1e-3) == pytest.approx(4.0, rel=1e-3)
-    assert calls == 1                   # one forward pass; every iteration reuses its graph
-    one = top_hessian_eigenvalue(loss, [w], max_iter=1)
-    assert 0.5 <= one <= 4.0            # one Rayleigh quotient: inside the spectrum
+    hvp = sharpness.hessian_vector_product
+
+    def counting_hvp(*args: Any) -> list[torch.Tensor]:
+        nonlocal hvps
+        hvps += 1
+        return hvp(*args)
+
+    monkeypatch.setattr(sharpness, "hessian_vector_product", counting_hvp)
+    # power iteration from the seeded start v0: after k products the estimate is the
+    # Rayleigh quotient of A^(k-1) v0
+    v0 = torch.randn(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def rayleigh(k: int) -> float:
+        v = torch.linalg.matrix_power(a, k - 1) @ v0
+        return float(v @ a @ v / (v @ v))
+
+    def run(**kw: Any) -> tuple[float, int, int]:
+        nonlocal forwards, hvps
+        forwards = hvps = 0
+        est = top_hessian_eigenvalue(loss, [w], **kw)
+        return est, hvps, forwards
+
+    est, n, f = run(max_iter=20, tol=1e-3)
+    assert f == 1  # one forward pass; every product reuses its graph
+    assert 2 <= n < 20, n
+    assert est == pytest.approx(rayleigh(n), rel=1e-12)
+    assert est == pytest.approx(4.0, rel=1e-3)
+    # it stopped at the first product whose quotient moved by less than tol (relative)
+    moves = [abs(rayleigh(k) - rayleigh(k - 1)) / abs(rayleigh(k)) for k in range(2, n + 1)]
+    assert moves[-1] < 1e-3 and all(m >= 1e-3 for m in moves[:-1]), moves
+
+    full, n, f = run(max_iter=20, tol=0.0)
+    assert (n, f) == (20, 1)
+    assert full == pytest.approx(rayleigh(20), rel=1e-12) and full == pytest.approx(4.0, rel=1e-9)
+
+    one, n, _ = run(max_iter=1)
+    assert n == 1 and one == pytest.approx(rayleigh(1), rel=1e-12)
+    assert 0.5 <= one <= 4.0  # one Rayleigh quotient: inside the spectrum
+    assert one != pytest.approx(4.0, rel=1e-3)  # and not already the answer: the iterations matter
 
 
 def test_linear_regression_least_squares() -> None:
