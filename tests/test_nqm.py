@@ -242,7 +242,7 @@ def test_momentum_and_preconditioning_raise_the_critical_batch_size(tables: dict
     from analysis.critical import fit_critical_batch
 
     b = np.array(BATCHES, dtype=float)
-    crit = {name: fit_critical_batch(b, np.array([s[B] for B in BATCHES]))["b_crit"] for name, s in tables.items()}
+    crit = {name: fit_critical_batch(b, np.array([s[B] for B in BATCHES])).b_crit for name, s in tables.items()}
     assert crit["momentum"] > 2 * crit["plain"]
     assert crit["precondition"] > 2 * crit["plain"]
     # at small B momentum only rescales the LR (α/(1−β)), so S matches plain SGD there
