@@ -46,7 +46,7 @@ def error_line(exc: BaseException) -> str:
 def node_name() -> str:
     """The Ray node's name label (the Slurm node name, set by ``cluster.ray_node`` when the
     job starts it), else the host name (a local run)."""
-    label = ray.get_runtime_context().get_node_labels().get(NODE_LABEL)
+    label: object = ray.get_runtime_context().get_node_labels().get(NODE_LABEL)
     if isinstance(label, list):  # typed as a list of values in Ray 2.60, a str in practice
         label = label[0] if label else None
     return str(label) if label else socket.gethostname()

@@ -19,8 +19,8 @@ from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
 
 # What every evaluation row reports (contract "curves/ columns"); the last one adds sharpness.
 ROW_KEYS = {"step", "examples_seen", *METRIC_COLUMNS}
-assert {"step", "examples_seen", "epoch", "wall_time_s", "train_loss", "val_loss", "val_accuracy", "lr_current",
-        "grad_noise_scale"} == ROW_KEYS
+assert {"step", "examples_seen", "epoch", "wall_time_s", "train_loss", "train_eval_loss", "train_eval_accuracy",
+        "val_loss", "val_accuracy", "lr_current", "grad_noise_scale"} == ROW_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +150,10 @@ def test_stops_at_target_and_reports_the_contract_columns(data_dir: Path) -> Non
     for r, ck in ((rows[0], ckpts[0]), (rows[-1], ckpts[-1])):
         loss, acc = classifier.evaluate(model_of(data_dir, ck["model"]), data.x_val, data.y_val)
         assert (r["val_loss"], r["val_accuracy"]) == (pytest.approx(loss, rel=1e-6), acc)
+        # and train_eval_* those of the same weights on a fixed training subset of 200
+        sub = fixed_subset(len(data.x_train), 200, seed=1)
+        loss, acc = classifier.evaluate(model_of(data_dir, ck["model"]), data.x_train[sub], data.y_train[sub])
+        assert (r["train_eval_loss"], r["train_eval_accuracy"]) == (pytest.approx(loss, rel=1e-6), acc)
 
 
 def test_eval_steps_place_a_crossing_within_five_percent() -> None:

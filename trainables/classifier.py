@@ -5,7 +5,10 @@ micro_batch_size`` forward/backward passes whose gradients are *averaged* (each 
 loss is divided by the number of micro-batches): a sum would multiply the effective
 learning rate by that number.
 
-Evaluations fall on log-spaced steps (``trainables.schedule``). A trial whose training loss
+Evaluations fall on log-spaced steps (``trainables.schedule``); each measures the validation
+split and a fixed training subset of the same size (``train_eval_*``: the generalization gap
+compares the same weights on both, where ``train_loss`` is the running mean since the last
+evaluation, taken while the weights moved). A trial whose training loss
 becomes non-finite or exceeds ``divergence_factor`` times its first loss reports one last
 row with ``diverged: True`` and stops.
 
@@ -160,6 +163,9 @@ def train_classifier(
     model = build_model().to(device)
     opt = make_optimizer(config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay)
     stream = _BatchStream(n_train, seed)
+    # the generalization gap compares train and validation loss of the same weights (Keskar
+    # et al.): a fixed training subset, as large as the validation split, at every evaluation
+    train_eval = fixed_subset(n_train, len(data.x_val), seed=1).to(device)
     noise = NoiseScaleEstimator()
     step, wall_before, first_loss = 0, 0.0, None
     if (ckpt := config.checkpoint) is not None:
@@ -192,9 +198,12 @@ def train_classifier(
                 return
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+        train_eval_loss, train_eval_acc = evaluate(model, data.x_train[train_eval], data.y_train[train_eval])
         row = {
             **_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
             "train_loss": loss_sum / max(loss_n, 1),
+            "train_eval_loss": train_eval_loss,
+            "train_eval_accuracy": train_eval_acc,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "grad_noise_scale": noise.b_simple,

@@ -209,12 +209,16 @@ CURVES_SCHEMA = pa.schema([
     ("epoch", pa.float64()),
     ("wall_time_s", pa.float64()),
     ("train_loss", pa.float64()),
+    ("train_eval_loss", pa.float64()),
+    ("train_eval_accuracy", pa.float64()),
     ("val_loss", pa.float64()),
     ("val_accuracy", pa.float64()),
     ("lr_current", pa.float64()),
     ("grad_noise_scale", pa.float64()),
 ])
-"""Columns of ``curves/`` (contract "curves/ columns")."""
+"""Columns of ``curves/`` (contract "curves/ columns", plus ``train_eval_loss`` and
+``train_eval_accuracy``: the current weights on a fixed training subset as large as the
+validation split, null where a trainable does not measure them)."""
 # batch_size is the hive partition key: files inside a partition do not repeat it, since
 # pyarrow infers the key's type from the path and refuses to merge it with a file column.
 CURVES_FILE_SCHEMA = pa.schema([f for f in CURVES_SCHEMA if f.name != "batch_size"])

@@ -51,7 +51,7 @@ from trainables.schedule import eval_steps, lr_at
 DIVERGENCE_FACTOR = 1e3
 CHECKPOINT_VERSION = 1
 # The loss itself, as train_loss and val_loss; there is no accuracy.
-METRICS = ("train_loss", "val_loss")
+METRICS = ("train_loss", "train_eval_loss", "val_loss")
 
 
 class TrainableConfig(BaseModel):
@@ -303,7 +303,7 @@ def train(config: TrialConfig, report: Report) -> None:
         elapsed = elapsed0 + time.perf_counter() - start
         metrics: dict[str, Any] = {
             "step": step, "examples_seen": step * B, "epoch": None, "wall_time_s": elapsed,
-            "train_loss": value, "val_loss": value, "val_accuracy": None,
+            "train_loss": value, "train_eval_loss": value, "val_loss": value, "val_accuracy": None,
             "lr_current": lr_of(step - 1), "grad_noise_scale": noise_scale(),
         }
         if not math.isfinite(value) or value > DIVERGENCE_FACTOR * loss0:
