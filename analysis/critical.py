@@ -13,8 +13,8 @@ not fall at all), every value is None and ``reason`` says why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -95,6 +95,6 @@ def _not_estimated(n_points: int, reason: str) -> CriticalBatchFit:
     return CriticalBatchFit(b_crit=None, s_min=None, e_min=None, n_points=n_points, reason=reason)
 
 
-def steps_curve(batch_sizes: np.ndarray, s_min: float, b_crit: float) -> np.ndarray:
-    """S(B) = S_min (1 + B_crit / B)."""
+def steps_curve(batch_sizes: np.ndarray, s_min: float | np.ndarray, b_crit: float | np.ndarray) -> np.ndarray:
+    """S(B) = S_min (1 + B_crit / B); the parameters may be arrays that broadcast against B."""
     return s_min * (1.0 + b_crit / np.asarray(batch_sizes, dtype=float))

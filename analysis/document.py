@@ -29,6 +29,14 @@ def _ci(ci: Interval | None) -> str:
     return f"95% CI {format_interval(ci)}"
 
 
+def _excludes(ci: Interval | None, est: float | None) -> bool:
+    """Whether a closed interval (both ends known) leaves out the estimate."""
+    if est is None or ci is None:
+        return False
+    lo, hi = ci
+    return lo is not None and hi is not None and not lo <= est <= hi
+
+
 def _counts(a: Analysis) -> dict[str, Any]:
     t = a.trials
     seeds = t["seed"].dropna().unique()
@@ -61,9 +69,8 @@ def summary(a: Analysis) -> list[str]:
     else:
         items.append(f"Regimes not estimated: {reg.reasons.get('perfect_scaling_up_to')}.")
     if lr.exponent is not None:
-        freq = lr.selection_frequency
-        chosen = (f" (chosen in {freq[lr.preferred_rule]:.0%} of bootstrap resamples)"
-                  if lr.preferred_rule in freq else "")
+        freq = lr.selection_frequency.get(lr.preferred_rule) if lr.preferred_rule else None
+        chosen = f" (chosen in {freq:.0%} of bootstrap resamples)" if freq is not None else ""
         rule = (f"preferred rule **{lr.preferred_rule}**{chosen}" if lr.preferred_rule
                 else f"no rule compared ({lr.reason})")
         items.append(f"LR scaling: {rule}; free exponent {format_number(lr.exponent)} "
@@ -157,7 +164,7 @@ def caveats(a: Analysis) -> list[str]:
         ("B_crit", c.b_crit, c.b_crit_ci95), ("S_min", c.s_min, c.s_min_ci95),
         ("E_min", c.e_min, c.e_min_ci95),
         ("the LR exponent", a.lr_scaling.exponent, a.lr_scaling.exponent_ci95),
-    ) if est is not None and ci is not None and None not in ci and not ci[0] <= est <= ci[1]]
+    ) if _excludes(ci, est)]
     if outside:
         items.append(f"The bootstrap interval of {', '.join(outside)} does not contain the estimate. "
                      "Resampling trials can only make a best-of-n S(B) worse (the best trial is left "

@@ -66,7 +66,7 @@ def git_commit(path: Path | None = None) -> dict[str, Any]:
 def environment_stamp() -> dict[str, Any]:
     gpus = _run(["nvidia-smi", "-L"]) if shutil.which("nvidia-smi") else None
     return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),

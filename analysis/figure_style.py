@@ -16,11 +16,12 @@ Each figure is saved as PNG (200 dpi) and PDF (vector).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import matplotlib
+from matplotlib import RcParams
 
 # Files only: a display-bound backend would be slower and fail on headless nodes.
 matplotlib.use("Agg")
@@ -39,7 +40,8 @@ FULL_WIDTH = 7.0
 HEIGHT = 2.5
 DPI = 200
 PALETTE = sns.color_palette("colorblind")
-STYLE: dict[str, Any] = {
+# RcParams validates every key and value here, once, rather than at the first figure.
+STYLE = RcParams({
     **sns.axes_style("ticks"),
     **sns.plotting_context("paper"),
     "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,
@@ -47,7 +49,7 @@ STYLE: dict[str, Any] = {
     "axes.prop_cycle": cycler(color=PALETTE), "axes.grid": True, "grid.alpha": 0.25,
     "grid.linewidth": 0.5, "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42,
     "figure.dpi": 100,
-}
+})
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,28 @@ generalization gap, noise scale). Style, sizes and file handling: ``figure_style
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 
-from .figure_style import (COLUMN_WIDTH, FULL_WIDTH, HEIGHT, STYLE, FigureFile, batch_axis,
-                           batch_colours, column_figure, plain_log_axis, save_figure)
+from .figure_style import (
+    COLUMN_WIDTH,
+    FULL_WIDTH,
+    HEIGHT,
+    STYLE,
+    FigureFile,
+    batch_axis,
+    batch_colours,
+    column_figure,
+    plain_log_axis,
+    save_figure,
+)
 from .numbers import format_number
 from .results import Analysis
 from .scaling_figures import examples_vs_batch, lr_vs_batch, steps_vs_batch
@@ -82,7 +93,8 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
     if shared_grid:
         mat = vals.unstack("log_lr").reindex(index=bs, columns=lrs)
         ax.set_facecolor("0.9")
-        mesh = ax.pcolormesh(np.arange(len(lrs) + 1), np.arange(len(bs) + 1),
+        # Both QuadMesh and PathCollection are ScalarMappables: all the colour bar needs.
+        mesh: ScalarMappable = ax.pcolormesh(np.arange(len(lrs) + 1), np.arange(len(bs) + 1),
                              np.ma.masked_invalid(mat.to_numpy(dtype=float)), cmap=cmap, norm=norm,
                              edgecolors="white", linewidth=0.5)
         for (bb, ll), grp in cell:
@@ -212,9 +224,9 @@ def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
         ax.plot(d["examples_seen"], d["grad_noise_scale"], color=colours[int(b)], lw=0.9, label=f"{int(b)}")
     c = a.critical
     if c.b_crit is not None:
-        ci = c.b_crit_ci95
-        if ci and None not in ci:
-            ax.axhspan(ci[0], ci[1], color="C3", alpha=0.12, lw=0)
+        lo, hi = c.b_crit_ci95 or (None, None)
+        if lo is not None and hi is not None:
+            ax.axhspan(lo, hi, color="C3", alpha=0.12, lw=0)
         ax.axhline(c.b_crit, color="C3", ls="--", lw=1, label="$B_{crit}$ (fit)")
     if a.noise.b_simple is not None:
         ax.axhline(a.noise.b_simple, color="k", ls=":", lw=1, label="$B_{simple}$ at target")

@@ -30,12 +30,13 @@ from .lr_rules import N_PARAMS, fit_lr_rules, fit_lr_rules_batched
 from .noise import noise_scale
 from .numbers import finite_or_none
 from .regimes import regimes as find_regimes
-from .results import (RULES, Analysis, Band, CriticalBatchFit, LrScalingFit, NoiseScale,
-                      PerBatchRow, Regimes)
+from .results import RULES, Analysis, Band, CriticalBatchFit, LrScalingFit, NoiseScale, PerBatchRow, Regimes
 from .steps import trial_table
 
 # A pointwise band from fewer fitted resamples would show the resampling noise, not the fit's.
 MIN_BAND_RESAMPLES = 20
+# Every fit sets a reason with each None it returns; this only keeps a missing one visible.
+UNEXPLAINED = "not estimated (no reason recorded)"
 
 
 def _critical(per_batch: pd.DataFrame, boot: Resamples) -> CriticalBatchFit:
@@ -141,12 +142,12 @@ def _reasons(c: CriticalBatchFit, lr: LrScalingFit, reg: Regimes, noise: NoiseSc
     r: dict[str, str] = {}
     if c.b_crit is None:
         for k in ("b_crit", "b_crit_ci95", "s_min", "e_min"):
-            r[f"critical_batch.{k}"] = c.reason
+            r[f"critical_batch.{k}"] = c.reason or UNEXPLAINED
     elif c.b_crit_ci95 is None or None in c.b_crit_ci95:
-        r["critical_batch.b_crit_ci95"] = c.ci_reason
+        r["critical_batch.b_crit_ci95"] = c.ci_reason or UNEXPLAINED
     if lr.exponent is None:
         for k in ("exponent", "exponent_ci95", "preferred_rule", "aicc"):
-            r[f"lr_scaling.{k}"] = lr.reason
+            r[f"lr_scaling.{k}"] = lr.reason or UNEXPLAINED
     else:
         if lr.exponent_ci95 is None or None in lr.exponent_ci95:
             r["lr_scaling.exponent_ci95"] = lr.ci_reason or "the bootstrap interval is open"
@@ -156,7 +157,7 @@ def _reasons(c: CriticalBatchFit, lr: LrScalingFit, reg: Regimes, noise: NoiseSc
                 r[f"lr_scaling.aicc.{rule}"] = (f"AICc of a {p}-parameter rule needs at least "
                                                 f"{p + 3} interior optima; {lr.n_points} available")
         if lr.preferred_rule is None:
-            r["lr_scaling.preferred_rule"] = lr.reason
+            r["lr_scaling.preferred_rule"] = lr.reason or UNEXPLAINED
     for k, why in reg.reasons.items():
         r[f"regimes.{k}"] = why
     if noise.b_simple is None:

@@ -25,6 +25,7 @@ from trainables.contract import RunError, Target, read_toml
 from trainables.contract import read_curves as contract_read_curves
 from trainables.contract import read_trials as contract_read_trials
 
+
 @dataclass
 class Run:
     """A loaded run. ``trials`` is synthesised (all ``completed``) when the file is absent."""

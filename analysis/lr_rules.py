@@ -16,8 +16,8 @@ over rows (bootstrap resamples).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -142,6 +142,10 @@ def rule_curve(rule: str, fit: LrScalingFit, batch_sizes: np.ndarray) -> np.ndar
     """The fitted LR of ``rule`` at ``batch_sizes``."""
     b = np.asarray(batch_sizes, dtype=float)
     if rule == "saturating":
+        if fit.eta_max is None or fit.b_noise is None:
+            raise ValueError("the saturating rule was not fitted")
         return fit.eta_max / (1.0 + fit.b_noise / b)
     k = fit.exponent if rule == "power" else FIXED_EXPONENTS[rule]
+    if k is None or rule not in fit.intercept:
+        raise ValueError(f"the {rule} rule was not fitted")
     return np.exp(fit.intercept[rule] + k * np.log(b))

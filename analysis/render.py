@@ -18,7 +18,6 @@ import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import pandas as pd
 
@@ -52,7 +51,7 @@ class Table:
     table: TableFile
 
 
-Block = Union[Heading, Paragraph, Bullets, Figure, Table]
+Block = Heading | Paragraph | Bullets | Figure | Table
 
 
 def _md_table(df: pd.DataFrame) -> str:

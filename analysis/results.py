@@ -16,8 +16,9 @@ contract's JSON (CONTRACTS.md, "report/fits.json"): its keys, nesting and null r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

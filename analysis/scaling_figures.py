@@ -17,15 +17,26 @@ points of the best trials with bootstrap 95% error bars, on the shared log2 batc
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .critical import steps_curve
-from .figure_style import (PALETTE, HEIGHT, FigureFile, batch_axis, column_figure, data_ylim,
-                           legend_below, log2_axis, pow2_label, save_figure)
+from .figure_style import (
+    HEIGHT,
+    PALETTE,
+    FigureFile,
+    batch_axis,
+    column_figure,
+    data_ylim,
+    legend_below,
+    log2_axis,
+    pow2_label,
+    save_figure,
+)
 from .lr_rules import rule_curve
 from .numbers import format_interval, format_number
 from .results import Analysis
@@ -110,7 +121,7 @@ def steps_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     b0, s0 = b[ok][0], s[ok][0]
     ax.plot(p.grid, s0 * b0 / p.grid, ls="--", color="0.4", lw=0.9, label="perfect scaling $\\propto 1/B$")
     c = a.critical
-    if c.b_crit is not None:
+    if c.b_crit is not None and c.s_min is not None:
         if c.band is not None:
             p.band(c.band.batch_size, c.band.low, c.band.high)
         ax.plot(p.grid, steps_curve(p.grid, c.s_min, c.b_crit), color=PALETTE[0],
@@ -146,7 +157,7 @@ def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     p = ScalingPlot(b, HEIGHT + 0.6)
     ax = p.ax
     c = a.critical
-    if c.b_crit is not None:
+    if c.b_crit is not None and c.e_min is not None:
         if c.band is not None:
             p.band(c.band.batch_size, c.band.low * c.band.batch_size, c.band.high * c.band.batch_size)
         ax.plot(p.grid, c.e_min * (1 + p.grid / c.b_crit), color=PALETTE[0],

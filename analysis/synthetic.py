@@ -14,9 +14,9 @@ target within the budget are early-stopped or (far above eta*) diverged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -112,7 +112,7 @@ def write_synthetic_run(
     s_true = s_min * (1 + b_crit / b_arr)
     eta = np.asarray(lr_law(b_arr.astype(float)), dtype=float)
     (run_dir / "curves").mkdir(parents=True, exist_ok=True)
-    (run_dir / "study.toml").write_text(_study_toml(name, b_arr, grid, seeds, metric, mode, value))
+    (run_dir / "study.toml").write_text(_study_toml(name, [int(b) for b in b_arr], grid, seeds, metric, mode, value))
 
     trial_rows: list[dict] = []
     n_rows = 0
@@ -176,6 +176,10 @@ def write_synthetic_run(
                     "lr_current": pa.array(np.full(n, lr), pa.float64()),
                     "grad_noise_scale": pa.array(gns, pa.float64(), from_pandas=True),
                 }
+                # Columns the contract has and this writer does not model are null, as a
+                # trainable that does not measure them would leave them.
+                for f in CURVES_SCHEMA:
+                    cols.setdefault(f.name, pa.nulls(n, f.type))
                 table = pa.table(cols, schema=CURVES_SCHEMA)
                 if not batch_size_column:
                     table = table.drop_columns(["batch_size"])
