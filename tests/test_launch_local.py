@@ -66,3 +66,68 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
         else:
             assert float(row["steps_to_target"]) == pytest.approx(p["steps_to_target"], rel=1e-3)
     assert str(report / "report.md") in r.stdout
+
+
+def test_nqm_study_through_the_launcher_recovers_the_closed_form_steps_to_target(tmp_path: Path) -> None:
+    """``--study nqm``: the noisy quadratic model's expected loss under plain SGD is known in
+    closed form, s_i(t) = s*_i + (1 - α h_i)^(2t) (1 - s*_i), s*_i = α / (B (2 - α h_i)), so
+    the steps to target the report derives (RUN_DIR/report/fits.json) are known exactly.
+    The smoke budget (150 steps) with a target it reaches: 2.6, about half the initial loss."""
+    import numpy as np
+
+    from orchestrator.grid import lr_values
+    from orchestrator.study import load_study
+    from trainables.contract import step_cap
+    from trainables.nqm import curvatures
+    from trainables.schedule import eval_steps
+
+    target = 2.6
+    run_dir = tmp_path / "run"
+    r = launch("--study", "nqm", "--budget", "smoke", "--set", f"target.value={target}", "--out", str(run_dir))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    study = load_study("nqm", [f"target.value={target}"], budget="smoke")
+    h = curvatures(study.trainable_settings().dim)
+    assert study.search.momentum == 0 and study.search.warmup_examples == 0 and study.search.weight_decay == 0
+
+    def loss(b: int, lr: float, t: np.ndarray) -> np.ndarray:
+        s_star = lr / (b * (2 - lr * h))
+        return 0.5 * ((s_star + (1 - lr * h) ** (2 * t[:, None]) * (1 - s_star)) @ h)
+
+    curves = read_curves(str(run_dir / "curves")).to_pandas()
+    expect, exact, reached = {}, {}, {}
+    for b in study.search.batch_sizes:
+        cap = step_cap(b, study.budget.max_steps, study.budget.max_examples)
+        best, best_exact, n = float("inf"), float("inf"), 0
+        for lr in lr_values(study, b):
+            steps = np.array([s for s in eval_steps(cap, 1.05)])
+            values = loss(b, lr, steps)
+            # every evaluation row of this trial is the closed form (stopped at the target)
+            rows = curves[(curves.batch_size == b) & (curves.lr == lr)].sort_values("step")
+            hit = np.flatnonzero(values <= target)
+            last = steps[hit[0]] if hit.size else cap
+            assert rows.step.tolist() == [int(s) for s in steps if s <= last], (b, lr)
+            np.testing.assert_allclose(rows.val_loss, values[: len(rows)], rtol=1e-9)
+            if not hit.size:
+                continue
+            n += 1
+            # the first evaluation at or below the target, interpolated in log(step) from the one before
+            i = hit[0]
+            frac = (target - values[i - 1]) / (values[i] - values[i - 1])
+            best = min(best, float(np.exp(np.log(steps[i - 1]) + frac * np.log(steps[i] / steps[i - 1]))))
+            every = loss(b, lr, np.arange(1, cap + 1, dtype=float))
+            best_exact = min(best_exact, float(np.argmax(every <= target) + 1))
+        expect[b], exact[b], reached[b] = best, best_exact, n
+
+    fits = json.loads((run_dir / "report" / "fits.json").read_text())
+    per_batch = {p["batch_size"]: p for p in fits["per_batch"]}
+    assert sorted(per_batch) == [1, 16, 256]
+    assert all(reached.values()), reached  # the check has something to check at every batch size
+    for b, p in per_batch.items():
+        assert p["trials"] == 3 and p["reached"] == reached[b], (b, p)
+        assert p["steps_to_target"] == pytest.approx(expect[b], rel=1e-6), (b, p, expect[b])
+        # and the interpolated value is the true first step below the target to within the
+        # evaluation grid's 5%
+        assert exact[b] / 1.05 <= p["steps_to_target"] <= exact[b] * 1.05, (b, p, exact[b])
+    trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
+    assert len(trials) == 9 and set(trials.status) == {"completed"}
