@@ -14,6 +14,7 @@ connected already (each back-end provides its own); the driver holds the run's l
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -21,8 +22,13 @@ from pathlib import Path
 import analysis
 from cluster import lease
 from orchestrator import rundir
+from orchestrator.errors import SweepInterrupted
 from orchestrator.progress import LiveDisplay
 from orchestrator.sweep import run_sweep
+
+# a full disk, a quota, a read-only or unwritable RUN_DIR: the sweep cannot go on, but
+# nothing is lost and --resume continues once it can write again
+_UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 SUMMARY_COLUMNS = ("batch_size", "best_lr", "lr_on_edge", "steps_to_target", "examples_to_target",
                    "trials", "reached")
@@ -44,9 +50,27 @@ def run_study(run_dir: Path, resume: bool = False, backend: str = "local") -> Pa
     study = rundir.load_frozen(run_dir)
     display = LiveDisplay(sys.stderr) if backend == "local" else None
     job_id = os.environ.get("SLURM_JOB_ID") if backend == "slurm" else None
-    with lease.held(run_dir, backend, job_id=job_id):
-        run_sweep(study, run_dir, resume=resume, display=display)
-        print(summary_text(run_dir), flush=True)
-        report = analysis.write_report(run_dir)
+    try:
+        with lease.held(run_dir, backend, job_id=job_id):
+            run_sweep(study, run_dir, resume=resume, display=display)
+            print(summary_text(run_dir), flush=True)
+            report = analysis.write_report(run_dir)
+    except Exception as e:
+        if (cause := unwritable(e)) is None:
+            raise
+        raise SweepInterrupted(f"cannot write {cause.filename or run_dir}: {cause.strerror}; "
+                               f"make room, then continue with --resume {run_dir}") from e
     print(f"report: {report / 'report.md'}", flush=True)
     return report
+
+
+def unwritable(exc: BaseException) -> OSError | None:
+    """The disk-full or permission error behind ``exc`` (Tune wraps what its callbacks raise)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _UNWRITABLE:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
