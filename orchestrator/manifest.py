@@ -27,10 +27,11 @@ _SOURCE = Path(__file__).resolve().parents[1]
 
 
 def code_hash() -> str:
-    """SHA-256 over this installation's Python sources (every package of the project):
-    any edit, committed or not, changes it."""
+    """SHA-256 over the Python sources that produce the curves (trainables/ and the sweep's
+    orchestrator/): any edit there, committed or not, changes it; analysis/ and cluster/
+    change how curves are read or where they are made, not what they hold."""
     h = hashlib.sha256()
-    for pkg in ("orchestrator", "trainables", "cluster", "analysis"):
+    for pkg in ("orchestrator", "trainables"):
         for path in sorted((_SOURCE / pkg).rglob("*.py")):
             h.update(str(path.relative_to(_SOURCE)).encode())
             h.update(path.read_bytes())

@@ -97,6 +97,7 @@ class ProgressCallback(Callback):
         self.early_stopped = early_stopped
         self.diverged: set[str] = set()
         self.errored: set[str] = set()
+        self.ended: set[str] = set()
         self.display = display
         self.every_s = every_s
         self.best: dict[int, float] = {}
@@ -129,17 +130,24 @@ class ProgressCallback(Callback):
             self._last = time.monotonic()
             self.publish(trials, done=False)
 
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
+
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        self.publish(trials, done=True)
+        self.publish(trials, done=all(t.trial_id in self.ended for t in trials))
 
     # Tune checkpoints callback state: a resumed sweep keeps its counts and best values.
     def get_state(self) -> dict[str, Any]:
         return {"best": self.best, "reached": self.reached, "examples": self.examples, "diverged": self.diverged,
-                "errored": self.errored}
+                "errored": self.errored, "ended": self.ended}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.best, self.reached = state["best"], state["reached"]
         self.examples, self.diverged, self.errored = state["examples"], state["diverged"], state["errored"]
+        self.ended = state["ended"]
 
     def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
         rows: dict[int, dict[str, Any]] = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
@@ -149,7 +157,10 @@ class ProgressCallback(Callback):
         for tr in trials:
             b = config_of(tr).batch_size
             r = rows[b]
-            if tr.status in (Trial.PENDING, Trial.PAUSED):
+            # Tune marks the trials it interrupts TERMINATED too: only those that ended through
+            # its completion or error hooks are done; the others wait for --resume
+            interrupted = tr.status == Trial.TERMINATED and tr.trial_id not in self.ended
+            if tr.status in (Trial.PENDING, Trial.PAUSED) or interrupted:
                 continue
             r["pending"] -= 1
             if tr.status == Trial.RUNNING:
