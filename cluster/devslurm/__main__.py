@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import cluster.devslurm as ds
-from cluster.devslurm.layout import ENV_DIR
+from cluster.devslurm.layout import ENV_DIR, daemon_ports, state_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"devslurm down: stopped {len(pids)} process(es) {pids}")
         else:
             st = ds.status(args.dir)
+            ports = daemon_ports(state_dir(args.dir))
             print(f"state dir: {st['state_dir']}")
             for name, pid in st["daemons"].items():
-                print(f"  {name:12s} {'pid ' + str(pid) if pid else 'not running'}")
+                where = f"  port {ports[name]}" if name in ports else ""
+                print(f"  {name:12s} {'pid ' + str(pid) if pid else 'not running'}{where}")
             for node, state in st["nodes"].items():
                 print(f"  node {node}: {state}")
             print("running" if st["running"] else "not running")

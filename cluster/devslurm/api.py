@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
+from cluster.devslurm import accounting
 from cluster.devslurm.config import prepare
 from cluster.devslurm.daemons import (
     client,
@@ -70,9 +71,11 @@ def node_states(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
 
 
 def up(path: str | os.PathLike[str] | None = None, timeout: float = 120.0) -> DevSlurm:
-    """Start whatever is not running yet and wait until both nodes are usable.
+    """Start whatever is not running yet, set up accounting (accounts, user, QOS) and
+    wait until both nodes are usable.
 
-    Idempotent: a second call finds every daemon alive and only re-checks `sinfo`.
+    Idempotent: a second call finds every daemon alive, finds accounting in place
+    (a few `sacctmgr show`) and only re-checks `sinfo`.
     """
     lay = Layout(state_dir(path))
     with _locked(lay):
@@ -80,18 +83,26 @@ def up(path: str | os.PathLike[str] | None = None, timeout: float = 120.0) -> De
         ctld_running = daemon_pid(lay, "slurmctld") is not None
         if prepare(lay) and ctld_running:
             # Most settings (epilog, timeouts, scheduler) apply on reconfigure; changed
-            # ports or nodes need `down` + `up`, which would cancel running jobs.
+            # ports, nodes or slurmdbd.conf need `down` + `up`, which cancels running jobs.
             client(lay, "scontrol", "reconfigure")
             print(
-                "devslurm: config changed; applied with `scontrol reconfigure` (port or "
-                "node changes need `python -m cluster.devslurm down` then `up`)",
+                "devslurm: config changed; applied with `scontrol reconfigure` (port, node "
+                "or slurmdbd changes need `python -m cluster.devslurm down` then `up`)",
                 file=sys.stderr,
             )
-        started = start_missing(lay)
+        complete = [False]
+
+        def set_up_accounting() -> None:
+            # Before slurmctld starts: it must find its cluster in slurmdbd.
+            complete[0] = accounting.provision(lay)[1]
+
+        started = start_missing(lay, before={"slurmctld": set_up_accounting})
+        if not complete[0]:
+            accounting.finish(lay)  # limits naming gres/gpu, known once slurmctld registered
         _wait_usable(lay, timeout)
     return DevSlurm(
         state_dir=lay.root, conf=lay.conf, munge_socket=lay.munge_socket, nodes=NODES,
-        partition=PARTITION, env=env(lay.root), started=started,
+        partition=PARTITION, env=env(lay.root), started=bool(started),
     )  # fmt: skip
 
 
@@ -140,8 +151,7 @@ def down(path: str | os.PathLike[str] | None = None, timeout: float = 60.0) -> l
 def job_info(job_id: int | str, path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """`scontrol show job` as a dict (JobState, ExitCode, NodeList, ...); {} if unknown.
 
-    The dev cluster has no accounting (no sacct); finished jobs stay visible here for
-    MinJobAge (600 s).
+    Finished jobs stay visible here for MinJobAge (600 s); ``sacct`` has them for good.
     """
     res = client(Layout(state_dir(path)), "scontrol", "show", "job", "--oneliner", str(job_id))
     if res.returncode != 0:
@@ -160,6 +170,26 @@ def wait_job(
         return info if info.get("JobState") in _ENDED else {}
 
     return wait_for(f"job {job_id} to end", ended, timeout, poll=0.5)
+
+
+SACCT_FIELDS = ("JobID", "JobName", "User", "Account", "QOS", "Partition", "State", "ExitCode",
+                "Submit", "Start", "End", "NodeList")  # fmt: skip
+
+
+def sacct(
+    job_id: int | str, path: str | os.PathLike[str] | None = None, duplicates: bool = False
+) -> list[dict[str, str]]:
+    """The job's records in slurmdbd (`sacct -j`): one dict per job/step line with
+    SACCT_FIELDS as keys; [] when slurmdbd has none (yet: it lags the job by a few
+    seconds). ``duplicates`` (`sacct -D`) adds the job's earlier runs, e.g. before a
+    requeue (their State is REQUEUED)."""
+    argv = ["sacct", "-n", "-P", "-j", str(job_id), "-o", ",".join(SACCT_FIELDS)]
+    if duplicates:
+        argv.append("-D")
+    res = client(Layout(state_dir(path)), *argv)
+    if res.returncode != 0:
+        raise RuntimeError(f"devslurm: {' '.join(argv)} failed: {res.stderr.strip()}")
+    return [dict(zip(SACCT_FIELDS, ln.split("|"))) for ln in res.stdout.splitlines() if ln]
 
 
 class Status(TypedDict):

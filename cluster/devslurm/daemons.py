@@ -1,6 +1,7 @@
 """The dev cluster's processes: install the Debian packages if missing, start munged,
-slurmctld and one slurmd per node (detached, pid files under the state directory), find
-them again by pid, stop exactly them, and run Slurm clients against the cluster."""
+mariadbd (initialising its data directory the first time), slurmdbd, slurmctld and one
+slurmd per node (detached, pid files under the state directory), find them again by pid,
+stop exactly them, and run Slurm clients against the cluster."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from cluster import procs
-from cluster.devslurm.layout import ENV_PORT, Layout, ctld_port, env
+from cluster.devslurm.layout import ENV_PORT, Layout, daemon_ports, env
 
-APT_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
-BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "scontrol", "squeue")
+APT_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server")
+BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "scontrol", "squeue",
+            "slurmdbd", "sacctmgr", "sacct", "mariadbd", "mariadb-install-db")  # fmt: skip
+# mariadbd's settings (both for the one-off bootstrap and every start): the sizes are
+# the least slurmdbd takes without "Database settings not recommended" in its log (the
+# buffer pool fills as used: mariadbd stays near 110 MB resident). --no-defaults must
+# come first: nothing is read from /etc/mysql.
+MARIADB_OPTS = ("--no-defaults", "--user=root", "--skip-name-resolve",
+                "--innodb-buffer-pool-size=512M", "--innodb-log-file-size=64M",
+                "--innodb-lock-wait-timeout=900")  # fmt: skip
 T = TypeVar("T")
 
 
@@ -62,10 +71,13 @@ def client(lay: Layout, *argv: str, timeout: float = 20.0) -> subprocess.Complet
 
 
 def _ours(lay: Layout, pid: int | None) -> bool:
-    """Alive and started by us: its argv names our state directory (guards pid reuse)."""
+    """Alive and started by us: its argv names our state directory, or (slurmdbd, which
+    has no config option) its environment holds our SLURM_CONF. Guards pid reuse."""
     if pid is None or not procs.alive(pid):
         return False
-    return any(str(lay.root) in arg for arg in procs.cmdline(pid))
+    if any(str(lay.root) in arg for arg in procs.cmdline(pid)):
+        return True
+    return procs.environ(pid).get("SLURM_CONF") == str(lay.conf)
 
 
 def daemon_pid(lay: Layout, daemon: str) -> int | None:
@@ -82,6 +94,15 @@ def _argv(lay: Layout, daemon: str) -> list[str]:
             f"--key-file={lay.munge_key}", f"--pid-file={lay.pid_file('munged')}",
             f"--log-file={lay.log / 'munged.log'}", f"--seed-file={lay.private / 'munged.seed'}",
         ]  # fmt: skip
+    if daemon == "mariadbd":
+        return [
+            "mariadbd", *MARIADB_OPTS, f"--datadir={lay.mariadb_dir}",
+            f"--socket={lay.mariadb_socket}", f"--port={daemon_ports(lay.root)['mariadbd']}",
+            "--bind-address=127.0.0.1", f"--pid-file={lay.pid_file('mariadbd')}",
+            f"--log-error={lay.log / 'mariadbd.log'}", f"--init-file={lay.mariadb_init}",
+        ]  # fmt: skip
+    if daemon == "slurmdbd":
+        return ["slurmdbd", "-D"]  # reads slurmdbd.conf next to $SLURM_CONF
     if daemon == "slurmctld":
         return ["slurmctld", "-D", "-f", str(lay.conf)]
     node = daemon.removeprefix("slurmd-")
@@ -105,42 +126,102 @@ def _spawn(lay: Layout, daemon: str) -> int:
     return proc.pid
 
 
-def _port_busy(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """True if something accepts TCP connections on 127.0.0.1:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_missing(lay: Layout) -> bool:
-    """Start, in order, every daemon that is not running; wait until munged's socket
-    exists and slurmctld answers. Returns True if it started any."""
-    started = False
-    port = ctld_port(lay.root)
-    for i, daemon in enumerate(lay.daemons()):
-        if daemon_pid(lay, daemon) is not None:
-            continue
-        if daemon != "munged":
-            daemon_port = port if daemon == "slurmctld" else port + i - 1
-            if _port_busy(daemon_port):
-                raise RuntimeError(
-                    f"devslurm: port {daemon_port} for {daemon} is taken by another "
-                    f"process; set {ENV_PORT} to a free base port"
-                )
-        if daemon == "munged":
-            lay.munge_socket.unlink(missing_ok=True)  # stale: its daemon is gone
-        pid = _spawn(lay, daemon)
-        started = True
-        log = lay.log / f"{daemon}.stdout"
-        if daemon == "munged":
-            wait_for("munged's socket", lay.munge_socket.exists, 15, log=log)
-        elif daemon == "slurmctld":
-            wait_for(
-                "slurmctld to answer",
-                lambda: client(lay, "scontrol", "ping").stdout.count("UP") > 0,
-                30, log=lay.log / "slurmctld.log",
-            )  # fmt: skip
+def _mariadb_greets(path: Path) -> bool:
+    """True once mariadbd accepts on its socket and sends its handshake (it starts
+    accepting only after the --init-file ran)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(str(path))
+            return bool(s.recv(4))
+        except OSError:
+            return False
+
+
+def init_mariadb(lay: Layout) -> bool:
+    """Create MariaDB's system tables in lay.mariadb_dir unless there (first start only;
+    root logs in by Unix socket only). Built aside and renamed into place, so a failed
+    bootstrap never leaves a half-made data directory. Returns True if it created it."""
+    if (lay.mariadb_dir / "mysql").is_dir():
+        return False
+    if lay.mariadb_dir.exists() and any(lay.mariadb_dir.iterdir()):
+        raise RuntimeError(f"devslurm: {lay.mariadb_dir} is not a MariaDB data directory; move it away")
+    tmp = lay.mariadb_dir.with_name(lay.mariadb_dir.name + ".init")
+    shutil.rmtree(tmp, ignore_errors=True)
+    res = subprocess.run(
+        ["mariadb-install-db", *MARIADB_OPTS, f"--datadir={tmp}",
+         "--auth-root-authentication-method=socket", "--skip-test-db"],
+        capture_output=True, text=True, timeout=120, cwd=lay.root,
+    )  # fmt: skip
+    (lay.log / "mariadb-install-db.log").write_text(res.stdout + res.stderr)
+    if res.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"devslurm: mariadb-install-db failed; see {lay.log}/mariadb-install-db.log")
+    if lay.mariadb_dir.exists():
+        lay.mariadb_dir.rmdir()  # empty, checked above
+    tmp.rename(lay.mariadb_dir)
+    return True
+
+
+def _wait_ready(lay: Layout, daemon: str, pid: int) -> None:
+    """Wait until a freshly spawned daemon serves; raise early if it died."""
+    ports = daemon_ports(lay.root)
+    checks: dict[str, tuple[str, Callable[[], bool], float, Path]] = {
+        "munged": ("munged's socket", lay.munge_socket.exists, 15, lay.log / "munged.stdout"),
+        "mariadbd": ("mariadbd to accept", lambda: _mariadb_greets(lay.mariadb_socket), 60,
+                     lay.log / "mariadbd.log"),
+        # slurmdbd listens once it has connected to the database and made its tables.
+        "slurmdbd": ("slurmdbd to listen", lambda: port_open(ports["slurmdbd"]), 90,
+                     lay.log / "slurmdbd.log"),
+        "slurmctld": ("slurmctld to answer",
+                      lambda: client(lay, "scontrol", "ping").stdout.count("UP") > 0, 30,
+                      lay.log / "slurmctld.log"),
+    }  # fmt: skip
+    if daemon not in checks:
+        return
+    what, check, timeout, log = checks[daemon]
+
+    def ready() -> bool:
         if not procs.alive(pid):
             raise RuntimeError(f"devslurm: {daemon} exited at start; see {log}")
+        return check()
+
+    wait_for(what, ready, timeout, log=log)
+
+
+def start_missing(lay: Layout, before: dict[str, Callable[[], None]] | None = None) -> list[str]:
+    """Start, in order, every daemon that is not running and wait until each serves
+    (munged's socket, mariadbd's handshake, slurmdbd's port, slurmctld's ping).
+    ``before[daemon]()`` runs just before `daemon` would be considered (e.g. sacctmgr
+    set-up before slurmctld). Returns the daemons it started."""
+    started: list[str] = []
+    ports = daemon_ports(lay.root)
+    for daemon in lay.daemons():
+        if before and daemon in before:
+            before[daemon]()
+        if daemon_pid(lay, daemon) is not None:
+            continue
+        if daemon in ports and port_open(ports[daemon]):
+            raise RuntimeError(
+                f"devslurm: port {ports[daemon]} for {daemon} is taken by another "
+                f"process; set {ENV_PORT} to a free base port"
+            )
+        if daemon == "munged":
+            lay.munge_socket.unlink(missing_ok=True)  # stale: its daemon is gone
+        if daemon == "mariadbd":
+            init_mariadb(lay)
+        pid = _spawn(lay, daemon)
+        started.append(daemon)
+        _wait_ready(lay, daemon, pid)
+        if not procs.alive(pid):
+            raise RuntimeError(f"devslurm: {daemon} exited at start; see {lay.log}/{daemon}.stdout")
     return started
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_DIR = "BATCHSCALE_DEVSLURM_DIR"
-ENV_PORT = "BATCHSCALE_DEVSLURM_PORT"  # optional: slurmctld port; slurmd use +1, +2
+ENV_PORT = "BATCHSCALE_DEVSLURM_PORT"  # optional base port: see daemon_ports
+CLUSTER_NAME = "batchscale-dev"
 NODES: tuple[str, ...] = ("n1", "n2")
 CPUS_PER_NODE = 2  # this machine has 2 cores; both nodes declare them (overcommit)
 GPUS_PER_NODE = 2
@@ -42,6 +43,11 @@ class Layout:
         return self.etc / "epilog.sh"
 
     @property
+    def slurmdbd_conf(self) -> Path:
+        # slurmdbd has no -f: it reads slurmdbd.conf next to $SLURM_CONF.
+        return self.etc / "slurmdbd.conf"
+
+    @property
     def munge_dir(self) -> Path:
         # munged insists that every directory above its socket is world-executable.
         return self.root / "munge"
@@ -60,6 +66,25 @@ class Layout:
         return self.private / "munge.key"
 
     @property
+    def db_password(self) -> Path:
+        """slurmdbd's MariaDB password (generated once)."""
+        return self.private / "slurmdbd.pass"
+
+    @property
+    def mariadb_init(self) -> Path:
+        """SQL mariadbd runs at every start (--init-file): slurmdbd's database user."""
+        return self.private / "mariadb-init.sql"
+
+    @property
+    def mariadb_dir(self) -> Path:
+        """MariaDB's data directory (slurmdbd's database; kept across down/up)."""
+        return self.root / "mariadb"
+
+    @property
+    def mariadb_socket(self) -> Path:
+        return self.run / "mariadb.sock"
+
+    @property
     def run(self) -> Path:
         return self.root / "run"
 
@@ -76,12 +101,12 @@ class Layout:
         return self.root / "gres"
 
     def pid_file(self, daemon: str) -> Path:
-        """Pid file for 'munged', 'slurmctld' or 'slurmd-<node>'."""
+        """Pid file of a daemon named in ``daemons()`` ('munged', 'slurmd-n1', ...)."""
         return self.run / f"{daemon}.pid"
 
     def daemons(self) -> list[str]:
         """Daemon names in start order (stop in reverse)."""
-        return ["munged", "slurmctld", *(f"slurmd-{n}" for n in NODES)]
+        return ["munged", "mariadbd", "slurmdbd", "slurmctld", *(f"slurmd-{n}" for n in NODES)]
 
 
 def state_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -96,15 +121,29 @@ def env(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     return {"SLURM_CONF": str(lay.conf), ENV_DIR: str(lay.root)}
 
 
+PORTS_PER_CLUSTER = 3 + len(NODES)  # slurmctld, one slurmd per node, slurmdbd, mariadbd
+
+
 def ctld_port(root: Path) -> int:
-    """slurmctld's port; slurmd of node i listens on port + 1 + i.
+    """slurmctld's port, the first of ``PORTS_PER_CLUSTER`` consecutive ones (see
+    daemon_ports); $BATCHSCALE_DEVSLURM_PORT overrides it.
 
     Derived from the directory so two checkouts on one machine do not collide; kept in
-    7000..7899, below Ray's ranges and the kernel's ephemeral range.
+    7000..8999, below Ray's ports (20000 and up) and the kernel's ephemeral range.
     """
     if os.environ.get(ENV_PORT):
         return int(os.environ[ENV_PORT])
-    return 7000 + (zlib.crc32(str(root).encode()) % 300) * 3
+    return 7000 + (zlib.crc32(str(root).encode()) % 400) * PORTS_PER_CLUSTER
+
+
+def daemon_ports(root: Path) -> dict[str, int]:
+    """{daemon: TCP port} for every daemon but munged (a Unix socket): slurmctld at the
+    base port, slurmd of node i at base + 1 + i, then slurmdbd, then mariadbd."""
+    base = ctld_port(root)
+    ports = {"slurmctld": base, **{f"slurmd-{n}": base + 1 + i for i, n in enumerate(NODES)}}
+    ports["slurmdbd"] = base + 1 + len(NODES)
+    ports["mariadbd"] = base + 2 + len(NODES)
+    return ports
 
 
 def first_job_id(root: Path) -> int:
