@@ -1,4 +1,5 @@
 """The dev Slurm cluster really schedules: 2-node jobs, submitit, requeue, clean down.
+(Accounting, QOS and limits: tests/test_accounting.py.)
 
     .venv/bin/python -m pytest -m slurm tests/test_devslurm.py -v
 """
@@ -18,6 +19,9 @@ import pytest
 
 from cluster import devslurm as ds
 from cluster import procs
+from cluster.devslurm import accounting
+from cluster.devslurm.daemons import port_open
+from cluster.devslurm.layout import PORTS_PER_CLUSTER, Layout, daemon_ports
 
 pytestmark = pytest.mark.slurm
 
@@ -89,12 +93,14 @@ def _poll(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def _free_port_triple() -> int:
-    """A base port p with p, p+1, p+2 free (so a second cluster can't collide)."""
-    for base in range(7900, 8000, 3):
-        if all(_free(base + i) for i in range(3)):
+def _free_port_block() -> int:
+    """A base port p with p .. p+4 free (slurmctld, 2 slurmd, slurmdbd, mariadbd), so a
+    second cluster can't collide."""
+    n = PORTS_PER_CLUSTER
+    for base in range(9000, 9500, n):
+        if all(_free(base + i) for i in range(n)):
             return base
-    raise RuntimeError("no free ports in 7900..7999")
+    raise RuntimeError("no free ports in 9000..9499")
 
 
 def _free(port: int) -> bool:
@@ -107,36 +113,73 @@ def _free(port: int) -> bool:
 
 
 def test_up_is_idempotent_and_down_stops_every_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A private cluster in its own dir: up, up again, status, down; nothing survives."""
+    """A private cluster in its own dir (with its own MariaDB and slurmdbd): up, up
+    again, status, down, up on the kept database, down; nothing survives, no port stays
+    open, and the database holds each account and association once."""
     # Not under pytest's 0700 tmp dirs: munged wants its socket's parents world-executable.
     root = Path(tempfile.mkdtemp(prefix="bs-devslurm-"))
     root.chmod(0o755)
-    monkeypatch.setenv(ds.ENV_PORT, str(_free_port_triple()))
+    monkeypatch.setenv(ds.ENV_PORT, str(_free_port_block()))
+    lay = Layout(root)
+    ports = daemon_ports(root)
+
+    def associations() -> list[str]:
+        out = accounting.sacctmgr(lay, "-n", "-P", "show", "assoc", "format=cluster,account,user")
+        return sorted(out.split())
+
     try:
+        t0 = time.monotonic()
         first = ds.up(root)
+        print(f"first up (new database): {time.monotonic() - t0:.1f} s")
         assert first.started
         assert first.env["SLURM_CONF"] == str(root / "etc" / "slurm.conf")
+        assert (root / "etc" / "slurmdbd.conf").stat().st_mode & 0o777 == 0o600
         st = ds.status(root)
         assert st["running"] and st["nodes"] == {"n1": "idle", "n2": "idle"}
+        assert list(st["daemons"]) == lay.daemons()
         pids = [p for p in st["daemons"].values() if p]
-        assert len(pids) == 4 and all(procs.alive(p) for p in pids)
+        assert len(pids) == 6 and all(procs.alive(p) for p in pids)
+        assert all(port_open(p) for p in ports.values())
+        assocs = associations()
+        user = accounting.current_user()
+        assert {f"batchscale-dev|{a}|{user}" for a in ("lab-a", "lab-b")} <= set(assocs)
 
+        t0 = time.monotonic()
         again = ds.up(root)
+        print(f"second up (running): {time.monotonic() - t0:.1f} s")
         assert not again.started
         assert ds.status(root)["daemons"] == st["daemons"]  # same processes
 
+        t0 = time.monotonic()
         stopped = ds.down(root)
+        print(f"down: {time.monotonic() - t0:.1f} s")
         assert set(pids) <= set(stopped)
-        assert not any(procs.alive(p) for p in pids)
-        # No process of ours at all: nothing mentions this state dir any more.
-        leftovers = [
-            p
-            for p in procs.all_pids()
-            if procs.alive(p) and any(str(root) in a for a in procs.cmdline(p))
-        ]
-        assert leftovers == []
+        _assert_nothing_left(root, pids, ports)
         assert not ds.status(root)["running"]
         assert ds.down(root) == []  # down twice is fine too
+
+        t0 = time.monotonic()
+        assert ds.up(root).started
+        print(f"up on the kept database: {time.monotonic() - t0:.1f} s")
+        assert associations() == assocs  # nothing added twice
+        pids = [p for p in ds.status(root)["daemons"].values() if p]
+        ds.down(root)
+        _assert_nothing_left(root, pids, ports)
     finally:
         ds.down(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _assert_nothing_left(root: Path, pids: list[int], ports: dict[str, int]) -> None:
+    """No pid of ours alive, no process naming the state dir (argv) or its slurm.conf
+    (environment: slurmdbd, job steps), and every port of the cluster refuses."""
+    assert not any(procs.alive(p) for p in pids)
+    conf = str(root / "etc" / "slurm.conf")
+    leftovers = [
+        p
+        for p in procs.all_pids()
+        if procs.alive(p)
+        and (any(str(root) in a for a in procs.cmdline(p)) or procs.environ(p).get("SLURM_CONF") == conf)
+    ]
+    assert leftovers == []
+    assert [d for d, port in ports.items() if port_open(port)] == []
