@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DATA   := /usr/share/datasets/fashion-mnist
 # Debian packages the tests need: the dataset, and Slurm + munge for the real local cluster.
-APT_TEST := dataset-fashion-mnist slurmctld slurmd slurm-client munge
+APT_TEST := dataset-fashion-mnist slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 
 .PHONY: demo test lint setup data slurm-packages clean
 
