@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from cluster.devslurm import accounting
+import cluster.devslurm.accounting as accounting
 from cluster.devslurm.config import prepare
 from cluster.devslurm.daemons import (
     client,
