@@ -138,8 +138,7 @@ def test_dry_run_shows_sbatch_and_submits_nothing(slurm_env, tmp_path: Path) -> 
 @pytest.mark.parametrize("flags,says", [
     (["--partition", "nosuchpartition"], "partition"),
     (["--nodes", "3"], "node"),
-    # An unknown --account is not here: the dev cluster has no accounting (slurmdbd), so
-    # Slurm accepts any account; that refusal becomes testable with dev-cluster accounting.
+    (["--account", "ghost"], "invalid account"),  # the dev cluster enforces accounting (slurmdbd)
 ])
 def test_sbatch_refusal_is_one_line_exit_2(slurm_env, tmp_path: Path, flags: list[str], says: str) -> None:
     before = squeue_ids()
