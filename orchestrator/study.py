@@ -121,10 +121,12 @@ class Budget(_Strict):
 
 
 class EarlyStopping(_Strict):
-    """ASHA over examples seen, one ASHA state per batch size."""
+    """Successive halving over examples seen, one set of rungs per batch size."""
 
-    scheduler: Literal["asha", "none"] = "asha"
-    """asha: asynchronous successive halving; none: run the full grid."""
+    scheduler: Literal["asha", "sha", "none"] = "asha"
+    """asha: asynchronous successive halving (a trial is compared with those that reached
+    its rung before it); sha: synchronous (a rung waits for every trial of the batch size,
+    pausing those that are there); none: run the full grid."""
     per_batch_size: bool = True
     """Compare trials only within one batch size (a batch-size study needs this)."""
     metric: str = "val_loss"
@@ -152,7 +154,9 @@ class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Study name (letters, digits, ``-_.``): used in RUN_DIR names and the curves."""
     trainable: str
-    """Registry name of the training function in ``trainables/``."""
+    """A built-in registry name (``fashion_mnist``, ``nqm``), ``FILE.py:FUNCTION`` (relative to
+    the study file, then the cwd; frozen absolute) or ``MODULE:FUNCTION`` (importable from
+    the cwd or PYTHONPATH); see ``trainables.registry``."""
     trainable_config: dict[str, Any] = Field(default_factory=dict)
     """Passed through to the trainable, validated by its ``TrainableConfig``."""
     search: Search
@@ -164,11 +168,12 @@ class Study(_Strict):
     @pydantic.field_validator("trainable")
     @classmethod
     def _trainable_known(cls, v: str) -> str:
-        import trainables
+        from trainables.registry import resolve
 
-        if v not in trainables.names():
-            raise ValueError(f"unknown trainable (known: {', '.join(trainables.names())})")
-        return v
+        try:
+            return resolve(v).spec
+        except UsageError as e:
+            raise ValueError(str(e).removeprefix("trainable: ")) from None
 
     def trainable_settings(self) -> BaseModel:
         """The validated ``[trainable_config]`` with the trainable's defaults filled in."""
@@ -231,8 +236,10 @@ def _check_metrics(study: Study) -> None:
     import trainables
 
     known = trainables.metrics(study.trainable)
+    if known is None:
+        return  # a user's trainable that does not declare METRICS: nothing to check against
     keys = [("target.metric", study.target.metric)]
-    if study.early_stopping.scheduler == "asha":
+    if study.early_stopping.scheduler != "none":
         keys.append(("early_stopping.metric", study.early_stopping.metric))
     for key, metric in keys:
         if metric not in known:
@@ -246,8 +253,13 @@ def load_study(
     budget: Literal["full", "smoke"] = "full",
 ) -> Study:
     """Read, override (``--set``), shrink (``--budget smoke``) and validate a study."""
-    raw = read_toml(study_path(name_or_path))
-    raw = apply_overrides(raw, overrides or [])
+    path = study_path(name_or_path)
+    raw = apply_overrides(read_toml(path), overrides or [])
+    if isinstance(raw.get("trainable"), str):
+        # a trainable file is found relative to the study file first, and frozen absolute
+        from trainables.registry import absolute
+
+        raw["trainable"] = absolute(raw["trainable"], base=path.parent)
     study = validate(raw)
     if budget == "smoke":
         from orchestrator.smoke import shrink

@@ -1,12 +1,13 @@
-"""Ray-free training functions, looked up by registry name.
+"""Ray-free training functions: the built-ins by registry name, a user's by file or module
+(``trainables.registry``).
 
 A trainable is ``train(config: TrialConfig, report: Report) -> None`` (``trainables.contract``:
 the typed trial config, with the study's ``[trainable_config]`` as ``config.settings``). It
 calls ``report(metrics, checkpoint)`` at each evaluation with the curves columns it knows
 (see ``../shared/CONTRACTS.md``) and resumes from ``config.checkpoint`` when given.
-Each trainable module also defines ``TrainableConfig``, a pydantic model of the keys a
+Each built-in module also defines ``TrainableConfig``, a pydantic model of the keys a
 study's ``[trainable_config]`` may hold, and ``METRICS``, the metrics it reports, so a study
-is validated before anything runs.
+is validated before anything runs (both optional in a user's module).
 
     from trainables import get
     train = get("fashion_mnist")
@@ -15,14 +16,14 @@ is validated before anything runs.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any, Protocol
 
 import pydantic
 
+from trainables import registry
 from trainables.contract import TrialConfig
+from trainables.registry import BUILTIN, TrainableRef, load_function, resolve
 
 
 class Report(Protocol):
@@ -31,45 +32,31 @@ class Report(Protocol):
 
 TrainFn = Callable[[TrialConfig, Report], None]
 
-# Modules are imported on first use: torch is slow to import and the CLI validates
-# studies of every trainable without needing all of them.
-_MODULES: dict[str, str] = {
-    "fashion_mnist": "trainables.fashion_mnist",
-    "nqm": "trainables.nqm",
-}
-
 
 def names() -> list[str]:
-    """Registry names of the trainables this installation has."""
-    return sorted(_MODULES)
+    """Registry names of the built-in trainables."""
+    return sorted(BUILTIN)
 
 
-def _module(name: str) -> ModuleType:
-    if name not in _MODULES:
-        raise KeyError(f"unknown trainable {name!r}; known: {', '.join(names())}")
-    return importlib.import_module(_MODULES[name])
+def get(spec: str | TrainableRef) -> TrainFn:
+    """The train function of a built-in name, ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION``."""
+    return load_function(spec if isinstance(spec, TrainableRef) else resolve(spec))
 
 
-def get(name: str) -> TrainFn:
-    """The ``train`` function registered under ``name``."""
-    return _module(name).train
-
-
-def preflight(name: str, settings: pydantic.BaseModel) -> None:
+def preflight(spec: str, settings: pydantic.BaseModel) -> None:
     """Check, before anything starts, what a trainable needs (its data on disk).
 
-    Raises ``FileNotFoundError`` or ``ValueError`` with a one-line message.
+    Raises ``FileNotFoundError``, ``ValueError`` or ``UsageError`` with a one-line message.
     """
-    check = getattr(_module(name), "preflight", None)
-    if check is not None:
-        check(settings)
+    registry.preflight(resolve(spec), settings)
 
 
-def metrics(name: str) -> tuple[str, ...]:
-    """The curves metrics a trainable reports (what a study may target or rank by)."""
-    return tuple(_module(name).METRICS)
+def metrics(spec: str) -> tuple[str, ...] | None:
+    """The curves metrics a trainable reports (what a study may target or rank by); None
+    for a user's trainable that does not declare ``METRICS``."""
+    return registry.metrics(resolve(spec))
 
 
-def config_model(name: str) -> type[pydantic.BaseModel]:
-    """The pydantic model that validates a study's ``[trainable_config]`` for ``name``."""
-    return _module(name).TrainableConfig
+def config_model(spec: str) -> type[pydantic.BaseModel]:
+    """The pydantic model that validates a study's ``[trainable_config]`` for ``spec``."""
+    return registry.config_model(resolve(spec))
