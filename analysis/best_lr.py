@@ -51,6 +51,9 @@ class BatchTrials:
     rows: np.ndarray
     """(n,) row positions in the trial table."""
 
+    seed: np.ndarray
+    """(n,) each trial's seed (NaN where the curves carry none)."""
+
 
 @dataclass(frozen=True)
 class BatchEval:
@@ -79,12 +82,14 @@ def batch_trials(table: pd.DataFrame, target: Target) -> list[BatchTrials]:
     fallback_all = np.where(np.isfinite(fallback_all) & ~diverged, fallback_all, np.inf)
     steps_all = np.where(np.isfinite(steps_all), steps_all, np.inf)
     lr_all = table["lr"].to_numpy(dtype=float)
+    seed_all = table["seed"].to_numpy(dtype=float)
     for b, rows in table.groupby("batch_size", sort=True).indices.items():
         rows = np.asarray(rows)
         # Rounding merges LRs that differ only by float noise from the grid generator.
         log_lr = np.round(np.log(lr_all[rows]), 9)
         grid, index = np.unique(log_lr, return_inverse=True)
-        out.append(BatchTrials(int(b), grid, index.ravel(), steps_all[rows], fallback_all[rows], rows))
+        out.append(BatchTrials(int(b), grid, index.ravel(), steps_all[rows], fallback_all[rows], rows,
+                               seed_all[rows]))
     return out
 
 
@@ -186,6 +191,7 @@ def summary_from_table(table: pd.DataFrame, target: Target) -> pd.DataFrame:
             "best_trial_lr": float(best["lr"]) if best is not None else np.nan,
             "lr_objective": "steps" if bool(ev.used_steps[0]) else "metric",
             "n_lrs": len(bt.log_lr_grid),
+            "log_lr_spacing": float(np.median(np.diff(bt.log_lr_grid))) if len(bt.log_lr_grid) > 1 else np.nan,
         })
     return pd.DataFrame(rows)
 
@@ -194,7 +200,8 @@ def per_batch_summary(run: Run) -> pd.DataFrame:
     """Per batch size: best_lr, lr_on_edge, steps_to_target, examples_to_target, trials, reached.
 
     Also wall_time_to_target_s, censored (no trial reached the target), best_trial_id,
-    best_trial_lr, lr_objective ("steps" or "metric") and n_lrs. One row per batch size,
+    best_trial_lr, lr_objective ("steps" or "metric"), n_lrs and log_lr_spacing (median
+    step of the LR grid in log; NaN with one LR). One row per batch size,
     ascending; censored batch sizes stay, with NaN steps.
     """
     return summary_from_table(trial_table(run), run.target)

@@ -17,16 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from .bootstrap import BOOTSTRAP_METHODS
 from .figure_style import FigureFile
 from .figures import FIGURE_NAMES
+from .generalization import TRAIN_EVAL
+from .lr_rules import GRID_FLOOR, SELECTION
 from .numbers import format_interval, format_number
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis, Interval
 from .tables import TableFile
 
 
-def _ci(ci: Interval | None) -> str:
-    return f"95% CI {format_interval(ci)}"
+def _ci(ci: Interval | None, method: str | None = None) -> str:
+    return f"95% CI {format_interval(ci)}" + (f" by {method}" if method and ci is not None else "")
 
 
 def _excludes(ci: Interval | None, est: float | None) -> bool:
@@ -55,7 +58,7 @@ def summary(a: Analysis) -> list[str]:
              f"{n['trials']} trials over {n['batch_sizes']} batch sizes ({n['seeds']} seed(s)); "
              f"{n['reached']} reached the target."]
     if c.b_crit is not None:
-        items.append(f"Critical batch size **B_crit = {format_number(c.b_crit)}** ({_ci(c.b_crit_ci95)}, "
+        items.append(f"Critical batch size **B_crit = {format_number(c.b_crit)}** ({_ci(c.b_crit_ci95, c.ci_method)}, "
                      f"{c.n_points} batch sizes); S_min = {format_number(c.s_min)} steps, "
                      f"E_min = {format_number(c.e_min)} examples.")
     else:
@@ -73,8 +76,14 @@ def summary(a: Analysis) -> list[str]:
         chosen = f" (chosen in {freq:.0%} of bootstrap resamples)" if freq is not None else ""
         rule = (f"preferred rule **{lr.preferred_rule}**{chosen}" if lr.preferred_rule
                 else f"no rule compared ({lr.reason})")
+        law = lr.laws.get(lr.preferred_rule or "")
+        if law is not None:
+            rule += (f", B_noise = {format_number(law.b_noise)} ({_ci(law.b_noise_ci95)}), "
+                     f"η_max = {format_number(law.eta_max)}")
+        if lr.selection_note:
+            rule += f": {lr.selection_note}"
         items.append(f"LR scaling: {rule}; free exponent {format_number(lr.exponent)} "
-                     f"({_ci(lr.exponent_ci95)}) over {lr.n_points} interior optima.")
+                     f"({_ci(lr.exponent_ci95, lr.ci_method)}) over {lr.n_points} interior optima.")
     else:
         items.append(f"LR scaling not estimated: {lr.reason}.")
     if a.noise.b_simple is not None:
@@ -86,7 +95,9 @@ def summary(a: Analysis) -> list[str]:
     if np.isfinite(gap).any():
         b = a.per_batch["batch_size"].to_numpy()
         ok = np.isfinite(gap)
-        items.append(f"Generalization gap (val − train loss at the best LR) from "
+        train = ("val loss − `train_eval_loss`, both of the final weights" if a.gap_train_column == TRAIN_EVAL
+                 else "val loss − running-mean `train_loss`; biased low, see the caveats")
+        items.append(f"Generalization gap at the best LR ({train}) from "
                      f"{format_number(gap[ok][0])} at B = {b[ok][0]} to {format_number(gap[ok][-1])} "
                      f"at B = {b[ok][-1]}.")
     return items
@@ -121,18 +132,30 @@ METHODS = (
     "of B cuts S by less than 10% (per-doubling cut 1 − (S₂/S₁)^(1/log₂(B₂/B₁)) between "
     "consecutive measured B); maximal data parallelism beyond.",
     "**LR scaling rule.** On log η*(B) = c + k log B: linear (k = 1; Goyal et al. 2017), "
-    "square root (k = 1/2; Krizhevsky 2014, Malladi et al. 2022), power (free k, OLS) and the "
-    "saturating η*(B) = η_max/(1 + B_noise/B) (NLS on log η). Compared by "
+    "square root (k = 1/2; Krizhevsky 2014, Malladi et al. 2022), constant (k = 0, the flat "
+    "optimum of many Adam sweeps), power (free k, OLS), the saturating "
+    "η*(B) = η_max/(1 + B_noise/B) (McCandlish et al. 2018) and the surge law "
+    "η*(B) = η_max/(½(√(B_noise/B) + √(B/B_noise))), rising then falling with its peak at "
+    "B_noise (Li et al. 2024); the last two by NLS on log η. Compared by "
     "AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n−k−1) on the log residuals, with k the number of curve "
-    "parameters plus one for the residual variance (so n ≥ k + 2 points are needed); the "
-    "lowest wins, except that a fixed rule (linear or square root) wins when within 2 AICc "
-    "units of the best. Edge optima and censored batch sizes (whose best LR optimises the target metric, not steps) are excluded.",
-    "**Bootstrap.** {n_boot} resamples (seed {seed}): within each batch size, trials are "
-    "resampled with replacement and the whole pipeline (best trial, best LR and its edge flag, "
-    "both fits) is redone on each; intervals are 2.5–97.5% percentiles. Resamples in which "
-    "B_crit left the measured range count at that end of the ranking.",
+    "parameters plus one for the residual variance (so n ≥ k + 2 points are needed). The "
+    "preferred rule is the {selection}; when that is the power law, no fixed rule fits. Edge "
+    "optima and censored batch sizes (whose best LR optimises the target metric, not steps) are excluded.",
+    "**Intervals.** {n_boot} bootstrap resamples (seed {seed}), a {bootstrap}: the whole "
+    "pipeline (best trial, best LR and its edge flag, every fit) is redone on each; intervals "
+    "are 2.5–97.5% percentiles. Resamples in which B_crit or B_noise left the measured range "
+    "count at that end of the ranking. Where a fitted batch size has a single trial that "
+    "decides its value (one trial, or one that reached the target), resampling cannot vary it "
+    "and a percentile interval would be falsely narrow; the intervals then come from the fit's "
+    "residuals: the profile likelihood of the S(B) (or B_noise) fit, {{θ: RSS(θ) ≤ RSS_min (1 + "
+    "F(1, n−2)/(n−2))}} with the other parameter re-fitted (Bates & Watts 1988), and the "
+    "t interval of the free LR exponent, the residual σ of log η* floored at "
+    f"{GRID_FLOOR} of the LR grid's log spacing (Porian et al. 2024). Each interval names its method.",
     "**Generalization gap and noise scale.** The gap is final validation minus final training "
-    "loss at the best trial's LR, averaged over its seeds (Keskar et al. 2016). When the curves "
+    "loss at the best trial's LR, averaged over its seeds (Keskar et al. 2016), the training "
+    "loss being `train_eval_loss` (the final weights on a fixed training subset as large as the "
+    "validation split) where the curves have it; otherwise the running mean `train_loss`, "
+    "which lags the weights and so biases the gap low. When the curves "
     "carry `grad_noise_scale` (B_simple = tr(Σ)/|G|², McCandlish et al. 2018), the value of "
     "each batch size's best trial at the step it reached the target is taken, and the run's "
     "B_simple is their median over batch sizes.",
@@ -152,19 +175,22 @@ def caveats(a: Analysis) -> list[str]:
         items.append(f"Censored batch sizes (no trial reached the target): B = {', '.join(map(str, cens))}. "
                      "They are listed with null steps and excluded from the fits.")
     counts = pb["trials"].to_numpy()
+    c = a.critical
     items.append(
         "S(B) is a best-of-n statistic: the minimum over n trials falls as n grows"
         + (f", and the trial counts differ across batch sizes ({counts.min()}–{counts.max()}), so "
            "batch sizes with more trials are favoured." if counts.min() != counts.max()
            else f" (n = {counts.min()} at every batch size here).")
-        + " Its bootstrap interval is one-sided by construction (a resample's minimum is never "
-          "below the full data's).")
+        + (" Its bootstrap interval is one-sided by construction (a resample's minimum is never "
+           "below the full data's)." if c.ci_method in BOOTSTRAP_METHODS else ""))
     c = a.critical
-    outside = [name for name, est, ci in (
-        ("B_crit", c.b_crit, c.b_crit_ci95), ("S_min", c.s_min, c.s_min_ci95),
-        ("E_min", c.e_min, c.e_min_ci95),
-        ("the LR exponent", a.lr_scaling.exponent, a.lr_scaling.exponent_ci95),
-    ) if _excludes(ci, est)]
+    lr = a.lr_scaling
+    boot_c, boot_lr = c.ci_method in BOOTSTRAP_METHODS, lr.ci_method in BOOTSTRAP_METHODS
+    outside = [name for name, est, ci, boot in (
+        ("B_crit", c.b_crit, c.b_crit_ci95, boot_c), ("S_min", c.s_min, c.s_min_ci95, boot_c),
+        ("E_min", c.e_min, c.e_min_ci95, boot_c),
+        ("the LR exponent", lr.exponent, lr.exponent_ci95, boot_lr),
+    ) if boot and _excludes(ci, est)]
     if outside:
         items.append(f"The bootstrap interval of {', '.join(outside)} does not contain the estimate. "
                      "Resampling trials can only make a best-of-n S(B) worse (the best trial is left "
@@ -175,6 +201,7 @@ def caveats(a: Analysis) -> list[str]:
         if c.b_crit > b.max() or c.b_crit < b.min():
             items.append(f"B_crit = {format_number(c.b_crit)} lies outside the measured batch sizes "
                          f"({int(b.min())}–{int(b.max())}): it is an extrapolation.")
+    items += _interval_caveats(a)
     if 0 < c.n_points < 5:
         items.append(f"Only {c.n_points} batch sizes reached the target: fits rest on few points.")
     if a.run.trials_synthesised:
@@ -183,6 +210,32 @@ def caveats(a: Analysis) -> list[str]:
     diverged = n["status"].get("diverged", 0)
     if diverged:
         items.append(f"{diverged} trial(s) diverged; they never count as reaching the target.")
+    return items
+
+
+def _interval_caveats(a: Analysis) -> list[str]:
+    """Which intervals are not the bootstrap's, and why; the gap's training loss."""
+    c, lr, pb = a.critical, a.lr_scaling, a.per_batch
+    items = []
+    if c.ci_note:
+        how = f"come from the {c.ci_method} of the S(B) fit's residuals" if c.ci_method else "are not estimated"
+        items.append(f"The intervals of B_crit, S_min and E_min {how}: {c.ci_note}.")
+    if lr.ci_note and lr.exponent is not None:
+        how = ("come from the fit's residuals (t interval of the exponent, profile likelihood of B_noise)"
+               if lr.ci_method else "are not estimated")
+        items.append(f"The intervals of the LR exponent and B_noise {how}: {lr.ci_note}.")
+    if "steps_ci_fixed" in pb and pb["steps_ci_fixed"].any():
+        fixed = ", ".join(str(int(b)) for b in pb.loc[pb["steps_ci_fixed"], "batch_size"])
+        items.append(f"No per-batch-size interval of S at B = {fixed}: a single trial decides S there, "
+                     "so resampling trials cannot vary it.")
+    if lr.exponent is not None and lr.exponent_ci95 is None:
+        items.append(f"The LR rules were compared by AICc alone: {lr.selection_note}.")
+    if a.gap_train_column is not None and a.gap_train_column != TRAIN_EVAL:
+        items.append("The generalization gap subtracts `train_loss`, the running mean of the training "
+                     "loss since the previous report: it lags the weights, so it lies above the final "
+                     "weights' training loss and the gap comes out biased low (often negative). Keskar "
+                     "et al. compare at the final weights; trainables that report `train_eval_loss` "
+                     "give that gap.")
     return items
 
 
@@ -204,7 +257,7 @@ def environment(a: Analysis, env: dict[str, Any]) -> list[str]:
         f"Run: `{a.run.run_dir}`, study `{a.run.name}`: {n['trials']} trials, {n['seeds']} seed(s), "
         f"{n['batch_sizes']} batch sizes, {n['rows']} curve rows; trial status: "
         + ", ".join(f"{k} {v}" for k, v in sorted(n["status"].items())),
-        f"Bootstrap: {a.n_boot} resamples, seed {a.seed}",
+        f"Bootstrap: {a.n_boot} resamples, seed {a.seed}, {a.boot.method} ({a.boot.n_seeds} seed(s))",
     ]
     if len(nodes):
         items.append(f"Training nodes: {', '.join(sorted(nodes)[:20])}" + (" …" if len(nodes) > 20 else ""))
@@ -214,7 +267,7 @@ def environment(a: Analysis, env: dict[str, Any]) -> list[str]:
 def build_document(a: Analysis, figures: list[FigureFile], tables: list[TableFile], env: dict[str, Any]) -> list[Block]:
     fmt = {"metric": a.target.metric, "value": a.target.value,
            "mode": "higher is better" if a.target.mode == "max" else "lower is better",
-           "n_boot": a.n_boot, "seed": a.seed}
+           "n_boot": a.n_boot, "seed": a.seed, "bootstrap": a.boot.method, "selection": SELECTION}
     blocks: list[Block] = [Heading(f"Batch-size study: {a.run.name}", 1), Heading("Summary"),
                            Bullets(tuple(summary(a)))]
     blocks.append(Heading("Figures"))

@@ -29,8 +29,16 @@ from .bootstrap import Resamples
 from .load import Run
 from .numbers import finite_or_none
 
-RULES: tuple[str, ...] = ("linear", "sqrt", "power", "saturating")
-"""The LR scaling rules that are compared, in the order fits.json lists their AICc."""
+RULES: tuple[str, ...] = ("linear", "sqrt", "power", "saturating", "constant", "surge")
+"""The LR scaling rules that are compared, in the order fits.json lists their AICc: the
+contract's four, then the flat and the rise-then-fall laws that Adam-era sweeps show."""
+
+FIXED_RULES: dict[str, float] = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
+"""The rules with a fixed exponent (eta* ∝ B^k, one parameter), and that exponent."""
+
+NOISE_LAWS: tuple[str, ...] = ("saturating", "surge")
+"""The rules with a noise scale B_noise: eta_max / (1 + B_noise/B) (McCandlish et al. 2018)
+and eta_max / (1/2 (sqrt(B_noise/B) + sqrt(B/B_noise))), peaking at B_noise (Li et al. 2024)."""
 
 Interval = tuple[float | None, float | None]
 """A bootstrap 95% interval (low, high); an end is None where it lies past the measured range."""
@@ -82,11 +90,39 @@ class CriticalBatchFit:
     ci_reason: str | None = None
     """Why ``b_crit_ci95`` is None or open at an end, when ``b_crit`` itself is estimated."""
 
+    ci_method: str | None = None
+    """What produced the intervals: the run's bootstrap (``bootstrap.BOOTSTRAP_METHODS``) or,
+    where resampling trials cannot vary S(B), ``profile likelihood`` of the fit's residuals;
+    None without intervals."""
+
+    ci_note: str | None = None
+    """Why the intervals do not come from the bootstrap; None when they do."""
+
     band: Band | None = None
     """The fitted curve's bootstrap band; None when fewer than 20 resamples fitted."""
 
     n_boot_ok: int | None = None
     """Resamples whose fit gave a finite B_crit; None when ``b_crit`` is None."""
+
+
+@dataclass(frozen=True)
+class NoiseLaw:
+    """One fitted law with a noise scale (see ``NOISE_LAWS``)."""
+
+    eta_max: float
+    """Saturating: the LR approached at large B; surge: the peak LR, reached at B_noise."""
+
+    b_noise: float
+    """The fitted B_noise (the grid bound when not ``identified``)."""
+
+    identified: bool
+    """B_noise lies within 100x of the measured batch sizes, not pinned at that bound."""
+
+    b_noise_ci95: Interval | None = None
+    """95% interval of B_noise by the fit's ``ci_method``; None when not identified."""
+
+    ci_reason: str | None = None
+    """Why ``b_noise_ci95`` is None or open at an end."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +136,9 @@ class LrScalingFit:
     """AICc of each rule in ``RULES``; None where the rule needs more points than there are."""
 
     preferred_rule: str | None
-    """The rule with the lowest AICc, a fixed one (linear, sqrt) winning ties within 2."""
+    """The rule chosen by ``lr_rules.SELECTION``: lowest AICc among the rules consistent with
+    the free exponent's interval, a fixed one winning ties within 2; ``power`` when no
+    fixed rule or noise law fits."""
 
     n_points: int
     """Batch sizes whose best LR is an interior optimum of steps, the points of the fit."""
@@ -109,20 +147,37 @@ class LrScalingFit:
     """Why ``exponent`` or ``preferred_rule`` is None; None when both are estimated."""
 
     intercept: Mapping[str, float] = field(default_factory=dict)
-    """Log-LR at log B = 0 of the linear, sqrt and power rules, to draw them; empty without
+    """Log-LR at log B = 0 of the fixed rules and the power rule, to draw them; empty without
     a fit."""
 
-    eta_max: float | None = None
-    """eta_max of the saturating rule eta_max / (1 + B_noise / B)."""
+    laws: Mapping[str, NoiseLaw] = field(default_factory=dict)
+    """The fitted saturating and surge laws (``NOISE_LAWS``); empty without a fit."""
 
-    b_noise: float | None = None
-    """B_noise of the saturating rule."""
+    rule_exponent: Mapping[str, float | None] = field(default_factory=dict)
+    """Per rule, the log-log slope of its fitted curve over the fitted batch sizes: k for a
+    fixed rule, the free exponent for power, the local average for the noise laws."""
+
+    consistent: Mapping[str, bool] = field(default_factory=dict)
+    """Per rule, whether it may be preferred: its ``rule_exponent`` lies inside
+    ``exponent_ci95`` (power always does), and a noise law's B_noise is identified."""
 
     exponent_ci95: Interval | None = None
-    """Bootstrap 95% interval of ``exponent``."""
+    """95% interval of ``exponent``, by ``ci_method``."""
 
     ci_reason: str | None = None
     """Why ``exponent_ci95`` is None when ``exponent`` is estimated."""
+
+    ci_method: str | None = None
+    """What produced ``exponent_ci95`` and the B_noise intervals: the run's bootstrap or,
+    where resampling trials cannot move the best LRs, ``residual t interval`` (exponent) and
+    ``profile likelihood`` (B_noise); None without intervals."""
+
+    ci_note: str | None = None
+    """Why the intervals do not come from the bootstrap; None when they do."""
+
+    selection_note: str | None = None
+    """What the report adds to the preferred rule: that no fixed rule fits (with the free
+    exponent and its interval), or that no interval was available to check consistency."""
 
     selection_frequency: Mapping[str, float] = field(default_factory=dict)
     """Per rule, the fraction of resamples (of those that chose any) that preferred it."""
@@ -226,13 +281,19 @@ class Analysis:
     """Gradient noise scale, when the curves carry it."""
 
     boot: Resamples
-    """The bootstrap resamples every interval comes from."""
+    """The bootstrap resamples (``boot.method`` says which bootstrap); the intervals come from
+    them unless a fit's ``ci_method`` says otherwise."""
 
     n_boot: int
     """Bootstrap resamples drawn."""
 
     seed: int
     """Seed of the bootstrap's generator."""
+
+    gap_train_column: str | None = None
+    """The training-loss column the generalization gap subtracts: ``train_eval_loss`` (the
+    final weights on a training subset) when the curves have it, else ``train_loss`` (the
+    running mean since the previous report, biased); None when there is no gap."""
 
     reasons: Mapping[str, str] = field(default_factory=dict)
     """fits.json key path (``critical_batch.b_crit``, ``per_batch[256].steps_to_target``) ->
@@ -248,8 +309,20 @@ def _integer(x: int | None) -> int | None:
     return None if v is None else int(round(v))
 
 
+def _law(law: NoiseLaw) -> dict[str, Any]:
+    return {"eta_max": finite_or_none(law.eta_max),
+            "b_noise": finite_or_none(law.b_noise) if law.identified else None,
+            "b_noise_ci95": _interval(law.b_noise_ci95)}
+
+
 def fits_json(a: Analysis) -> dict[str, Any]:
-    """The contract's fits.json: same keys and nesting, null where not estimable."""
+    """The contract's fits.json: its keys and nesting, null where not estimable.
+
+    Beyond the contract's keys: ``critical_batch.s_min_ci95``, ``e_min_ci95`` and
+    ``ci_method``; ``lr_scaling.ci_method``, ``consistent`` (rule -> may be preferred),
+    ``saturating`` and ``surge`` (eta_max, b_noise, b_noise_ci95), and ``bootstrap``
+    (method, resamples, seed).
+    """
     c, lr, reg = a.critical, a.lr_scaling, a.regimes
     return {
         "target": {"metric": a.target.metric, "mode": a.target.mode, "value": a.target.value},
@@ -266,15 +339,21 @@ def fits_json(a: Analysis) -> dict[str, Any]:
             "b_crit": finite_or_none(c.b_crit), "b_crit_ci95": _interval(c.b_crit_ci95),
             "s_min": finite_or_none(c.s_min), "e_min": finite_or_none(c.e_min),
             "n_points": int(c.n_points),
+            "s_min_ci95": _interval(c.s_min_ci95), "e_min_ci95": _interval(c.e_min_ci95),
+            "ci_method": c.ci_method,
         },
         "lr_scaling": {
             "exponent": finite_or_none(lr.exponent), "exponent_ci95": _interval(lr.exponent_ci95),
             "preferred_rule": lr.preferred_rule,
             "aicc": {rule: finite_or_none(lr.aicc.get(rule)) for rule in RULES},
+            "ci_method": lr.ci_method,
+            "consistent": {rule: bool(v) for rule, v in lr.consistent.items()},
+            **{law: (_law(lr.laws[law]) if law in lr.laws else None) for law in NOISE_LAWS},
         },
         "regimes": {
             "perfect_scaling_up_to": _integer(reg.perfect_scaling_up_to),
             "diminishing_returns_up_to": _integer(reg.diminishing_returns_up_to),
         },
         "noise_scale": {"b_simple": finite_or_none(a.noise.b_simple)},
+        "bootstrap": {"method": a.boot.method, "n_boot": int(a.n_boot), "seed": int(a.seed)},
     }

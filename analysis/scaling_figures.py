@@ -71,7 +71,7 @@ class ScalingPlot:
         self.fig, self.ax = column_figure(height)
 
     def band(self, x: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-        """The fit's bootstrap 95% band."""
+        """The fit's 95% band (bootstrap or profile likelihood, as the fit's ``ci_method``)."""
         self.ax.fill_between(x, low, high, color=PALETTE[0], alpha=0.2, lw=0, label="fit 95% CI")
 
     def points(self, y: np.ndarray, low: np.ndarray, high: np.ndarray, kinds: Sequence[Points]) -> None:
@@ -89,6 +89,10 @@ class ScalingPlot:
         self.ax.set_ylabel(ylabel)
         legend_below(self.fig, self.ax)
         return save_figure(self.fig, out, name, title, caption)
+
+
+def _band(a: Analysis) -> str:
+    return a.critical.ci_method or "none"
 
 
 def _shade_regimes(p: ScalingPlot, a: Analysis) -> None:
@@ -142,8 +146,9 @@ def steps_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     log2_axis(ax.yaxis, pow2_label)
     return p.save(out, "steps to target $S$", "steps_vs_batch", "Steps to target vs batch size",
                   "Steps to target S(B) of the best trial at each batch size (error bars: bootstrap "
-                  "95% CI over trials), the perfect-scaling line anchored at the smallest batch size, "
-                  "the fitted S_min(1 + B_crit/B) with its bootstrap 95% band, and the regimes "
+                  "95% CI over trials, where resampling can vary S), the perfect-scaling line anchored at "
+                  f"the smallest batch size, the fitted S_min(1 + B_crit/B) with its 95% band ({_band(a)}), "
+                  "and the regimes "
                   "(green: perfect scaling, orange: diminishing returns, red: maximal data parallelism). "
                   "Open circles: best LR on the grid's edge (S is an upper bound); open triangles along "
                   "the top: censored batch sizes, where no trial reached the target.")
@@ -170,8 +175,16 @@ def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     log2_axis(ax.yaxis, pow2_label)
     return p.save(out, "examples to target $E = BS$", "examples_vs_batch", "Examples to target vs batch size",
                   "Examples to target E = B S of the best trial per batch size with the fitted "
-                  "E_min(1 + B/B_crit) and its bootstrap 95% band; beyond B_crit each doubling of B "
+                  f"E_min(1 + B/B_crit) and its 95% band ({_band(a)}); beyond B_crit each doubling of B "
                   "costs nearly twice the examples.")
+
+
+PREFERRED_LABELS = {
+    "constant": "constant $\\eta^*$",
+    "saturating": "saturating law",
+    "surge": "surge law",
+}
+"""Legend labels of the rules drawn only when preferred."""
 
 
 def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
@@ -192,9 +205,10 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
         ci_txt = f" {format_interval(ci)}" if ci and None not in ci else ""
         ax.plot(p.grid, rule_curve("power", fit, p.grid), color=PALETTE[0],
                 label=f"power law $B^{{{format_number(fit.exponent)}}}${ci_txt}")
-        if fit.preferred_rule == "saturating":
-            ax.plot(p.grid, rule_curve("saturating", fit, p.grid), color=PALETTE[4], ls="-.",
-                    label="$\\eta_{max}/(1+B_{noise}/B)$")
+        extra = PREFERRED_LABELS.get(fit.preferred_rule or "")
+        if extra is not None:
+            ax.plot(p.grid, rule_curve(fit.preferred_rule or "", fit, p.grid), color=PALETTE[4], ls="-.",
+                    label=extra + " (preferred)")
     lr_lo, lr_hi = _column(a, "best_lr_ci95_low"), _column(a, "best_lr_ci95_high")
     by_metric = (a.per_batch["lr_objective"] == "metric").to_numpy()
     p.points(lr, lr_lo, lr_hi, [
@@ -217,6 +231,7 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     return p.save(out, "best learning rate $\\eta^*$", "lr_vs_batch", "Best learning rate vs batch size",
                   "Best learning rate per batch size (interpolated on the grid; error bars: bootstrap "
                   "95% CI), with the linear and square-root rules and the free power law fitted to the "
-                  "interior optima; open red circles are optima on the grid's edge, left out of the fits; "
+                  "interior optima, and the preferred rule when it is another (constant, saturating or "
+                  "surge); open red circles are optima on the grid's edge, left out of the fits; "
                   "grey diamonds are batch sizes where no trial reached the target, whose best LR is "
                   "the one with the best value of the target metric.")

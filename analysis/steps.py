@@ -78,7 +78,8 @@ def trial_table(run: Run) -> pd.DataFrame:
 
     Columns: trial_id, batch_size, lr, seed, status, reached, steps_to_target,
     examples_to_target, wall_time_to_target_s, best_metric, final_metric,
-    final_train_loss, final_val_loss, last_step, sharpness. Trials listed in
+    final_train_loss, final_train_eval_loss (NaN where the curves lack the column),
+    final_val_loss, last_step, sharpness. Trials listed in
     trials.parquet without any curve rows are kept (they count as tried, never reached).
     """
     target = run.target
@@ -124,6 +125,7 @@ def trial_table(run: Run) -> pd.DataFrame:
         "best_metric": best_metric,
         "final_metric": _last_finite(codes, metric, n),
         "final_train_loss": _last_finite(codes, column("train_loss"), n),
+        "final_train_eval_loss": _last_finite(codes, column("train_eval_loss"), n),
         "final_val_loss": _last_finite(codes, column("val_loss"), n),
         "last_step": last_step,
     })

@@ -25,6 +25,7 @@ import pyarrow as pa
 from trainables.contract import CURVES_SCHEMA, TRIALS_SCHEMA, write_atomic
 
 DATASET_SIZE = 60_000
+TRAIN_EVAL_COLUMNS = ("train_eval_loss", "train_eval_accuracy")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ def write_synthetic_run(
     truncate_unfinished: bool = True,
     name: str = "synthetic",
     rng_seed: int = 0,
+    train_eval: bool = False,
+    running_lag: float = 0.0,
 ) -> Truth:
     """Write ``study.toml``, ``curves/`` and (optionally) ``trials.parquet`` under ``run_dir``.
 
@@ -98,6 +101,11 @@ def write_synthetic_run(
     target; the written value grows with the step as it does while the loss falls.
     ``truncate_unfinished`` ends early-stopped and diverged curves early, as a scheduler would;
     without it every trial has the same number of rows (for benchmarks).
+
+    The final weights' training loss is the validation loss less a gap that grows with B
+    (0.02 + 0.01 log2(B / B_min)). ``train_eval`` writes it as ``train_eval_loss`` (with
+    ``train_eval_accuracy``); ``train_loss``, a running mean over the steps since the last
+    report, lies ``running_lag`` above it.
     """
     run_dir = Path(run_dir)
     rng = np.random.default_rng(rng_seed)
@@ -114,6 +122,10 @@ def write_synthetic_run(
     (run_dir / "curves").mkdir(parents=True, exist_ok=True)
     (run_dir / "study.toml").write_text(_study_toml(name, [int(b) for b in b_arr], grid, seeds, metric, mode, value))
 
+    schema = CURVES_SCHEMA
+    if train_eval:  # extra columns where the contract's schema does not list them yet
+        schema = pa.schema(list(schema) + [pa.field(c, pa.float64()) for c in TRAIN_EVAL_COLUMNS
+                                           if c not in schema.names])
     trial_rows: list[dict] = []
     n_rows = 0
     for j, b in enumerate(b_arr):
@@ -143,19 +155,23 @@ def write_synthetic_run(
                     target_metric = np.maximum(value - 0.2 * x, 1e-3)
                 val_loss = np.maximum(0.6 - 0.2 * x, 1e-3) if metric != "val_loss" else target_metric
                 gap = 0.01 * np.log2(b / b_arr.min()) + 0.02
-                train_loss = val_loss - gap
+                train_now = val_loss - gap
+                train_loss = train_now + running_lag
                 if diverged:
                     # A diverged run's last report has non-finite losses.
                     train_loss = train_loss.copy()
                     val_loss = val_loss.copy()
+                    train_now = train_now.copy()
                     train_loss[-1] = np.nan
                     val_loss[-1] = np.nan
+                    train_now[-1] = np.nan
                 acc = target_metric if metric == "val_accuracy" else np.clip(0.9 - 0.05 * x, 0, 1)
                 vl = target_metric if metric == "val_loss" else val_loss
                 if val_every > 1:
                     keep = (np.arange(len(st)) % val_every == val_every - 1) | (np.arange(len(st)) == len(st) - 1)
                     acc = np.where(keep, acc, np.nan)
                     vl = np.where(keep, vl, np.nan)
+                    train_now = np.where(keep, train_now, np.nan)  # measured at each evaluation
                 gns = (np.full(len(st), np.nan) if noise_scale is None
                        else noise_scale * (st / s_trial) ** 0.3)
                 n = len(st)
@@ -176,11 +192,14 @@ def write_synthetic_run(
                     "lr_current": pa.array(np.full(n, lr), pa.float64()),
                     "grad_noise_scale": pa.array(gns, pa.float64(), from_pandas=True),
                 }
+                if train_eval:
+                    cols["train_eval_loss"] = pa.array(train_now, pa.float64(), from_pandas=True)
+                    cols["train_eval_accuracy"] = pa.array(np.clip(acc + 0.02, 0, 1), pa.float64(), from_pandas=True)
                 # Columns the contract has and this writer does not model are null, as a
                 # trainable that does not measure them would leave them.
-                for f in CURVES_SCHEMA:
+                for f in schema:
                     cols.setdefault(f.name, pa.nulls(n, f.type))
-                table = pa.table(cols, schema=CURVES_SCHEMA)
+                table = pa.table(cols, schema=schema)
                 if not batch_size_column:
                     table = table.drop_columns(["batch_size"])
                 tables.append(table)

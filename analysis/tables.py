@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .numbers import format_interval, format_number
-from .results import RULES, Analysis, Interval
+from .results import NOISE_LAWS, RULES, Analysis, Interval, LrScalingFit
 
 
 @dataclass(frozen=True)
@@ -103,19 +103,37 @@ def _fit_row(parameter: str, estimate: float | None, ci: Interval | None = None,
             "ci95_high": _nan(hi), "note": note or ""}
 
 
+def _inconsistency(lr: LrScalingFit, rule: str) -> str | None:
+    """Why ``rule`` may not be preferred, or None when it may."""
+    if lr.consistent.get(rule, True):
+        return None
+    law = lr.laws.get(rule)
+    if law is not None and not law.identified:
+        return "not preferable: B_noise pinned beyond the measured range"
+    return "not preferable: outside the free exponent's CI"
+
+
 def fit_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     c, lr, reg = a.critical, a.lr_scaling, a.regimes
+    c_note = c.reason or (f"CI: {c.ci_method}" if c.ci_method else c.ci_reason)
     rows = [
-        _fit_row("B_crit", c.b_crit, c.b_crit_ci95, c.reason),
+        _fit_row("B_crit", c.b_crit, c.b_crit_ci95, c_note),
         _fit_row("S_min", c.s_min, c.s_min_ci95),
         _fit_row("E_min", c.e_min, c.e_min_ci95),
         _fit_row("LR exponent", lr.exponent, lr.exponent_ci95,
-                 f"preferred rule: {lr.preferred_rule}" if lr.preferred_rule else lr.reason),
+                 "; ".join(x for x in (f"preferred rule: {lr.preferred_rule}" if lr.preferred_rule else lr.reason,
+                                       f"CI: {lr.ci_method}" if lr.ci_method else None) if x)),
     ]
+    for law in NOISE_LAWS:
+        fitted = lr.laws.get(law)
+        if fitted is not None:
+            rows.append(_fit_row(f"B_noise ({law})", fitted.b_noise if fitted.identified else None,
+                                 fitted.b_noise_ci95, fitted.ci_reason))
     for rule in RULES:
         freq = lr.selection_frequency.get(rule)
-        rows.append(_fit_row(f"AICc {rule}", lr.aicc.get(rule),
-                             note=f"chosen in {freq:.0%} of resamples" if freq is not None else None))
+        notes = [f"chosen in {freq:.0%} of resamples" if freq is not None else None,
+                 _inconsistency(lr, rule)]
+        rows.append(_fit_row(f"AICc {rule}", lr.aicc.get(rule), note="; ".join(x for x in notes if x)))
     rows += [
         _fit_row("perfect scaling up to B", reg.perfect_scaling_up_to,
                  note=reg.reasons.get("perfect_scaling_up_to")),
@@ -162,7 +180,7 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     written = []
     for name, title, (data, text) in (
         ("per_batch", "Per batch size", per_batch_table(a)),
-        ("fits", "Fitted parameters (bootstrap 95% CIs)", fit_table(a)),
+        ("fits", "Fitted parameters (95% CIs)", fit_table(a)),
     ):
         csv, tex = out / f"{name}.csv", out / f"{name}.tex"
         data.to_csv(csv, index=False)

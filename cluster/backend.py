@@ -42,6 +42,8 @@ class SweepRequest:
     """GPUs one trial occupies (fractional values pack trials onto one GPU)."""
     drive: Driver
     """The function that runs the sweep where the back-end puts it."""
+    trainable: str = ""
+    """The study's trainable as frozen (shown in what ``describe`` prints)."""
 
 
 class Backend(Protocol):

@@ -123,7 +123,7 @@ def resources_for(flags: SlurmFlags, cpus_per_trial: float, gpus_per_trial: floa
                           partition=flags.partition, account=flags.account)
 
 
-def _executor(name: str, run_dir: Path, res: SlurmResources) -> submitit.SlurmExecutor:
+def _executor(name: str, run_dir: Path, res: SlurmResources, trainable: str) -> submitit.SlurmExecutor:
     ex = submitit.SlurmExecutor(folder=Path(run_dir).resolve() / "slurm",
                                 max_num_timeout=MAX_REQUEUES_ON_TIMEOUT)
     params: dict[str, Any] = dict(
@@ -133,7 +133,8 @@ def _executor(name: str, run_dir: Path, res: SlurmResources) -> submitit.SlurmEx
         cpus_per_task=res.cpus_per_node,
         time=res.time_min,
         signal_delay_s=120,  # USR2 two minutes before the limit: submitit requeues the job
-        setup=["export PYTHONUNBUFFERED=1"],
+        # the job imports the trainable again from the shared filesystem: say which one
+        setup=["export PYTHONUNBUFFERED=1", f"# trainable: {trainable} (imported from cwd {Path.cwd()})"],
     )
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
@@ -192,7 +193,7 @@ class SlurmBackend:
 
     def _executor(self, req: SweepRequest) -> submitit.SlurmExecutor:
         res = resources_for(self.flags, req.cpus_per_trial, req.gpus_per_trial)
-        return _executor(req.name, req.run_dir, res)
+        return _executor(req.name, req.run_dir, res, req.trainable)
 
     def describe(self, req: SweepRequest) -> str:
         """The exact sbatch script ``launch`` would submit (writes nothing)."""

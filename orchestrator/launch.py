@@ -44,6 +44,8 @@ def build_parser(prog: str = "python -m orchestrator.launch") -> argparse.Argume
                    help="override a study key (dotted, TOML value), e.g. search.seeds=3; repeatable")
     p.add_argument("--dry-run", action="store_true", help="print the trial grid (and sbatch script); run nothing")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--new-trainable", type=Path, metavar="FILE.py",
+                   help="write a commented template of your own trainable to FILE.py and exit")
     p.add_argument("--force", action="store_true",
                    help="--resume even though the code, package versions or study differ from the run's")
     p.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
@@ -85,6 +87,19 @@ def _resolve(args: argparse.Namespace) -> tuple[Study, Path]:
     return study, run_dir
 
 
+def _new_trainable(path: Path) -> int:
+    from trainables import template
+
+    if path.suffix != ".py":
+        raise UsageError(f"--new-trainable: {path} must end in .py")
+    if path.exists():
+        raise UsageError(f"--new-trainable: {path} exists; not overwriting it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(Path(template.__file__).read_text())
+    print(f"wrote {path}: in a study file, trainable = \"{path}:train\" (README: Your model)")
+    return 0
+
+
 def _preflight(study: Study) -> None:
     import trainables
 
@@ -99,9 +114,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.laun
     existed = False
     try:
         args = build_parser(prog).parse_args(argv)
+        if args.new_trainable is not None:
+            return _new_trainable(args.new_trainable)
         backend = _backend(args)
         study, run_dir = _resolve(args)
-        req = SweepRequest(run_dir=run_dir, name=study.name, cpus_per_trial=study.resources.cpus_per_trial,
+        req = SweepRequest(run_dir=run_dir, name=study.name, trainable=study.trainable,
+                           cpus_per_trial=study.resources.cpus_per_trial,
                            gpus_per_trial=study.resources.gpus_per_trial, drive=run_study)
         if args.dry_run:
             print(format_grid(study))

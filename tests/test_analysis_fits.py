@@ -65,7 +65,7 @@ def test_lr_rules_name_the_fixed_rule(rule: str, exponent: float) -> None:
     fit = fit_lr_rules(B, lr)
     assert fit.preferred_rule == rule
     assert fit.exponent == pytest.approx(exponent, abs=0.1)
-    assert set(fit.aicc) == {"linear", "sqrt", "power", "saturating"}
+    assert set(fit.aicc) == {"linear", "sqrt", "power", "saturating", "constant", "surge"}
 
 
 def test_lr_rules_prefer_saturating_when_it_saturates() -> None:

@@ -37,18 +37,28 @@ CONTRACT_FITS = {
 }
 
 
-def keys_of(x: object) -> object:
-    if isinstance(x, dict):
-        return {k: keys_of(v) for k, v in x.items()}
-    if isinstance(x, list) and x and isinstance(x[0], dict):
-        return [keys_of(x[0])]
-    return None
+def missing_keys(fits: object, contract: object, path: str = "") -> list[str]:
+    """The contract's key paths that ``fits`` lacks (extra keys in ``fits`` are allowed)."""
+    if isinstance(contract, dict):
+        if not isinstance(fits, dict):
+            return [path or "."]
+        return [m for k, v in contract.items()
+                for m in ([f"{path}.{k}"] if k not in fits else missing_keys(fits[k], v, f"{path}.{k}"))]
+    if isinstance(contract, list) and contract and isinstance(contract[0], dict):
+        if not isinstance(fits, list):
+            return [path]
+        return [m for row in fits for m in missing_keys(row, contract[0], f"{path}[]")]
+    return []
 
 
 def assert_contract_shape(fits: dict) -> None:
-    assert keys_of(fits) == keys_of(CONTRACT_FITS) or (
-        fits["per_batch"] == [] and {k: v for k, v in keys_of(fits).items() if k != "per_batch"}
-        == {k: v for k, v in keys_of(CONTRACT_FITS).items() if k != "per_batch"})
+    assert missing_keys(fits, CONTRACT_FITS) == []
+    # a null object stays a null value, not a missing key, and the new rules are listed too
+    assert set(fits["lr_scaling"]["aicc"]) >= {"linear", "sqrt", "power", "saturating", "constant", "surge"}
+    # a preferred rule is always one the free exponent's interval allows
+    lr = fits["lr_scaling"]
+    if lr["preferred_rule"] is not None and lr["exponent_ci95"] is not None:
+        assert lr["consistent"][lr["preferred_rule"]] is True
 
 
 def test_linear_law_full_report(tmp_path: Path) -> None:
@@ -89,6 +99,7 @@ def test_linear_law_full_report(tmp_path: Path) -> None:
 def test_sqrt_law_is_recovered(tmp_path: Path) -> None:
     write_synthetic_run(tmp_path, lr_law=SQRT, b_crit=B_CRIT, rng_seed=5)
     fits = fits_json(analyse(load_run(tmp_path), n_boot=200))
+    assert_contract_shape(fits)
     c = fits["critical_batch"]
     assert c["b_crit"] == pytest.approx(B_CRIT, rel=0.15)
     assert c["b_crit_ci95"][0] <= B_CRIT <= c["b_crit_ci95"][1]
@@ -143,8 +154,8 @@ def test_one_batch_size_gives_null_fits_and_a_report(tmp_path: Path) -> None:
     fits = json.loads((out / "fits.json").read_text())
     assert_contract_shape(fits)
     assert len(fits["per_batch"]) == 1 and fits["per_batch"][0]["steps_to_target"] is not None
-    assert fits["critical_batch"] == {"b_crit": None, "b_crit_ci95": None, "s_min": None,
-                                      "e_min": None, "n_points": 1}
+    assert {k: fits["critical_batch"][k] for k in CONTRACT_FITS["critical_batch"]} == {
+        "b_crit": None, "b_crit_ci95": None, "s_min": None, "e_min": None, "n_points": 1}
     assert fits["lr_scaling"]["exponent"] is None and fits["lr_scaling"]["preferred_rule"] is None
     assert set(fits["lr_scaling"]["aicc"].values()) == {None}
     assert fits["regimes"] == {"perfect_scaling_up_to": None, "diminishing_returns_up_to": None}
