@@ -25,7 +25,7 @@ on a line because the grid was centred on a rule.
     b = np.array([32, 64, 128, 256, 512, 1024.0])
     log_s = np.log(1000 * (1 + 256 / b)) + np.array([0.05, -0.04, 0.02, -0.06, 0.03, 0.01])
     p = profile_intervals(np.log(b), log_s, hyperbola_shape, sign=1.0)
-    np.exp(p.c)            # 95% interval of B_crit, about (190, 350)
+    np.exp(p.c)            # 95% interval of B_crit, about (207, 321)
 """
 
 from __future__ import annotations
