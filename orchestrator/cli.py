@@ -2,6 +2,7 @@
 
     batchscale --budget smoke                 # = python -m orchestrator.launch --budget smoke
     batchscale report RUN_DIR [--out DIR]     # = python -m analysis.report
+    batchscale import SOURCE --out RUN_DIR    # = python -m analysis.import_sweep
     batchscale follow RUN_DIR                 # = python -m orchestrator.follow
     batchscale devslurm {up,down,status}      # = python -m cluster.devslurm
 """
@@ -18,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.report import main as report
 
         return report(rest)
+    if command == "import":
+        from analysis.import_sweep import main as import_sweep
+
+        return import_sweep(rest, prog="batchscale import")
     if command == "follow":
         from orchestrator.follow import main as follow
 
