@@ -10,7 +10,6 @@ leaves the queue. What runs inside the job is ``cluster.job.SweepJob``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import math
@@ -29,44 +28,13 @@ from cluster.backend import SweepRequest, follow_lease
 from cluster.job import SweepJob
 from cluster.lease import Lease
 from cluster.ports import WORKER_PORTS
+from cluster.slurm_flags import SlurmFlags
 from trainables.contract import UsageError
 
 DEFAULT_TIME = "04:00:00"
 # A job that hits its time limit is requeued and resumes; this bounds how often.
 MAX_REQUEUES_ON_TIMEOUT = 20
 _TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2}):(\d{2})$")
-
-
-@dataclass(frozen=True)
-class SlurmFlags:
-    """The launcher's Slurm flags as given (None: not given, use the default)."""
-
-    nodes: int | None = None
-    """``--nodes``: nodes of the allocation (default 1)."""
-    gpus_per_node: int | None = None
-    """``--gpus-per-node`` (default: enough for one trial)."""
-    cpus_per_node: int | None = None
-    """``--cpus-per-node`` (default: enough for the trials the node's GPUs hold, or one)."""
-    partition: str | None = None
-    """``--partition`` (default: the cluster's)."""
-    account: str | None = None
-    """``--account`` (default: the user's)."""
-    time: str | None = None
-    """``--time`` as [D-]HH:MM:SS (default 04:00:00)."""
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(cls.__dataclass_fields__)
-
-    @staticmethod
-    def add_to(group: argparse._ArgumentGroup) -> None:
-        """The command-line flags, one per field (``--gpus-per-node`` for gpus_per_node)."""
-        group.add_argument("--nodes", type=int, help="nodes of the allocation (default 1)")
-        group.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: enough for one trial)")
-        group.add_argument("--cpus-per-node", type=int, help="CPUs per node (default: enough for one trial)")
-        group.add_argument("--partition", help="Slurm partition")
-        group.add_argument("--account", help="Slurm account")
-        group.add_argument("--time", help="time limit HH:MM:SS (the job requeues itself at the limit)")
 
 
 @dataclass(frozen=True)
@@ -85,6 +53,8 @@ class SlurmResources:
     """Slurm partition; None for the cluster's default."""
     account: str | None = None
     """Slurm account; None for the user's default."""
+    options: SlurmFlags = SlurmFlags()
+    """The other options (qos, constraint, memory, ..., setup lines, extra sbatch options)."""
 
 
 def parse_time(text: str) -> int:
@@ -120,7 +90,7 @@ def resources_for(flags: SlurmFlags, cpus_per_trial: float, gpus_per_trial: floa
                          f"reserved per job; raise cpus_per_trial")
     return SlurmResources(nodes=nodes, cpus_per_node=cpus, gpus_per_node=gpus,
                           time_min=parse_time(flags.time or DEFAULT_TIME),
-                          partition=flags.partition, account=flags.account)
+                          partition=flags.partition, account=flags.account, options=flags)
 
 
 def _executor(name: str, run_dir: Path, res: SlurmResources, trainable: str) -> submitit.SlurmExecutor:
@@ -134,8 +104,16 @@ def _executor(name: str, run_dir: Path, res: SlurmResources, trainable: str) -> 
         time=res.time_min,
         signal_delay_s=120,  # USR2 two minutes before the limit: submitit requeues the job
         # the job imports the trainable again from the shared filesystem: say which one
-        setup=["export PYTHONUNBUFFERED=1", f"# trainable: {trainable} (imported from cwd {Path.cwd()})"],
+        setup=["export PYTHONUNBUFFERED=1", f"# trainable: {trainable} (imported from cwd {Path.cwd()})",
+               *res.options.setup],
     )
+    o = res.options
+    params.update({k: v for k, v in (("qos", o.qos), ("constraint", o.constraint), ("mem", o.mem),
+                                     ("mem_per_gpu", o.mem_per_gpu), ("exclude", o.exclude),
+                                     ("mail_user", o.mail_user), ("mail_type", o.mail_type),
+                                     ("exclusive", o.exclusive)) if v is not None})
+    if o.additional_parameters():
+        params["additional_parameters"] = o.additional_parameters()
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
     if res.partition:

@@ -14,7 +14,8 @@ from pathlib import Path
 from cluster import lease as leases
 from cluster.backend import Backend
 from cluster.local import LocalBackend
-from cluster.slurm import SlurmBackend, SlurmFlags
+from cluster.slurm import SlurmBackend
+from cluster.slurm_flags import SlurmFlags
 from orchestrator.progress import LiveDisplay, read_snapshot
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from cluster import lease as leases
 from cluster.backend import Backend, SweepRequest
 from cluster.local import LocalBackend
-from cluster.slurm import SlurmBackend, SlurmFlags
+from cluster.slurm import SlurmBackend
+from cluster.slurm_flags import SlurmFlags, from_table, user_defaults
 from orchestrator import manifest, rundir
 from orchestrator.errors import SweepInterrupted
 from orchestrator.follow import backend_of, follow_run
@@ -54,14 +55,20 @@ def build_parser(prog: str = "python -m orchestrator.launch") -> argparse.Argume
     return p
 
 
-def _backend(args: argparse.Namespace) -> Backend:
-    flags = {f: getattr(args, f) for f in SlurmFlags.names()}
+def _check_flags(args: argparse.Namespace) -> None:
+    flags = SlurmFlags.from_args(args).given()
     if args.cluster == "local":
-        given = [f"--{f.replace('_', '-')}" for f, v in {**flags, "follow": args.follow}.items() if v is not None]
+        given = [f"--{f.replace('_', '-')}" for f in (*flags, *(["follow"] if args.follow is not None else []))]
         if given:
             raise UsageError(f"{given[0]}: only with --cluster slurm")
+
+
+def _backend(args: argparse.Namespace, study: Study) -> Backend:
+    """The back-end; Slurm options from the flags, then the study's [slurm], then the user's file."""
+    if args.cluster == "local":
         return LocalBackend()
-    return SlurmBackend(SlurmFlags(**flags))
+    defaults = from_table(study.slurm, "slurm").over(user_defaults())
+    return SlurmBackend(SlurmFlags.from_args(args).over(defaults))
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Study, Path]:
@@ -116,8 +123,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.laun
         args = build_parser(prog).parse_args(argv)
         if args.new_trainable is not None:
             return _new_trainable(args.new_trainable)
-        backend = _backend(args)
+        _check_flags(args)
         study, run_dir = _resolve(args)
+        backend = _backend(args, study)
         req = SweepRequest(run_dir=run_dir, name=study.name, trainable=study.trainable,
                            cpus_per_trial=study.resources.cpus_per_trial,
                            gpus_per_trial=study.resources.gpus_per_trial, drive=run_study)

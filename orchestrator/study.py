@@ -164,6 +164,9 @@ class Study(_Strict):
     target: Target
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
+    slurm: dict[str, Any] = Field(default_factory=dict)
+    """Slurm options of the sweep job (``cluster.slurm_flags.SlurmFlags``: qos, constraint,
+    mem, setup lines, ...); the launcher's flags win over them."""
 
     @pydantic.field_validator("trainable")
     @classmethod
@@ -226,6 +229,9 @@ def validate(raw: dict[str, Any]) -> Study:
         study.trainable_settings()
     except pydantic.ValidationError as e:
         raise UsageError(_first_error(e, prefix="trainable_config")) from None
+    from cluster.slurm_flags import from_table
+
+    from_table(study.slurm, "slurm")  # a bad [slurm] key is bad input on every back-end
     _check_metrics(study)
     return study
 

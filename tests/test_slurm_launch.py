@@ -15,7 +15,8 @@ import pytest
 from cluster import auth, lease, procs
 from cluster.ports import RayPorts
 from cluster.ray_spec import MARKER_ENV
-from cluster.slurm import SlurmBackend, SlurmFlags
+from cluster.slurm import SlurmBackend
+from cluster.slurm_flags import SlurmFlags
 from support import REPO, launch
 from trainables.contract import read_curves
 

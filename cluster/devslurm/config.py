@@ -14,6 +14,7 @@ from pathlib import Path
 from cluster.devslurm.layout import (
     CLUSTER_NAME,
     CPUS_PER_NODE,
+    FEATURES,
     GPUS_PER_NODE,
     NODES,
     PARTITION,
@@ -34,7 +35,8 @@ def render_slurm_conf(lay: Layout, ports: dict[str, int], hostname: str) -> str:
     nodes = ",".join(NODES)
     node_lines = "\n".join(
         f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={hostname} Port={ports[f'slurmd-{n}']} "
-        f"CPUs={CPUS_PER_NODE} RealMemory={REAL_MEMORY_MB} Gres=gpu:{GPUS_PER_NODE} State=UNKNOWN"
+        f"CPUs={CPUS_PER_NODE} RealMemory={REAL_MEMORY_MB} Gres=gpu:{GPUS_PER_NODE} Feature={FEATURES[n]} "
+        "State=UNKNOWN"
         for n in NODES
     )
     return f"""\

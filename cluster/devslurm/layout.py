@@ -14,6 +14,8 @@ ENV_DIR = "BATCHSCALE_DEVSLURM_DIR"
 ENV_PORT = "BATCHSCALE_DEVSLURM_PORT"  # optional base port: see daemon_ports
 CLUSTER_NAME = "batchscale-dev"
 NODES: tuple[str, ...] = ("n1", "n2")
+# Node features, so that --constraint can be tried (and refused) as on a real site
+FEATURES: dict[str, str] = {"n1": "cpu,fast", "n2": "cpu"}
 CPUS_PER_NODE = 2  # this machine has 2 cores; both nodes declare them (overcommit)
 GPUS_PER_NODE = 2
 REAL_MEMORY_MB = 4000
