@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .bootstrap import BOOTSTRAP_METHODS
+from .early_stopping import early_stopping_section
 from .figure_style import FigureFile
 from .figures import FIGURE_NAMES
 from .generalization import TRAIN_EVAL
@@ -277,6 +278,10 @@ def build_document(a: Analysis, figures: list[FigureFile], tables: list[TableFil
         blocks.append(Paragraph("Not drawn, for lack of data: " + ", ".join(sorted(missing)) + "."))
     blocks.append(Heading("Tables"))
     blocks += [Table(t) for t in tables]
+    es = early_stopping_section(a.run.run_dir, a.run.trials, a.run.study)
+    if es is not None:
+        blocks += [Heading("Early stopping"), Paragraph(es.text)]
+        blocks += [Bullets(es.items)] if es.items else []
     blocks.append(Heading("Methods"))
     blocks += [Paragraph(p.format(**fmt)) for p in METHODS]
     blocks += [Heading("Caveats"), Bullets(tuple(caveats(a)))]
