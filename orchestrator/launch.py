@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.laun
                            gpus_per_trial=study.resources.gpus_per_trial, drive=run_study)
         if args.dry_run:
             print(format_grid(study))
+            if study.search.strategy == "adaptive":
+                from orchestrator.adaptive import format_plan
+
+                print(format_plan(study))
             if backend.name != "local":
                 print(backend.describe(req))
             return 0

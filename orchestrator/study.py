@@ -68,6 +68,18 @@ def _lr_kind(v: Any) -> str:
     return "lr_rule" if isinstance(v, LrRule) or (isinstance(v, dict) and "rule" in v) else "lr_grid"
 
 
+class Adaptive(_Strict):
+    """Settings of ``strategy = "adaptive"`` (``orchestrator.adaptive``)."""
+
+    order: Literal["small_to_large", "outside_in"] = "small_to_large"
+    """Order the batch sizes are visited in: ascending, or alternately smallest and largest."""
+    fit_points: int = Field(default=4, ge=2)
+    """The LR rule predicting a batch size's centre is fitted on this many nearest batch sizes."""
+    stop_factor: float = Field(default=4.0, ge=0)
+    """A trial ends unreached after this many times the fewest steps to target found at any
+    batch size up to its own (0: the study's budget only)."""
+
+
 class Search(_Strict):
     """The outer batch-size grid and the inner learning-rate search."""
 
@@ -88,6 +100,11 @@ class Search(_Strict):
     """Weight decay (decoupled for adamw)."""
     warmup_examples: int = Field(default=0, ge=0)
     """Linear learning-rate warmup length, in examples (so it is comparable across batch sizes)."""
+    strategy: Literal["grid", "adaptive"] = "grid"
+    """grid: every LR of the grid at every batch size; adaptive: a bracketing search on the
+    grid per batch size, centred by the LR rule fitted so far (``orchestrator.adaptive``)."""
+    adaptive: Adaptive = Adaptive()
+    """Settings of the adaptive search."""
 
     @pydantic.field_validator("batch_sizes")
     @classmethod

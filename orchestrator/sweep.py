@@ -33,6 +33,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from orchestrator.adaptive import tune_search  # noqa: E402
 from orchestrator.adapter import tune_trainable  # noqa: E402
 from orchestrator.errors import SweepInterrupted  # noqa: E402
 from orchestrator.grid import trial_config, trial_grid  # noqa: E402
@@ -123,12 +124,17 @@ def _new_tuner(study: Study, run_dir: Path, trainable: Any, display: LiveDisplay
     if isinstance(scheduler, PerBatchSizeASHA):
         callbacks.append(SchedulerState(scheduler))
     points = [trial_config(study, p).to_dict() for p in trial_grid(study)]
+    space: dict[str, Any] = {CONFIG_KEY: tune.grid_search(points)}
+    search: dict[str, Any] = {"num_samples": 1}
+    if study.search.strategy == "adaptive":
+        # The searcher suggests each trial's config itself (orchestrator.adaptive).
+        space, search = {}, tune_search(study, run_dir)
     return tune.Tuner(
         trainable,
-        param_space={CONFIG_KEY: tune.grid_search(points)},
+        param_space=space,
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
-            num_samples=1,
+            **search,
             reuse_actors=True,
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,

@@ -1,0 +1,118 @@
+"""The adaptive LR search as a Tune Searcher: its objective, resume, the dry run, and the
+NQM answer against the full grid (through real Ray Tune, at a CI size)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.adaptive import AdaptiveSearcher, format_plan, objective
+from orchestrator.bracket import DIVERGED
+from orchestrator.study import validate
+from orchestrator.tune_config import CONFIG_KEY
+
+
+def study(**search):
+    return validate({
+        "name": "nqm-adaptive", "trainable": "nqm", "trainable_config": {"dim": 100},
+        "search": {"batch_sizes": [1, 4, 16, 64, 256], "lr": {"min": 2**-7, "max": 4.0, "points": 19},
+                   "momentum": 0.0, "strategy": "adaptive", **search},
+        "budget": {"max_steps": 1000},
+        "target": {"metric": "val_loss", "mode": "min", "value": 0.05},
+        "early_stopping": {"scheduler": "none"},
+    })
+
+
+def fake_steps(b: int, lr: float) -> float | None:
+    """A synthetic response: best LR 2^-6 * B up to 2^-1, diverging at LR >= 2."""
+    if lr >= 2:
+        return None
+    best = min(2**-6 * b, 0.5)
+    return 1000 / b * (1 + (math.log2(lr / best)) ** 2)
+
+
+def drive(s: AdaptiveSearcher, n_max: int, start: int = 0, log: list | None = None) -> list:
+    """Ask for trials until FINISHED (or ``n_max`` trials), feeding synthetic results in
+    first-in-first-out order, two in flight."""
+    log = [] if log is None else log
+    live: list[tuple[str, dict]] = []
+    n = start
+    while n < n_max:
+        cfg = s.suggest(f"t{n}")
+        if cfg == AdaptiveSearcher.FINISHED:
+            log.append("FINISHED")
+            break
+        if cfg is None:
+            tid, c = live.pop(0)
+            steps = fake_steps(c["batch_size"], c["lr"])
+            if steps is None:
+                s.on_trial_result(tid, {"step": 10, "diverged": True, "val_loss": float("inf")})
+                s.on_trial_complete(tid, {"step": 10, "diverged": True})
+            else:
+                s.on_trial_result(tid, {"step": steps / 2, "val_loss": 0.5})
+                s.on_trial_complete(tid, {"step": steps, "val_loss": 0.04})
+            continue
+        c = cfg[CONFIG_KEY]
+        live.append((f"t{n}", c))
+        log.append((c["batch_size"], c["lr"]))
+        n += 1
+    return log
+
+
+def test_objective_ranks_as_the_analysis() -> None:
+    reached, slow = objective(100.0, 0.01, False), objective(1000.0, 0.01, False)
+    missed = objective(None, 0.2, False)
+    assert reached < slow < missed < objective(None, 0.3, False) < DIVERGED
+    assert objective(100.0, 0.01, True) == DIVERGED == objective(None, None, False)
+
+
+def test_searcher_finds_the_synthetic_optimum_and_finishes() -> None:
+    s = AdaptiveSearcher(study(), max_concurrent=2)
+    log = drive(s, 1000)
+    assert log[-1] == "FINISHED" and s.finished()
+    best = {b: s.grids[b][br.best()] for b, br in s.brackets.items()}
+    for b, lr in best.items():
+        assert lr == pytest.approx(min(2**-6 * b, 0.5), rel=1e-3)
+    assert len(log) - 1 <= 95 / 2  # well under the grid (5 x 19)
+
+
+def test_resume_continues_with_the_same_suggestions(tmp_path: Path) -> None:
+    a = AdaptiveSearcher(study(), max_concurrent=2)
+    first = drive(a, 9)
+    a.save(str(tmp_path / "searcher.pkl"))
+    b = AdaptiveSearcher(study(), max_concurrent=1)
+    b.restore(str(tmp_path / "searcher.pkl"))
+    assert b.get_state() == a.get_state()
+    # the in-flight trials of a complete in both (Tune resumes them) and the search goes on
+    for s in (a, b):
+        for tid, (bb, i, _) in sorted(s.trials.items()):
+            st = fake_steps(bb, s.grids[bb][i])
+            s.on_trial_complete(tid, {"step": st, "val_loss": 0.04} if st else {"step": 1, "diverged": True})
+    rest_a, rest_b = drive(a, 1000, start=9), drive(b, 1000, start=9)
+    assert rest_a == rest_b and rest_a[-1] == "FINISHED" and len(first) == 9
+
+
+def test_dry_run_line() -> None:
+    line = format_plan(study())
+    assert line.startswith("adaptive: up to ") and line.endswith("grid would be 95")
+    n = int(line.split()[3])
+    assert 5 * 3 <= n < 95
+
+
+def test_nqm_adaptive_matches_the_full_grid_with_a_fifth_of_the_examples(tmp_path: Path) -> None:
+    from bench.adaptive_vs_grid import SMALL, compare_study
+    from cluster.local import local_ray
+
+    with local_ray(num_cpus=2):
+        r = compare_study("nqm", SMALL, tmp_path)
+    g, a = r["grid"], r["adaptive"]
+    assert abs(a["b_crit"] / g["b_crit"] - 1) <= 0.15, (a["b_crit"], g["b_crit"])
+    lo, hi = g["b_crit_ci95"]
+    assert lo <= a["b_crit"] <= hi
+    apart = [v for v in r["best_lr_steps_apart"].values()]
+    assert all(v is not None and v <= 1 + 1e-6 for v in apart), apart
+    assert r["examples_fraction"] <= 0.2, r["examples_fraction"]
+    assert np.isfinite(a["wall_s"])
