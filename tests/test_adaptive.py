@@ -103,6 +103,9 @@ def test_dry_run_line() -> None:
 
 
 def test_nqm_adaptive_matches_the_full_grid_with_a_fifth_of_the_examples(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
     from bench.adaptive_vs_grid import SMALL, compare_study
     from cluster.local import local_ray
 
