@@ -129,7 +129,7 @@ class SlurmFlags:
 
 
 SlurmFlags.__pydantic_config__ = pydantic.ConfigDict(extra="forbid")  # type: ignore[attr-defined]
-_ADAPTER = pydantic.TypeAdapter(SlurmFlags)
+_ADAPTER: pydantic.TypeAdapter[SlurmFlags] = pydantic.TypeAdapter(SlurmFlags)
 
 
 def from_table(table: dict[str, Any], where: str) -> SlurmFlags:
