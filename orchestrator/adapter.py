@@ -3,8 +3,9 @@
 The adapter drops ``None`` metrics (Tune's schedulers cannot compare them), tags each
 result with the node it ran on, persists the trainable's checkpoint dict at most every
 ``checkpoint_every_s`` seconds (a checkpoint per evaluation would cost more than the
-training of a small model), resumes from Tune's latest checkpoint, and ends the trial at
-the study's target.
+training of a small model) and at the first evaluation past each ``checkpoint_at`` position
+(examples seen: the rungs where a synchronous scheduler pauses trials, which resume from
+there), resumes from Tune's latest checkpoint, and ends the trial at the study's target.
 
 An exception from the trainable's own code ends the trial with a last result carrying
 ``error`` (its last line): the trial is ``failed``, and Tune does not retry it, since the
@@ -19,7 +20,7 @@ import socket
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ def node_name() -> str:
     return str(label) if label else socket.gethostname()
 
 
-def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable[[dict[str, Any]], None]:
-    """A Tune function trainable running ``trainables.get(trainable)`` on the trial's config."""
+def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0,
+                   checkpoint_at: Mapping[int, Sequence[float]] | None = None) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable running ``trainables.get(trainable)`` on the trial's config;
+    ``checkpoint_at``: per batch size, examples-seen positions to checkpoint at as well."""
 
     def run_trial(tune_config: dict[str, Any]) -> None:
         config = config_of(tune_config)
@@ -65,13 +68,18 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0) -> Callable
         node = node_name()
         last_saved = time.monotonic()
         in_tune = False  # an exception raised inside tune.report is Tune's, never the trial's
+        marks = sorted((checkpoint_at or {}).get(config.batch_size, ()))
+        seen = -1.0  # examples at the previous report (none yet in this process)
 
         def report(metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
-            nonlocal last_saved, in_tune
+            nonlocal last_saved, in_tune, seen
             clean = {k: v for k, v in metrics.items() if v is not None}
             clean["node"] = node
             in_tune = True
-            if checkpoint is not None and time.monotonic() - last_saved >= checkpoint_every_s:
+            now_seen = float(metrics.get("examples_seen") or 0)
+            at_mark = any(seen < m <= now_seen for m in marks)
+            seen = now_seen
+            if checkpoint is not None and (at_mark or time.monotonic() - last_saved >= checkpoint_every_s):
                 with tempfile.TemporaryDirectory() as d:
                     torch.save(checkpoint, Path(d) / CHECKPOINT_FILE)
                     tune.report(clean, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,9 +1,11 @@
-"""The resolved trial grid: batch size × learning rate × seed, and each trial's config.
+"""The resolved trial grid: batch size × learning rate × seed, each trial's config, and
+the order in which the sweep starts the trials.
 
     from orchestrator.study import load_study
-    from orchestrator.grid import trial_grid
+    from orchestrator.grid import start_order, trial_grid
     for point in trial_grid(load_study("fashion-mnist")):
         print(point)
+    start_order(load_study("fashion-mnist"))[:9]   # the centre LR of every batch size
 """
 
 from __future__ import annotations
@@ -58,11 +60,42 @@ def trial_grid(study: Study) -> list[TrialPoint]:
     """Every trial of the study, ordered by batch size, then learning rate, then seed."""
     points = []
     for b in study.search.batch_sizes:
-        mb = micro_batch_size(b, study.budget.max_micro_batch)
+        # a worker's share of the batch in micro-batches (B = workers × micro × accumulation)
+        mb = micro_batch_size(b // study.resources.workers_per_trial, study.budget.max_micro_batch)
         for lr in lr_values(study, b):
             for seed in range(study.search.seeds):
                 points.append(TrialPoint(b, mb, lr, seed))
     return points
+
+
+def centre_out(n: int) -> list[int]:
+    """Indices ``0..n-1`` from the centre outwards, the larger index first on a tie.
+
+        >>> centre_out(9)
+        [4, 5, 3, 6, 2, 7, 1, 8, 0]
+    """
+    c = (n - 1) / 2
+    return sorted(range(n), key=lambda i: (abs(i - c), -i))
+
+
+def start_order(study: Study) -> list[TrialPoint]:
+    """Every trial of the study in the order the sweep starts them.
+
+    Within a batch size the learning rates go from the centre of its grid outwards (the
+    seeds of one learning rate together), so that the trials an early-stopping rung meets
+    first are likely good ones and the grid's edges, which are the slow or diverging ones,
+    come last and are compared with them. Batch sizes take turns (round robin, smallest
+    first): the k-th trial of every batch size starts before the (k+1)-th of any, so a
+    batch size's earlier trials are well ahead, or done, when its later ones reach a rung.
+    """
+    per_batch: list[list[TrialPoint]] = []
+    for b in study.search.batch_sizes:
+        points = [p for p in trial_grid(study) if p.batch_size == b]
+        lrs = sorted({p.lr for p in points})
+        rank = {lrs[i]: r for r, i in enumerate(centre_out(len(lrs)))}
+        per_batch.append(sorted(points, key=lambda p: (rank[p.lr], p.seed)))
+    longest = max(len(points) for points in per_batch)
+    return [points[k] for k in range(longest) for points in per_batch if k < len(points)]
 
 
 def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
@@ -79,10 +112,11 @@ def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
         warmup_examples=s.warmup_examples,
         max_steps=study.budget.max_steps,
         max_examples=study.budget.max_examples,
-        cpus=study.resources.cpus_per_trial,
+        cpus=study.resources.worker_cpus,
         target=study.target,
         stop_at_target=study.budget.stop_at_target,
         settings=study.trainable_settings().model_dump(mode="json"),
+        world_size=study.resources.workers_per_trial,
     )
 
 
@@ -99,4 +133,15 @@ def format_grid(study: Study) -> str:
             + " ".join(f"{x:.3g}" for x in lrs)
         )
     lines.append(f"{len(grid)} trials ({len(study.search.batch_sizes)} batch sizes)")
+    lines.append(format_order(study))
     return "\n".join(lines)
+
+
+def format_order(study: Study, first: int = 6) -> str:
+    """The dry run's note on the start order: LR positions per batch size, first trials."""
+    order = start_order(study)
+    n_lrs = len(lr_values(study, study.search.batch_sizes[0]))
+    seeds = ", the seeds of one LR together" if study.search.seeds > 1 else ""
+    head = ", ".join(f"B={p.batch_size} lr={p.lr:.3g}" for p in order[:first])
+    return (f"order: within a batch size, LRs by grid position {' '.join(str(i + 1) for i in centre_out(n_lrs))} "
+            f"(centre outwards){seeds}; batch sizes take turns: {head}" + (", ..." if len(order) > first else ""))

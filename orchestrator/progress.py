@@ -1,5 +1,6 @@
 """A compact live view of a sweep: per batch size, trials done / running / stopped /
-diverged and the best target value so far, plus an overall ETA.
+diverged and the best target value so far, plus an overall ETA; with early stopping, the
+trials stopped at each rung and the examples that saved (against running them to the cap).
 
 The sweep's callback writes a snapshot to ``RUN_DIR/tune/progress.json`` (atomically)
 and, when local, renders it; ``launch --follow`` renders the same snapshot from the shared
@@ -20,6 +21,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from orchestrator.grid import trial_grid
+from orchestrator.scheduler import scheduler_kind
 from orchestrator.study import Study
 from orchestrator.tune_config import config_of
 from trainables.contract import decide_status, write_atomic
@@ -46,6 +48,18 @@ def _fmt_s(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _fmt_examples(n: float) -> str:
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def _fmt_rungs(stops: dict[str, int]) -> str:
+    """``{"60000.0": 4, "180000.0": 1}`` -> ``60k:4 180k:1`` (rungs without stops left out)."""
+    def pos(m: str) -> float:
+        return math.inf if m == "?" else float(m)
+
+    return " ".join(f"{m if m == '?' else _fmt_examples(pos(m))}:{n}" for m, n in sorted(stops.items(), key=lambda x: pos(x[0])) if n)
+
+
 def render(snap: dict[str, Any]) -> str:
     """The display text of one snapshot."""
     t = snap["target"]
@@ -54,13 +68,21 @@ def render(snap: dict[str, Any]) -> str:
             f"elapsed {_fmt_s(snap['elapsed_s'])}  "
             + ("finished" if snap["done"] else f"ETA {_fmt_s(snap['eta_s'])}"))
     metric = f"best {t['metric']}"
-    lines = [head, f"{'batch':>7} {'done':>6} {'run':>4} {'stop':>4} {'div':>4} {'fail':>4} {metric:>20} {'reached':>7}"]
+    es = snap.get("early_stopping")
+    lines = [head, f"{'batch':>7} {'done':>6} {'run':>4} {'stop':>4} {'div':>4} {'fail':>4} {metric:>20} {'reached':>7}"
+             + (f" {'wait':>4} {'saved':>6}  stopped at rung" if es else "")]
     for b in snap["batches"]:
         fin = b["completed"] + b["early_stopped"] + b["diverged"] + b["failed"]
         best = "-" if b["best"] is None else f"{b['best']:.4g}"
         frac = f"{fin}/{b['trials']}"
         lines.append(f"{b['batch_size']:>7} {frac:>6} {b['running']:>4} {b['early_stopped']:>4} "
-                     f"{b['diverged']:>4} {b['failed']:>4} {best:>20} {b['reached']:>7}")
+                     f"{b['diverged']:>4} {b['failed']:>4} {best:>20} {b['reached']:>7}"
+                     + (f" {b.get('paused', 0):>4} {_fmt_examples(b.get('saved_examples', 0)):>6}  "
+                        f"{_fmt_rungs(b.get('stopped_at', {}))}" if es else ""))
+    if es:
+        lines.append(f"early stopping ({es['scheduler']}): {es['stopped']} trials stopped, "
+                     f"{_fmt_examples(es['saved_examples'])} examples saved of a "
+                     f"{_fmt_examples(es['budget_examples'])} budget (every trial to its cap)")
     return "\n".join(lines)
 
 
@@ -91,10 +113,13 @@ class ProgressCallback(Callback):
     """Keeps the per-batch-size counts and writes/renders snapshots."""
 
     def __init__(self, run_dir: Path, study: Study, early_stopped: set[str],
-                 display: LiveDisplay | None, every_s: float = 1.0) -> None:
+                 display: LiveDisplay | None, every_s: float = 1.0,
+                 stopped_at: dict[str, float] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.study = study
         self.early_stopped = early_stopped
+        # shared with the scheduler: trial id -> the rung (examples) it was stopped at
+        self.stopped_at = stopped_at if stopped_at is not None else {}
         self.diverged: set[str] = set()
         self.errored: set[str] = set()
         self.ended: set[str] = set()
@@ -151,7 +176,8 @@ class ProgressCallback(Callback):
 
     def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
         rows: dict[int, dict[str, Any]] = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
-                        diverged=0, failed=0, best=self.best.get(b), reached=len(self.reached.get(b, ())))
+                        diverged=0, failed=0, best=self.best.get(b), reached=len(self.reached.get(b, ())),
+                        paused=0, stopped_at={}, saved_examples=0)
                 for b, n in self.per_batch.items()}
         done_ex = 0
         for tr in trials:
@@ -160,6 +186,8 @@ class ProgressCallback(Callback):
             # Tune marks the trials it interrupts TERMINATED too: only those that ended through
             # its completion or error hooks are done; the others wait for --resume
             interrupted = tr.status == Trial.TERMINATED and tr.trial_id not in self.ended
+            if tr.status == Trial.PAUSED and not interrupted:
+                r["paused"] += 1  # waiting at a synchronous rung
             if tr.status in (Trial.PENDING, Trial.PAUSED) or interrupted:
                 continue
             r["pending"] -= 1
@@ -172,12 +200,25 @@ class ProgressCallback(Callback):
                 status = decide_status(diverged=tr.trial_id in self.diverged, errored=errored,
                                        early_stopped=tr.trial_id in self.early_stopped)
                 r[status] += 1
+                if status == "early_stopped":
+                    self._count_stop(r, tr.trial_id, b)
         elapsed = time.time() - self.started
         rate = done_ex / elapsed if elapsed > 0 else 0.0
         eta = (self.budget - done_ex) / rate if rate > 0 else None
+        kind = scheduler_kind(self.study)
+        early = None if kind == "none" else dict(
+            scheduler=kind, stopped=sum(r["early_stopped"] for r in rows.values()),
+            saved_examples=sum(r["saved_examples"] for r in rows.values()), budget_examples=self.budget)
         return dict(study=self.study.name, target=self.study.target.model_dump(), done=done,
                     total_trials=sum(self.per_batch.values()), elapsed_s=elapsed, eta_s=0.0 if done else eta,
-                    updated=time.time(), batches=[rows[b] for b in sorted(rows)])
+                    updated=time.time(), batches=[rows[b] for b in sorted(rows)], early_stopping=early)
+
+    def _count_stop(self, row: dict[str, Any], trial_id: str, b: int) -> None:
+        """A stopped trial: its rung, and the examples to its cap it did not train."""
+        rung = self.stopped_at.get(trial_id)
+        key = "?" if rung is None else str(float(rung))
+        row["stopped_at"][key] = row["stopped_at"].get(key, 0) + 1
+        row["saved_examples"] += max(0, self.caps[b] - self.examples.get(trial_id, 0))
 
     def publish(self, trials: list[Trial], done: bool) -> None:
         snap = self.snapshot(trials, done)

@@ -14,6 +14,7 @@ Ray must be connected: the local back-end starts a private one on this machine
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -33,15 +34,21 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from orchestrator.adaptive import tune_search  # noqa: E402
 from orchestrator.adapter import tune_trainable  # noqa: E402
+from orchestrator.adaptive import tune_search  # noqa: E402
 from orchestrator.errors import SweepInterrupted  # noqa: E402
-from orchestrator.grid import trial_config, trial_grid  # noqa: E402
+from orchestrator.grid import start_order, trial_config  # noqa: E402
 from orchestrator.progress import LiveDisplay, ProgressCallback  # noqa: E402
-from orchestrator.scheduler import PerBatchSizeASHA, make_scheduler  # noqa: E402
+from orchestrator.scheduler import (  # noqa: E402
+    EarlyStoppingScheduler,
+    PerBatchSizeASHA,
+    PerBatchSizeSHA,
+    make_scheduler,
+)
 from orchestrator.sink import ParquetSink  # noqa: E402
 from orchestrator.study import Study  # noqa: E402
 from orchestrator.tune_config import CONFIG_KEY  # noqa: E402
+from trainables.contract import write_atomic  # noqa: E402
 
 EXPERIMENT = "sweep"
 MAX_INFRA_FAILURES = 3
@@ -50,21 +57,35 @@ MAX_INFRA_FAILURES = 3
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
+EARLY_STOPPING_RECORD = Path("tune") / "early_stopping.json"
+
+
 class SchedulerState(tune.Callback):
-    """Carries the scheduler's state through Tune's experiment checkpoints.
+    """Carries the scheduler's state through Tune's experiment checkpoints, and writes what
+    early stopping did to ``RUN_DIR/tune/early_stopping.json`` (``scheduler.record()``) on
+    every snapshot and at the end, for the progress display's readers and the report.
 
     Tune checkpoints and restores callback state (``get_state``/``set_state``) but not a
     scheduler's, so this callback does it for the scheduler it holds.
     """
 
-    def __init__(self, scheduler: PerBatchSizeASHA) -> None:
+    def __init__(self, scheduler: EarlyStoppingScheduler, run_dir: Path | None = None) -> None:
         self.scheduler = scheduler
+        self.run_dir = None if run_dir is None else Path(run_dir)
+
+    def write_record(self) -> None:
+        if self.run_dir is not None:
+            write_atomic(self.run_dir / EARLY_STOPPING_RECORD, json.dumps(self.scheduler.record(), indent=1))
 
     def get_state(self) -> dict[str, Any] | None:
+        self.write_record()
         return self.scheduler.state()
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.load_state(state)
+
+    def on_experiment_end(self, trials: list[tune.experiment.Trial], **info: Any) -> None:
+        self.write_record()
 
 
 def _trial_name(trial: tune.experiment.Trial) -> str:
@@ -93,8 +114,11 @@ def run_sweep(
     if not ray.is_initialized():
         raise RuntimeError("run_sweep needs a connected Ray (cluster.local.local_ray, or a Slurm job's)")
     run_dir = Path(run_dir)
+    scheduler = make_scheduler(study)
+    # A synchronous rung pauses trials: they checkpoint there, to resume without repeating work.
+    at = scheduler.rung_positions() if isinstance(scheduler, PerBatchSizeSHA) else None
     trainable = tune.with_resources(
-        tune_trainable(study.trainable, checkpoint_every_s),
+        tune_trainable(study.trainable, checkpoint_every_s, checkpoint_at=at),
         {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial},
     )
     path = tune_dir(run_dir) / EXPERIMENT
@@ -103,7 +127,7 @@ def run_sweep(
         # pickled with the experiment, so nothing is built here.
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = _new_tuner(study, run_dir, trainable, display)
+        tuner = _new_tuner(study, run_dir, trainable, scheduler, display)
     # trials.parquet is written only when every trial has ended (by the sink, which after a
     # restore is Tune's unpickled copy): its presence is the verdict.
     trials = run_dir / "trials.parquet"
@@ -114,16 +138,19 @@ def run_sweep(
     return trials
 
 
-def _new_tuner(study: Study, run_dir: Path, trainable: Any, display: LiveDisplay | None) -> tune.Tuner:
-    scheduler = make_scheduler(study)
-    early = scheduler.early_stopped if isinstance(scheduler, PerBatchSizeASHA) else set()
+def _new_tuner(study: Study, run_dir: Path, trainable: Any, scheduler: tune.schedulers.TrialScheduler,
+               display: LiveDisplay | None) -> tune.Tuner:
+    stopping = scheduler if isinstance(scheduler, PerBatchSizeASHA | PerBatchSizeSHA) else None
+    early = stopping.early_stopped if stopping else set()
     callbacks: list[tune.Callback] = [
         ParquetSink(run_dir, study.name, early_stopped=early),
-        ProgressCallback(run_dir, study, early, display),
+        ProgressCallback(run_dir, study, early, display, stopped_at=stopping.stopped_at if stopping else None),
     ]
-    if isinstance(scheduler, PerBatchSizeASHA):
-        callbacks.append(SchedulerState(scheduler))
-    points = [trial_config(study, p).to_dict() for p in trial_grid(study)]
+    if stopping:
+        callbacks.append(SchedulerState(stopping, run_dir))
+    # One grid_search over the configs: Tune creates (and, through the scheduler's
+    # choose_trial_to_run, starts) the trials in this list's order.
+    points = [trial_config(study, p).to_dict() for p in start_order(study)]
     space: dict[str, Any] = {CONFIG_KEY: tune.grid_search(points)}
     search: dict[str, Any] = {"num_samples": 1}
     if study.search.strategy == "adaptive":
