@@ -163,6 +163,41 @@ class Resources(_Strict):
     """CPU cores per trial (also the trial's torch thread count, rounded up)."""
     gpus_per_trial: float = Field(default=0, ge=0)
     """GPUs per trial; fractional values pack several trials onto one GPU."""
+    workers_per_trial: int = Field(default=1, ge=1)
+    """Processes one trial runs as, data-parallel with ``torch.distributed`` (NCCL on GPUs,
+    gloo on CPUs), placed by Ray on one node or across nodes: each trains on
+    ``batch_size / workers_per_trial`` examples of every batch (which it must divide) and
+    gradients are averaged once per update, so a learning rate means the same at every
+    count. The trial occupies ``workers_per_trial`` times the per-worker resources."""
+    cpus_per_worker: float | None = Field(default=None, gt=0)
+    """CPU cores of each worker (its torch thread count, rounded up); default cpus_per_trial."""
+    gpus_per_worker: float | None = Field(default=None, ge=0)
+    """GPUs of each worker; default gpus_per_trial. With workers_per_trial > 1 a whole
+    number (NCCL runs one rank per GPU)."""
+
+    @property
+    def worker_cpus(self) -> float:
+        """CPU cores of one worker (of the trial itself when workers_per_trial = 1)."""
+        return self.cpus_per_trial if self.cpus_per_worker is None else self.cpus_per_worker
+
+    @property
+    def worker_gpus(self) -> float:
+        """GPUs of one worker (of the trial itself when workers_per_trial = 1)."""
+        return self.gpus_per_trial if self.gpus_per_worker is None else self.gpus_per_worker
+
+    def check_batch_sizes(self, batch_sizes: list[int]) -> None:
+        """Raise ``UsageError`` (one line, naming the key) unless every batch size splits
+        into equal worker shares, and data-parallel workers take whole GPUs."""
+        n = self.workers_per_trial
+        if n == 1:
+            return
+        if self.worker_gpus != int(self.worker_gpus):
+            raise UsageError(f"resources.gpus_per_worker: {self.worker_gpus} GPUs per worker with workers_per_trial "
+                             f"= {n}; a data-parallel worker takes whole GPUs (NCCL runs one rank per GPU)")
+        for b in batch_sizes:
+            if b % n:
+                raise UsageError(f"resources.workers_per_trial: {n} workers do not divide search.batch_sizes "
+                                 f"value {b} (each worker trains on an equal share of every batch)")
 
 
 class Study(_Strict):
@@ -250,6 +285,7 @@ def validate(raw: dict[str, Any]) -> Study:
 
     from_table(study.slurm, "slurm")  # a bad [slurm] key is bad input on every back-end
     _check_metrics(study)
+    study.resources.check_batch_sizes(study.search.batch_sizes)
     return study
 
 

@@ -123,7 +123,8 @@ class TrialConfig:
     batch_size: int
     """Global batch size of one optimizer update."""
     micro_batch_size: int
-    """Examples per forward/backward pass; smaller than batch_size means averaged accumulation."""
+    """Examples per forward/backward pass (on one worker); fewer than the worker's share of
+    the batch means averaged accumulation."""
     lr: float
     """Base (peak) learning rate."""
     seed: int
@@ -150,11 +151,24 @@ class TrialConfig:
     """The study's ``[trainable_config]`` table, validated, with the trainable's defaults."""
     checkpoint: dict[str, Any] | None = None
     """The trainable's own checkpoint to resume from (None: start fresh)."""
+    world_size: int = 1
+    """Workers (``torch.distributed`` ranks) the trial runs as; each trains on an equal,
+    contiguous share of every global batch, so ``batch_size = world_size × micro_batch_size
+    × accumulation_steps`` (``trainables.distributed``)."""
+    rank: int = 0
+    """This worker's rank, ``0 .. world_size - 1``; rank 0 reports the curve and checkpoints."""
+    device: str | None = None
+    """This worker's torch device (``"cpu"``, ``"cuda:0"``); None: CUDA when the process
+    sees a GPU (Ray hides the ones a trial did not ask for), else the CPU."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} of world_size {self.world_size}: need 0 <= rank < world_size")
+        share = self.world_size * self.micro_batch_size
+        if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % share:
             raise ValueError(f"batch_size {self.batch_size} is not a positive multiple of "
-                             f"micro_batch_size {self.micro_batch_size}")
+                             f"micro_batch_size {self.micro_batch_size}"
+                             + (f" × world_size {self.world_size}" if self.world_size > 1 else ""))
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be positive and finite, got {self.lr}")
         step_cap(self.batch_size, self.max_steps, self.max_examples)  # raises without a cap
@@ -166,8 +180,13 @@ class TrialConfig:
 
     @property
     def accumulation_steps(self) -> int:
-        """Micro-batches per optimizer update."""
-        return self.batch_size // self.micro_batch_size
+        """Micro-batches per optimizer update on one worker."""
+        return self.batch_size // (self.world_size * self.micro_batch_size)
+
+    @property
+    def local_batch_size(self) -> int:
+        """Examples of each global batch this worker trains on (``batch_size / world_size``)."""
+        return self.batch_size // self.world_size
 
     @property
     def threads(self) -> int:
