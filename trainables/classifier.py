@@ -17,10 +17,21 @@ al. 2018, App. A) from the squared gradient norm of the first micro-batch (B_sma
 the whole batch (B_big); without accumulation that step runs as two half batches, which is
 the same update. On its last evaluation (step cap or target) it measures the sharpness:
 the top Hessian eigenvalue of the training loss on a fixed subset (Keskar et al. 2016).
+
+Data-parallel (``config.world_size`` N > 1, ``trainables.distributed``): every rank draws
+the same global batch and trains on its contiguous share of it, ``batch_size / N``
+examples in micro-batches of ``micro_batch_size``; gradients stay local (``no_sync``)
+until the share's last micro-batch, whose backward averages them over ranks, so each
+update is the single-process one. Training losses are averaged over ranks, evaluations
+are sharded and their sums all-reduced: every rank sees the same numbers and stops at the
+same step. The noise scale's small batch is each rank's first micro-batch (its squared
+norm averaged over ranks); the sharpness and the checkpoints are rank 0's, whose weights
+every rank shares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -34,6 +45,7 @@ from torch import nn
 
 from trainables import Report
 from trainables.contract import TrialConfig
+from trainables.distributed import DataParallel, process_group
 from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
 from trainables.optim import make_optimizer
 from trainables.schedule import eval_steps, lr_at
@@ -89,25 +101,34 @@ class _BatchStream:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole split."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             dp: DataParallel | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split (with ``dp``: each rank
+    measures its share, the sums are all-reduced)."""
+    n = len(x)
+    if dp is not None:
+        x, y = dp.share(x), dp.share(y)
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct = 0.0, 0.0
     for i in range(0, len(x), EVAL_CHUNK):
         logits = model(x[i : i + EVAL_CHUNK])
         loss_sum += F.cross_entropy(logits, y[i : i + EVAL_CHUNK], reduction="sum").item()
         correct += (logits.argmax(1) == y[i : i + EVAL_CHUNK]).sum().item()
     model.train()
-    return loss_sum / len(x), correct / len(x)
+    if dp is not None:
+        loss_sum, correct = dp.sum(loss_sum, correct)
+    return loss_sum / n, correct / n
 
 
 def accumulate_gradients(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch_size: int,
-    noise: NoiseScaleEstimator | None = None,
+    noise: NoiseScaleEstimator | None = None, dp: DataParallel | None = None,
 ) -> float:
     """Backward of the mean loss over ``x`` in micro-batches; returns that mean loss.
 
-    With ``noise``, also feeds the estimator one (|G_small|², |G_big|²) pair.
+    With ``noise``, also feeds the estimator one (|G_small|², |G_big|²) pair. With ``dp``
+    (N > 1), ``x`` is this rank's share and ``model`` its ``dp.wrap``: the gradient left
+    in ``.grad`` and the loss returned are those of the whole global batch.
     """
     if noise is not None and micro_batch_size == len(x):
         if len(x) < 2 or len(x) % 2:
@@ -119,15 +140,25 @@ def accumulate_gradients(
     g_small_sq = 0.0
     for j in range(k):
         sl = slice(j * micro_batch_size, (j + 1) * micro_batch_size)
-        loss = F.cross_entropy(model(x[sl]), y[sl])
-        (loss / k).backward()
+        # gradients of all but the last micro-batch stay on this rank (no_sync)
+        with contextlib.nullcontext() if dp is None else dp.no_sync(model, last=j == k - 1):
+            loss = F.cross_entropy(model(x[sl]), y[sl])
+            (loss / k).backward()
         total += loss.item() / k
         if noise is not None and j == 0:
             # .grad holds g_small / k after the first of k averaged micro-batches
             g_small_sq = grad_sq_norm(p.grad for p in model.parameters()) * k * k
+    world = 1
+    if dp is not None and dp.distributed:
+        # one all-reduce: the global batch's mean loss (and |G_small|² averaged over ranks)
+        world = dp.world_size
+        if noise is not None:
+            total, g_small_sq = dp.mean(total, g_small_sq)
+        else:
+            (total,) = dp.mean(total)
     if noise is not None:
         g_big_sq = grad_sq_norm(p.grad for p in model.parameters())
-        noise.update(g_small_sq, g_big_sq, micro_batch_size, len(x))
+        noise.update(g_small_sq, g_big_sq, micro_batch_size, len(x) * world)
     return total
 
 
@@ -148,7 +179,20 @@ def train_classifier(
     build_model: Callable[[], nn.Module],
     settings: LoopSettings,
 ) -> None:
-    """Train ``build_model()`` on ``data`` as the trial ``config`` says."""
+    """Train ``build_model()`` on ``data`` as the trial ``config`` says (as one rank of
+    ``config.world_size``: see the module docstring)."""
+    with process_group(config) as dp:
+        _train(config, report, data, build_model, settings, dp)
+
+
+def _train(
+    config: TrialConfig,
+    report: Report,
+    data: ClassificationData,
+    build_model: Callable[[], nn.Module],
+    settings: LoopSettings,
+    dp: DataParallel,
+) -> None:
     torch.set_num_threads(config.threads)
     batch, micro = config.batch_size, config.micro_batch_size
     seed, base_lr, warmup = config.seed, config.lr, config.warmup_examples
@@ -156,8 +200,8 @@ def train_classifier(
     n_train = len(data.x_train)
 
     # Ray hides GPUs a trial did not ask for (CUDA_VISIBLE_DEVICES), so "available" means
-    # "assigned to this trial".
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # "assigned to this trial" (trainables.distributed.device_of).
+    device = dp.device
     data = data.to(device)
     torch.manual_seed(seed)
     model = build_model().to(device)
@@ -175,19 +219,22 @@ def train_classifier(
         noise.load_state_dict(ckpt["noise"])
         step, wall_before, first_loss = ckpt["step"], ckpt["wall_time_s"], ckpt["first_loss"]
     every = settings.noise_scale_every
+    # every rank restored the same weights; DDP (N > 1) averages gradients in backward
+    net = dp.wrap(model)
+    distributed = dp if dp.distributed else None
 
     start = time.perf_counter()
     loss_sum, loss_n = 0.0, 0
     model.train()
     for next_eval in (s for s in eval_steps(cap, settings.eval_ratio) if s > step):
         while step < next_eval:
-            idx = stream.next(batch)
+            idx = dp.share(stream.next(batch))  # the same global batch on every rank
             lr_now = lr_at(base_lr, (step + 1) * batch, warmup)
             for g in opt.param_groups:
                 g["lr"] = lr_now
             opt.zero_grad(set_to_none=True)
             measure = noise if every > 0 and step % every == 0 else None
-            loss = accumulate_gradients(model, data.x_train[idx], data.y_train[idx], micro, measure)
+            loss = accumulate_gradients(net, data.x_train[idx], data.y_train[idx], micro, measure, distributed)
             first_loss = loss if first_loss is None else first_loss
             opt.step()
             step += 1
@@ -197,8 +244,9 @@ def train_classifier(
                         "train_loss": loss, "diverged": True})
                 return
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-        train_eval_loss, train_eval_acc = evaluate(model, data.x_train[train_eval], data.y_train[train_eval])
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, distributed)
+        train_eval_loss, train_eval_acc = evaluate(model, data.x_train[train_eval], data.y_train[train_eval],
+                                                   distributed)
         row = {
             **_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
             "train_loss": loss_sum / max(loss_n, 1),
@@ -210,8 +258,13 @@ def train_classifier(
         }
         loss_sum, loss_n = 0.0, 0
         final = step >= cap or config.ends_at(row)
-        if final:
+        if final and dp.is_main:  # the same weights on every rank: rank 0 measures them
             row["sharpness"] = sharpness(model, data, settings)
+        if not dp.is_main:  # only rank 0's report counts; the others just keep in step
+            report(row)
+            if final:
+                return
+            continue
         checkpoint = {
             "model": copy.deepcopy(model.state_dict()),
             "optimizer": copy.deepcopy(opt.state_dict()),
