@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DATA   := /usr/share/datasets/fashion-mnist
-# Debian packages the tests need: the dataset, and Slurm + munge for the real local cluster.
-APT_TEST := dataset-fashion-mnist slurmctld slurmd slurm-client munge slurmdbd mariadb-server
+# Debian packages the tests need: the dataset, Slurm + munge for the real local cluster, and
+# Chromium to render report.html as a person sees it (tests/test_report_browser.py).
+APT_TEST := dataset-fashion-mnist slurmctld slurmd slurm-client munge slurmdbd mariadb-server chromium
 
 .PHONY: demo test lint setup data slurm-packages clean
 

@@ -1,9 +1,13 @@
 """The one style of the report's figures and the axis and file helpers they share.
 
-Seaborn "ticks" + "paper" context, 8 pt text, colour-blind palette, sized for a two-column
-paper: 3.4 in wide for one column, 7 in for both. ``STYLE`` is applied per figure through
-``plt.rc_context`` (see ``figures.write_figures``) so importing changes no global state.
-Each figure is saved as PNG (200 dpi) and PDF (vector).
+Seaborn "ticks" + "paper" context, 8 pt labels, no text under 7 pt, colour-blind palette,
+every figure one column of a two-column paper wide (3.3 in), so that set at a column's width
+its text stays at least ``MIN_FONT_PT``. One colour per batch size (``batch_colours``, viridis:
+lightness grows with B, so it reads in grey and under every colour-vision deficiency), the
+same in every figure of a run. ``STYLE`` is applied per figure through ``plt.rc_context``
+(see ``figures.write_figures``) so importing changes no global state. Each figure is saved as
+PNG (200 dpi) and PDF (vector); ``save_figure`` records its size, its smallest text and its
+batch colours (``FigureFile``), which ``figures.write_figures`` writes to figures/figures.json.
 
     from pathlib import Path
     import matplotlib.pyplot as plt
@@ -17,8 +21,9 @@ Each figure is saved as PNG (200 dpi) and PDF (vector).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 from matplotlib import RcParams
@@ -31,12 +36,18 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 from cycler import cycler  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .numbers import format_number  # noqa: E402
 
-COLUMN_WIDTH = 3.4
+COLUMN_WIDTH = 3.3
+"""One column of a two-column paper (inches): the width of every figure."""
 FULL_WIDTH = 7.0
+MIN_FONT_PT = 7.0
+"""The smallest text a figure may hold at a column's width."""
 HEIGHT = 2.5
 DPI = 200
 PALETTE = sns.color_palette("colorblind")
@@ -44,7 +55,8 @@ PALETTE = sns.color_palette("colorblind")
 STYLE = RcParams({
     **sns.axes_style("ticks"),
     **sns.plotting_context("paper"),
-    "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,
+    "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
     "axes.prop_cycle": cycler(color=PALETTE), "axes.grid": True, "grid.alpha": 0.25,
     "grid.linewidth": 0.5, "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42,
@@ -70,6 +82,31 @@ class FigureFile:
 
     pdf: Path
     """The vector file, for the paper."""
+
+    width_in: float = 0.0
+    """Width of the saved figure (inches): the PDF's page width."""
+
+    height_in: float = 0.0
+    """Height of the saved figure (inches)."""
+
+    min_font_pt: float = 0.0
+    """Size of its smallest text (tick, axis and colour-bar labels, legend, marks), in points."""
+
+    axis_label_pt: float = 0.0
+    """Size of its smallest axis label, in points."""
+
+    font_sizes: tuple[float, ...] = ()
+    """Every size its text is set in (mathtext sub- and superscripts at 0.7 of theirs)."""
+
+    batch_colours: dict[str, str] = field(default_factory=dict)
+    """Colour (hex) of each batch size's lines (``gid`` "batch_size=B"), by B."""
+
+    def facts(self) -> dict[str, Any]:
+        """What figures.json records of the figure."""
+        return {"pdf": self.pdf.name, "png": self.png.name, "width_in": self.width_in,
+                "height_in": self.height_in, "min_font_pt": self.min_font_pt,
+                "axis_label_pt": self.axis_label_pt, "font_sizes": list(self.font_sizes),
+                "batch_colours": self.batch_colours}
 
 
 def number_label(x: float, _pos: int | None = None) -> str:
@@ -108,8 +145,37 @@ def batch_axis(ax: plt.Axes, batch_sizes: np.ndarray) -> None:
 
 
 def batch_colours(batch_sizes: np.ndarray) -> dict[int, tuple[float, float, float]]:
-    cols = sns.color_palette("viridis", len(batch_sizes))
-    return {int(b): c for b, c in zip(batch_sizes, cols)}
+    """The one colour of each batch size: viridis from dark (smallest B) to light green (its
+    pale yellow end is left out, too faint on white). Pass every batch size of the run, not
+    just those a figure draws, so each B has its colour in every figure."""
+    bs = sorted({int(b) for b in batch_sizes})
+    cmap = sns.color_palette("viridis", as_cmap=True)
+    pos = np.linspace(0.0, 0.85, len(bs)) if len(bs) > 1 else np.zeros(1)
+    return {b: tuple(float(x) for x in cmap(p)[:3]) for b, p in zip(bs, pos)}  # type: ignore[misc]
+
+
+BATCH_GID = "batch_size="
+"""``gid`` prefix of an artist drawn for one batch size: ``gid=f"batch_size={B}"``."""
+
+
+def _texts(fig: plt.Figure) -> list[Text]:
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def figure_facts(fig: plt.Figure) -> dict[str, Any]:
+    """Size, smallest text and batch colours of a drawn figure (see ``FigureFile``)."""
+    w, h = fig.get_size_inches()
+    sizes = [float(t.get_fontsize()) for t in _texts(fig)]
+    labels = [float(lab.get_fontsize()) for ax in fig.axes for lab in (ax.xaxis.label, ax.yaxis.label)
+              if lab.get_visible() and lab.get_text().strip()]
+    colours: dict[str, str] = {}
+    for line in fig.findobj(Line2D):
+        if str(line.get_gid() or "").startswith(BATCH_GID):
+            colours[str(line.get_gid()).removeprefix(BATCH_GID)] = to_hex(line.get_color())
+    return {"width_in": round(float(w), 4), "height_in": round(float(h), 4),
+            "min_font_pt": min(sizes, default=0.0), "axis_label_pt": min(labels, default=0.0),
+            "font_sizes": tuple(sorted(set(sizes))),
+            "batch_colours": dict(sorted(colours.items(), key=lambda kv: int(kv[0])))}
 
 
 def column_figure(height: float = HEIGHT) -> tuple[plt.Figure, plt.Axes]:
@@ -136,6 +202,7 @@ def save_figure(fig: plt.Figure, out: Path, name: str, title: str, caption: str)
     """Write ``fig`` as out/name.png and out/name.pdf and close it."""
     png, pdf = out / f"{name}.png", out / f"{name}.pdf"
     fig.savefig(png, dpi=DPI)
+    facts = figure_facts(fig)  # after a draw: tick labels exist only then
     fig.savefig(pdf)
     plt.close(fig)
-    return FigureFile(name, title, caption, png, pdf)
+    return FigureFile(name, title, caption, png, pdf, **facts)

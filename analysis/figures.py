@@ -15,6 +15,7 @@ generalization gap, noise scale). Style, sizes and file handling: ``figure_style
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,12 +24,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LogNorm, Normalize
+from matplotlib.colors import LogNorm, Normalize, to_hex
 
 from .figure_style import (
+    BATCH_GID,
     COLUMN_WIDTH,
-    FULL_WIDTH,
     HEIGHT,
+    MIN_FONT_PT,
     STYLE,
     FigureFile,
     batch_axis,
@@ -73,8 +75,7 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
     bs = np.sort(t["batch_size"].unique())
     per_b = t.groupby("batch_size")["log_lr"].nunique().max()
     shared_grid = len(lrs) <= max(2 * per_b, 1) and len(lrs) <= 40
-    fig_w = FULL_WIDTH if len(lrs) > 9 else COLUMN_WIDTH + 0.6
-    fig, ax = plt.subplots(figsize=(fig_w, max(HEIGHT, 0.28 * len(bs) + 1.0)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, max(HEIGHT, 0.28 * len(bs) + 1.0)), layout="constrained")
     cell = t.groupby(["batch_size", "log_lr"])
     if any_reached:
         vals = cell["value"].min()
@@ -104,12 +105,12 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
                 v = mat.iat[i, j]
                 r, g, b_, _alpha = cmap(norm(v)) if np.isfinite(v) else (0.9, 0.9, 0.9, 1)
                 dark = 0.299 * r + 0.587 * g + 0.114 * b_ < 0.5
-                ax.text(j + 0.5, i + 0.5, txt, ha="center", va="center", fontsize=6,
+                ax.text(j + 0.5, i + 0.5, txt, ha="center", va="center", fontsize=MIN_FONT_PT,
                         color="white" if dark else "0.25")
             if best_ids & set(grp["trial_id"]):
                 # Inset so neighbouring rows' boxes never share an edge.
                 ax.add_patch(plt.Rectangle((j + 0.08, i + 0.1), 0.84, 0.8, fill=False, ec="C3", lw=1.2))
-        step = max(1, int(np.ceil(len(lrs) / 12)))
+        step = max(1, int(np.ceil(len(lrs) / 8)))  # at most 8 labels across a column
         ax.set_xticks(np.arange(len(lrs))[::step] + 0.5)
         ax.set_xticklabels([format_number(10 ** v, digits=2, grouping=False) for v in lrs[::step]],
                            rotation=45, ha="right")
@@ -135,7 +136,7 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
         ax.set_yticklabels([str(int(v)) for v in bs])
     cbar = fig.colorbar(mesh, ax=ax, pad=0.02)
     cbar.set_label(label)
-    cbar.ax.tick_params(labelsize=6)
+    cbar.ax.tick_params(labelsize=MIN_FONT_PT)
     if norm_log:
         plain_log_axis(cbar.ax.yaxis)
     ax.set_xlabel("learning rate")
@@ -157,15 +158,15 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
     rows = rows[np.isfinite(rows[metric].to_numpy(dtype=float)) & (rows["step"] > 0)].sort_values(["batch_size", "step"])
     if rows.empty:
         return None
-    bs = np.sort(ids["batch_size"].unique())
-    colours = batch_colours(bs)
-    fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, HEIGHT), sharey=True, layout="constrained")
+    colours = run_colours(a)
+    # one column: steps above, examples below, the batch sizes' legend under both
+    fig, axes = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, 2 * HEIGHT), layout="constrained")
     for _, r in ids.iterrows():
         d = rows[rows["trial_id"] == r["best_trial_id"]]
         if d.empty:
             continue
         b = int(r["batch_size"])
-        kw = dict(color=colours[b], lw=1.0, label=f"{b}")
+        kw = dict(color=colours[b], lw=1.0, label=f"{b}", gid=f"{BATCH_GID}{b}")
         axes[0].plot(d["step"], d[metric], **kw)
         axes[1].plot(d["step"] * b, d[metric], **kw)
     # A loss approaching a small target is only readable on a log axis.
@@ -176,12 +177,13 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
             ax.set_yscale("log")
         ax.axhline(a.target.value, color="k", ls="--", lw=0.8)
         ax.set_xlabel(xl)
-    axes[0].set_ylabel(metric.replace("_", " "))
+        ax.set_ylabel(metric.replace("_", " "))
     handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, title="$B$", loc="outside right center", fontsize=6, title_fontsize=6.5)
+    fig.legend(handles, [f"B={x}" for x in labels], loc="outside lower center", ncol=min(len(labels), 4),
+               handlelength=1.4, columnspacing=0.8)
     return save_figure(fig, out, "learning_curves", "Learning curves of the best trial per batch size",
-                       f"{metric} of the best trial at each batch size against optimizer steps (left) "
-                       f"and examples (right); the dashed line is the target {a.target.value:g}.")
+                       f"{metric} of the best trial at each batch size against optimizer steps (top) "
+                       f"and examples (bottom); the dashed line is the target {a.target.value:g}.")
 
 
 def generalization(a: Analysis, out: Path) -> FigureFile | None:
@@ -217,11 +219,11 @@ def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
     nc = a.noise.curves
     if not a.noise.measured or nc.empty:
         return None
-    bs = np.sort(nc["batch_size"].unique())
-    colours = batch_colours(bs)
+    colours = run_colours(a)
     fig, ax = column_figure(HEIGHT + 0.7)
     for b, d in nc.groupby("batch_size"):
-        ax.plot(d["examples_seen"], d["grad_noise_scale"], color=colours[int(b)], lw=0.9, label=f"{int(b)}")
+        ax.plot(d["examples_seen"], d["grad_noise_scale"], color=colours[int(b)], lw=0.9, label=f"{int(b)}",
+                gid=f"{BATCH_GID}{int(b)}")
     c = a.critical
     if c.b_crit is not None:
         lo, hi = c.b_crit_ci95 or (None, None)
@@ -252,8 +254,17 @@ FIGURE_NAMES: tuple[str, ...] = ("steps_vs_batch", "examples_vs_batch", "lr_vs_b
 """The file stems of ``FIGURES``, in order, whether drawn or not."""
 
 
+FIGURE_FACTS = "figures.json"
+"""figures/figures.json: each figure's size, smallest text and batch colours (``FigureFile.facts``)."""
+
+
+def run_colours(a: Analysis) -> dict[int, tuple[float, float, float]]:
+    """The run's one batch size -> colour mapping (every batch size of the run, drawn or not)."""
+    return batch_colours(np.union1d(a.trials["batch_size"].to_numpy(), a.run.curves["batch_size"].to_numpy()))
+
+
 def write_figures(a: Analysis, out_dir: str | Path) -> list[FigureFile]:
-    """Draw every figure the data allow into ``out_dir``; returns what was written."""
+    """Draw every figure the data allow into ``out_dir``, with figures.json; returns what was written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -262,4 +273,8 @@ def write_figures(a: Analysis, out_dir: str | Path) -> list[FigureFile]:
             f = draw(a, out)
             if f is not None:
                 written.append(f)
+    facts = {"column_width_in": COLUMN_WIDTH, "min_font_pt": MIN_FONT_PT,
+             "batch_colours": {str(b): to_hex(c) for b, c in run_colours(a).items()},
+             "figures": {f.name: f.facts() for f in written}}
+    (out / FIGURE_FACTS).write_text(json.dumps(facts, indent=1) + "\n")
     return written

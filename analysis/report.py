@@ -1,4 +1,4 @@
-"""Write RUN_DIR/report/: report.md, report.html, figures/, tables/ and fits.json.
+"""Write RUN_DIR/report/: report.md, report.html, report.pdf, figures/, tables/ and fits.json.
 
 From the shell, ``python -m analysis.report RUN_DIR [--out DIR] [--n-boot N]``: exit status
 0 on success (the report directory is printed), 2 when RUN_DIR lacks study.toml or curves/
@@ -26,6 +26,7 @@ from .figures import write_figures
 from .fits import analyse
 from .load import load_run
 from .render import to_html, to_markdown
+from .report_pdf import write_pdf
 from .results import fits_json
 from .tables import write_tables
 
@@ -45,6 +46,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, n_boot:
     blocks = build_document(a, figures, tables, environment_stamp())
     (out / "report.md").write_text(to_markdown(blocks, out), encoding="utf-8")
     (out / "report.html").write_text(to_html(blocks, f"Batch-size study: {run.name}"), encoding="utf-8")
+    write_pdf(blocks, out / "report.pdf", f"Batch-size study: {run.name}")
     return out
 
 
