@@ -24,7 +24,9 @@ from cluster import lease
 from orchestrator import rundir
 from orchestrator.errors import SweepInterrupted
 from orchestrator.progress import LiveDisplay
+from orchestrator.study import Study
 from orchestrator.sweep import run_sweep
+from orchestrator.tracking import log_fits
 
 # a full disk, a quota, a read-only or unwritable RUN_DIR: the sweep cannot go on, but
 # nothing is lost and --resume continues once it can write again
@@ -55,6 +57,7 @@ def run_study(run_dir: Path, resume: bool = False, backend: str = "local") -> Pa
             run_sweep(study, run_dir, resume=resume, display=display)
             print(summary_text(run_dir), flush=True)
             report = analysis.write_report(run_dir)
+            log_fits_to_trackers(study, run_dir, report)
     except Exception as e:
         if (cause := unwritable(e)) is None:
             raise
@@ -62,6 +65,15 @@ def run_study(run_dir: Path, resume: bool = False, backend: str = "local") -> Pa
                                f"make room, then continue with --resume {run_dir}") from e
     print(f"report: {report / 'report.md'}", flush=True)
     return report
+
+
+def log_fits_to_trackers(study: Study, run_dir: Path, report: Path) -> None:
+    """The fits as the study run of each tracker [tracking] turns on; a tracker that fails
+    here costs a warning, not the run (the report is written)."""
+    try:
+        log_fits(study, run_dir, report)
+    except Exception as e:  # a tracker's server, disk or version: any of them
+        print(f"warning: logging the fits to the trackers failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def unwritable(exc: BaseException) -> OSError | None:

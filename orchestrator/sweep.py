@@ -47,6 +47,7 @@ from orchestrator.scheduler import (  # noqa: E402
 )
 from orchestrator.sink import ParquetSink  # noqa: E402
 from orchestrator.study import Study  # noqa: E402
+from orchestrator.tracking import tracker_callbacks  # noqa: E402
 from orchestrator.tune_config import CONFIG_KEY  # noqa: E402
 from trainables.contract import write_atomic  # noqa: E402
 
@@ -148,6 +149,7 @@ def _new_tuner(study: Study, run_dir: Path, trainable: Any, scheduler: tune.sche
     ]
     if stopping:
         callbacks.append(SchedulerState(stopping, run_dir))
+    callbacks += tracker_callbacks(study, run_dir, early)  # the study's [tracking], after the sink
     # One grid_search over the configs: Tune creates (and, through the scheduler's
     # choose_trial_to_run, starts) the trials in this list's order.
     points = [trial_config(study, p).to_dict() for p in start_order(study)]

@@ -1,8 +1,8 @@
 """One smoke study through the real launcher, shared by the tests of the trackers, of the
 report in a browser and of the dataframe readers (test_tracking, test_report_browser,
 test_readers): the noisy quadratic model's smoke budget (3 batch sizes x 3 LRs, 150 steps)
-with a target it reaches (so every figure is drawn), run once per pytest session into
-its temporary directory."""
+with a target it reaches (so every figure is drawn) and every tracker on, run once per
+pytest session into its temporary directory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 
 from support import launch
 
-SMOKE = ("--cluster", "local", "--study", "nqm", "--budget", "smoke", "--set", "target.value=2.6")
+SMOKE = ("--cluster", "local", "--study", "nqm", "--budget", "smoke", "--set", "target.value=2.6",
+         "--set", "tracking.mlflow=true", "--set", "tracking.tensorboard=true",
+         "--set", 'tracking.wandb="offline"')
 
 _runs: dict[str, Path | str] = {}
 
