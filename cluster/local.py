@@ -49,6 +49,18 @@ def local_ray(num_cpus: int | None = None) -> Iterator[None]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def machine_resources() -> tuple[int, int]:
+    """CPUs and GPUs the local Ray will have: Ray's own detection, as ``ray.init`` does it
+    (cgroup limits included), or the OS's CPU count and no GPU if that API has moved."""
+    try:
+        from ray._private import accelerators, utils
+
+        gpu = accelerators.get_accelerator_manager_for_resource("GPU")
+        return int(utils.get_num_cpus()), int(gpu.get_current_node_num_accelerators()) if gpu else 0
+    except (ImportError, AttributeError):
+        return os.cpu_count() or 1, 0
+
+
 class LocalBackend:
     """Runs the driver in this process, on a private local Ray."""
 
@@ -58,7 +70,12 @@ class LocalBackend:
         return f"local: runs here in the foreground on this machine's Ray; RUN_DIR {req.run_dir}"
 
     def check(self, req: SweepRequest) -> None:
-        pass  # this machine's Ray takes what it has; nothing to ask a scheduler
+        # this machine's Ray takes what it has; only a trial bigger than all of it never runs
+        if req.workers_per_trial > 1:
+            req.workers.check(1, *machine_resources(), "this machine")
+
+    def capacity(self, req: SweepRequest) -> str:
+        return req.workers.line(1, *machine_resources(), "this machine")
 
     def launch(self, req: SweepRequest, resume: bool) -> Lease | None:
         with local_ray():

@@ -24,7 +24,7 @@ from typing import Any
 import submitit
 
 from cluster import lease as leases
-from cluster.backend import SweepRequest, follow_lease
+from cluster.backend import SweepRequest, Workers, follow_lease
 from cluster.job import SweepJob
 from cluster.lease import Lease
 from cluster.ports import WORKER_PORTS
@@ -69,20 +69,28 @@ def parse_time(text: str) -> int:
     return minutes
 
 
-def resources_for(flags: SlurmFlags, cpus_per_trial: float, gpus_per_trial: float) -> SlurmResources:
-    """Resources from the flags, defaulting to what one trial needs."""
+def resources_for(flags: SlurmFlags, cpus_per_trial: float, gpus_per_trial: float,
+                  workers_per_trial: int = 1, refuse_unfit: bool = True) -> SlurmResources:
+    """Resources from the flags, defaulting to what one trial needs. With
+    ``workers_per_trial`` N > 1 the per-trial figures are each worker's, the default is
+    each node's share of the N workers, and an allocation that cannot hold them all is
+    refused (one line naming resources.workers_per_trial) unless not ``refuse_unfit``."""
+    per = "worker" if workers_per_trial > 1 else "trial"
     nodes = 1 if flags.nodes is None else flags.nodes
     if nodes < 1:
         raise UsageError(f"--nodes: must be >= 1, got {nodes}")
-    gpus = math.ceil(gpus_per_trial) if flags.gpus_per_node is None else flags.gpus_per_node
+    share = math.ceil(workers_per_trial / nodes)  # workers per node, spread evenly
+    gpus = math.ceil(gpus_per_trial) * share if flags.gpus_per_node is None else flags.gpus_per_node
     if gpus < 0:
         raise UsageError(f"--gpus-per-node: must be >= 0, got {gpus}")
     if gpus < math.ceil(gpus_per_trial):
-        raise UsageError(f"--gpus-per-node: {gpus} is less than resources.gpus_per_trial = {gpus_per_trial}")
-    trials_per_node = max(1, math.floor(gpus / gpus_per_trial)) if gpus_per_trial else 1
+        raise UsageError(f"--gpus-per-node: {gpus} is less than resources.gpus_per_{per} = {gpus_per_trial}")
+    trials_per_node = max(share, math.floor(gpus / gpus_per_trial)) if gpus_per_trial else share
     cpus = math.ceil(cpus_per_trial * trials_per_node) if flags.cpus_per_node is None else flags.cpus_per_node
     if cpus < math.ceil(cpus_per_trial):
-        raise UsageError(f"--cpus-per-node: {cpus} is less than resources.cpus_per_trial = {cpus_per_trial}")
+        raise UsageError(f"--cpus-per-node: {cpus} is less than resources.cpus_per_{per} = {cpus_per_trial}")
+    if workers_per_trial > 1 and refuse_unfit:
+        Workers(workers_per_trial, cpus_per_trial, gpus_per_trial).check(nodes, cpus, gpus, "the Slurm allocation")
     # every concurrent trial is a Ray worker process holding one of the node's worker ports
     if math.ceil(cpus / cpus_per_trial) > WORKER_PORTS - 8:
         raise UsageError(f"--cpus-per-node: {cpus} CPUs / resources.cpus_per_trial = {cpus_per_trial} "
@@ -170,8 +178,14 @@ class SlurmBackend:
         self.flags = flags
 
     def _executor(self, req: SweepRequest) -> submitit.SlurmExecutor:
-        res = resources_for(self.flags, req.cpus_per_trial, req.gpus_per_trial)
+        res = resources_for(self.flags, req.cpus_per_trial, req.gpus_per_trial, req.workers_per_trial)
         return _executor(req.name, req.run_dir, res, req.trainable)
+
+    def capacity(self, req: SweepRequest) -> str:
+        """How many data-parallel trials the allocation holds at once (flags as given)."""
+        res = resources_for(self.flags, req.cpus_per_trial, req.gpus_per_trial, req.workers_per_trial,
+                            refuse_unfit=False)
+        return req.workers.line(res.nodes, res.cpus_per_node, res.gpus_per_node, "the Slurm allocation")
 
     def describe(self, req: SweepRequest) -> str:
         """The exact sbatch script ``launch`` would submit (writes nothing)."""

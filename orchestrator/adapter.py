@@ -12,10 +12,16 @@ An exception from the trainable's own code ends the trial with a last result car
 same code would fail the same way. Only what kills the trial's process from outside (a
 node lost, the worker killed) reaches Tune as a trial error, which ``FailureConfig``
 retries from the last checkpoint.
+
+A trial of ``world_size`` N > 1 runs as N data-parallel workers (``orchestrator.workers``)
+in the trial's placement group: rank 0's reports come through the same ``report``, tagged
+with the workers' nodes (``n1,n2``); the trainable's exception on a rank fails the trial
+as above, and a lost worker is re-raised, so Tune restarts every rank from the checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import tempfile
 import time
@@ -31,6 +37,7 @@ from ray import tune
 import trainables
 from cluster.ray_spec import NODE_LABEL
 from orchestrator.tune_config import config_of
+from orchestrator.workers import WorkerFailed, WorkerGroup, WorkerLost
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -91,9 +98,21 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0,
                 raise _TargetReached
 
         try:
-            trainables.get(trainable)(config, report)
+            if config.world_size > 1:  # N data-parallel workers (orchestrator.workers)
+                group = WorkerGroup(config)
+                try:
+                    node = group.node_label
+                    group.run(functools.partial(trainables.get, trainable), report)
+                finally:
+                    group.shutdown()
+            else:
+                trainables.get(trainable)(config, report)
         except _TargetReached:
             pass
+        except WorkerLost:
+            raise  # Tune's FailureConfig restarts the trial, every rank, from its checkpoint
+        except WorkerFailed as e:
+            tune.report({"error": e.line, "node": node})
         except Exception as e:
             if in_tune:
                 raise

@@ -126,15 +126,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.laun
         _check_flags(args)
         study, run_dir = _resolve(args)
         backend = _backend(args, study)
+        res = study.resources  # per worker: the trial itself unless workers_per_trial > 1
         req = SweepRequest(run_dir=run_dir, name=study.name, trainable=study.trainable,
-                           cpus_per_trial=study.resources.cpus_per_trial,
-                           gpus_per_trial=study.resources.gpus_per_trial, drive=run_study)
+                           cpus_per_trial=res.worker_cpus, gpus_per_trial=res.worker_gpus,
+                           workers_per_trial=res.workers_per_trial, drive=run_study)
         if args.dry_run:
             print(format_grid(study))
             if study.search.strategy == "adaptive":
                 from orchestrator.adaptive import format_plan
 
                 print(format_plan(study))
+            if res.workers_per_trial > 1:
+                print(backend.capacity(req))
             if backend.name != "local":
                 print(backend.describe(req))
             return 0

@@ -46,7 +46,7 @@ from orchestrator.scheduler import (  # noqa: E402
     make_scheduler,
 )
 from orchestrator.sink import ParquetSink  # noqa: E402
-from orchestrator.study import Study  # noqa: E402
+from orchestrator.study import Resources, Study  # noqa: E402
 from orchestrator.tracking import tracker_callbacks  # noqa: E402
 from orchestrator.tune_config import CONFIG_KEY  # noqa: E402
 from trainables.contract import write_atomic  # noqa: E402
@@ -98,6 +98,16 @@ def tune_dir(run_dir: Path) -> Path:
     return Path(run_dir).resolve() / "tune"
 
 
+def trial_resources(res: Resources) -> dict[str, float] | tune.PlacementGroupFactory:
+    """What Tune reserves for one trial: its CPUs and GPUs, or, for N data-parallel workers,
+    a placement group of an empty head bundle (the Tune function, which only relays rank
+    0's reports) and one bundle per worker, packed onto as few nodes as hold them."""
+    if res.workers_per_trial == 1:
+        return {"cpu": res.worker_cpus, "gpu": res.worker_gpus}
+    bundle = {"CPU": res.worker_cpus, **({"GPU": res.worker_gpus} if res.worker_gpus else {})}
+    return tune.PlacementGroupFactory([{}] + [bundle] * res.workers_per_trial, strategy="PACK")
+
+
 def run_sweep(
     study: Study,
     run_dir: Path,
@@ -120,7 +130,7 @@ def run_sweep(
     at = scheduler.rung_positions() if isinstance(scheduler, PerBatchSizeSHA) else None
     trainable = tune.with_resources(
         tune_trainable(study.trainable, checkpoint_every_s, checkpoint_at=at),
-        {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial},
+        trial_resources(study.resources),
     )
     path = tune_dir(run_dir) / EXPERIMENT
     if resume and tune.Tuner.can_restore(str(path)):

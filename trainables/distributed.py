@@ -5,7 +5,8 @@ gradient accumulation that synchronises once per optimizer update.
 A trial with ``config.world_size`` N runs as N processes, one per rank (``config.rank``).
 Whoever starts them (``orchestrator.adapter``'s worker group on Ray, or a test's
 ``torch.multiprocessing``) sets the rendezvous in the environment, ``MASTER_ADDR`` and
-``MASTER_PORT`` (torch's ``env://``), and gives each process its own config. Every rank
+``MASTER_PORT`` (torch's ``env://``; a fresh port per trial, since ranks leave a trial at
+different times), and gives each process its own config. Every rank
 draws the same global batch (same seed, same order as one process would) and trains on its
 contiguous share; gradients are averaged across ranks once per update, so an update is
 the one a single process makes on the whole batch and the learning rate means the same
