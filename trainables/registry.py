@@ -39,8 +39,9 @@ from trainables.contract import UsageError
 BUILTIN: dict[str, str] = {
     "fashion_mnist": "trainables.fashion_mnist",
     "nqm": "trainables.nqm",
-    "imagenet": "trainables.imagenet",
     "cifar10": "trainables.cifar10",
+    "imagenet": "trainables.imagenet",
+    "gpt": "trainables.gpt",
 }
 FUNCTION = "train"
 

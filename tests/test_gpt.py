@@ -1,0 +1,134 @@
+"""The gpt trainable on a tiny Transformer and a UTF-8 text file turned into its byte-level
+token files: the contract's rows with tokens_seen, averaged accumulation, resume, and bad
+data refused at launch (exit 2, naming the path and what is missing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.launch import main
+from support import trial
+from trainables import get
+from trainables.gpt import TrainableConfig, build_model, preflight
+from trainables.loop import LoopConfig, lr_factor
+from trainables.schedule import eval_steps
+
+ROW = {"step", "examples_seen", "epoch", "wall_time_s", "train_loss", "val_loss", "val_accuracy",
+       "lr_current", "tokens_seen"}
+TEXT = "The quick brown fox jumps over the lazy dog. Größe, naïve café — ünïcödé. " * 200
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gpt")
+    (root / "input.txt").write_text(TEXT, encoding="utf-8")
+    return root
+
+
+def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
+    return {"batch_size": 8, "lr": 3e-3, "optimizer": "adamw", "momentum": 0.9, "weight_decay": 0.1,
+            "max_steps": 6, "warmup_examples": 16, "data_dir": str(data_dir / "tokens"),
+            "text_file": str(data_dir / "input.txt"), "size": "tiny", "n_layer": 1, "n_embd": 32,
+            "seq_len": 32, "eval_sequences": 16, "eval_ratio": 2.0, **kw}
+
+
+def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    rows: list[dict] = []
+    ckpts: list[dict] = []
+
+    def report(metrics: dict, checkpoint: dict | None = None) -> None:
+        rows.append(dict(metrics))
+        ckpts.append(checkpoint or {})
+
+    get("gpt")(trial(cfg), report)
+    return rows, ckpts
+
+
+def test_builds_tokens_once_and_reports_the_contract_columns(data_dir: Path) -> None:
+    rows, ckpts = run(config(data_dir))
+    raw = TEXT.encode("utf-8")
+    train = np.fromfile(data_dir / "tokens" / "train.bin", dtype=np.uint16)
+    val = np.fromfile(data_dir / "tokens" / "val.bin", dtype=np.uint16)
+    assert bytes(np.concatenate([train, val]).astype(np.uint8)) == raw and len(val) == len(raw) - int(len(raw) * 0.9)
+    assert [r["step"] for r in rows] == eval_steps(6, 2.0)
+    for r in rows:
+        assert set(r) >= ROW
+        assert r["examples_seen"] == 8 * r["step"] and r["tokens_seen"] == 8 * 32 * r["step"]
+        assert r["epoch"] == pytest.approx(r["tokens_seen"] / len(train), rel=0.01)
+        assert all(np.isfinite(r[k]) for k in ROW) and 0 <= r["val_accuracy"] <= 1
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    assert ckpts[-1]["step"] == 6
+
+
+def test_accumulation_4x2_equals_1x8(data_dir: Path) -> None:
+    one_rows, one = run(config(data_dir, max_steps=3))
+    acc_rows, acc = run(config(data_dir, max_steps=3, micro_batch_size=2))
+    for a, b in zip(one_rows, acc_rows, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    for name, p in one[-1]["model"].items():
+        torch.testing.assert_close(p, acc[-1]["model"][name], rtol=1e-4, atol=1e-6)
+
+
+def test_resume_continues_the_same_curve(data_dir: Path) -> None:
+    full, ckpts = run(config(data_dir, max_steps=8))
+    k = [r["step"] for r in full].index(2)
+    rest, rest_ckpts = run({**config(data_dir, max_steps=8), "_checkpoint": ckpts[k]})
+    assert [r["step"] for r in rest] == [r["step"] for r in full[k + 1 :]]
+    for a, b in zip(full[k + 1 :], rest):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["tokens_seen"] == b["tokens_seen"]
+    for name, p in ckpts[-1]["model"].items():
+        torch.testing.assert_close(p, rest_ckpts[-1]["model"][name])
+
+
+def test_schedules_and_sizes() -> None:
+    cosine, wsd = LoopConfig(schedule="cosine", end_factor=0.1), LoopConfig(schedule="wsd", decay_fraction=0.2)
+    assert [round(lr_factor(cosine, p), 4) for p in (0, 0.5, 1)] == [1.0, 0.55, 0.1]
+    assert [lr_factor(wsd, p) for p in (0, 0.8, 0.9, 1)] == [1.0, 1.0, pytest.approx(0.5), 0.0]
+    step = LoopConfig(schedule="step")
+    assert [lr_factor(step, p) for p in (0.3, 0.34, 0.7, 0.9)] == pytest.approx([1, 0.1, 0.01, 0.001])
+    n = sum(p.numel() for p in build_model(TrainableConfig(size="small")).parameters())
+    assert 10.5e6 < n < 11e6  # nanoGPT's Shakespeare model: 10.8M with the position table
+
+
+def _launch(tmp_path: Path, capsys: pytest.CaptureFixture[str], *sets: str) -> str:
+    out = tmp_path / "run"
+    args = ["--study", "gpt-small", "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    return err
+
+
+def test_missing_or_malformed_data_is_exit_2_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    err = _launch(tmp_path, capsys, f"trainable_config.data_dir={empty}", f"trainable_config.text_file={tmp_path}/no.txt")
+    assert f"{tmp_path}/no.txt" in err and "no such file" in err
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9".encode("latin-1") * 100)
+    err = _launch(tmp_path, capsys, f"trainable_config.data_dir={empty}", f"trainable_config.text_file={bad}")
+    assert str(bad) in err and "not UTF-8" in err and not (empty / "train.bin").exists()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "train.bin").write_bytes(b"\x00" * 1001)
+    (odd / "val.bin").write_bytes(b"\x00" * 1000)
+    err = _launch(tmp_path, capsys, f"trainable_config.data_dir={odd}")
+    assert str(odd / "train.bin") in err and "uint16" in err
+    (odd / "train.bin").unlink()
+    preflight_err = pytest.raises(FileNotFoundError, preflight, TrainableConfig(data_dir=str(odd)))
+    assert "train.bin" in str(preflight_err.value) and str(odd) in str(preflight_err.value)
+
+
+def test_a_blown_up_loss_is_one_diverged_row(data_dir: Path) -> None:
+    rows, _ = run(config(data_dir, lr=30.0, grad_clip=0.0, warmup_examples=0, max_steps=40, divergence_factor=1.5))
+    assert rows[-1].get("diverged") is True and rows[-1]["step"] < 40
+    assert not any(r.get("diverged") for r in rows[:-1])
