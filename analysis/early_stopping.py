@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.contract import step_cap
+from trainables.contract import UsageError, step_cap
 
 RECORD = Path("tune") / "early_stopping.json"
 
@@ -64,9 +64,13 @@ def _short(n: float) -> str:
     return f"{n:.0f}"
 
 
-def _cap(study: dict[str, Any], batch_size: int) -> int:
+def _cap(study: dict[str, Any], batch_size: int) -> float:
+    """The trial cap in examples, NaN for a run whose study states none (an imported sweep)."""
     budget = study.get("budget", {})
-    return step_cap(batch_size, budget.get("max_steps"), budget.get("max_examples")) * batch_size
+    try:
+        return float(step_cap(batch_size, budget.get("max_steps"), budget.get("max_examples")) * batch_size)
+    except UsageError:
+        return math.nan
 
 
 def per_batch_table(trials: pd.DataFrame, study: dict[str, Any], record: dict[str, Any] | None) -> pd.DataFrame:
