@@ -1,15 +1,20 @@
 """The gpt trainable on a tiny Transformer and a UTF-8 text file turned into its byte-level
-token files: the contract's rows with tokens_seen, averaged accumulation, resume, and bad
-data refused at launch (exit 2, naming the path and what is missing)."""
+token files: the contract's rows with tokens_seen, averaged accumulation, resume, two gloo
+ranks (the shared loop's data-parallel path), and bad data refused at launch (exit 2,
+naming the path and what is missing)."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from orchestrator.launch import main
 from support import trial
@@ -132,3 +137,35 @@ def test_a_blown_up_loss_is_one_diverged_row(data_dir: Path) -> None:
     rows, _ = run(config(data_dir, lr=30.0, grad_clip=0.0, warmup_examples=0, max_steps=40, divergence_factor=1.5))
     assert rows[-1].get("diverged") is True and rows[-1]["step"] < 40
     assert not any(r.get("diverged") for r in rows[:-1])
+
+
+def _rank_main(rank: int, jobs: list[tuple[str, dict[str, Any], int]], out: str) -> None:
+    """One rank of each job (world_size 2); rank 0 keeps the rows and whether it checkpointed."""
+    results = {}
+    for name, cfg, port in jobs:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        results[name] = run({**cfg, "world_size": 2, "rank": rank})
+    if rank == 0:
+        with open(out, "wb") as f:
+            pickle.dump({k: (rows, [bool(c) for c in ckpts]) for k, (rows, ckpts) in results.items()}, f)
+    else:  # the others report the same rows, never a checkpoint
+        assert not any(c for _, ckpts in results.values() for c in ckpts)
+
+
+def test_two_gloo_ranks_train_the_curve_of_one_process(data_dir: Path, tmp_path: Path) -> None:
+    ref, _ = run(config(data_dir, max_steps=4))
+    socks = [socket.socket() for _ in range(2)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    jobs = [("plain", config(data_dir, max_steps=4, micro_batch_size=4), ports[0]),
+            ("accumulated", config(data_dir, max_steps=4, micro_batch_size=2), ports[1])]
+    out = tmp_path / "rank0.pkl"
+    mp.spawn(_rank_main, args=(jobs, str(out)), nprocs=2, join=True)
+    for name, (rows, checkpointed) in pickle.loads(out.read_bytes()).items():
+        assert [r["step"] for r in rows] == [r["step"] for r in ref] and all(checkpointed), name
+        for a, b in zip(ref, rows):
+            for k in ("train_loss", "val_loss", "val_accuracy", "lr_current", "tokens_seen"):
+                assert b[k] == pytest.approx(a[k], rel=1e-4), (name, a["step"], k)

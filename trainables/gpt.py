@@ -39,6 +39,7 @@ from torch import nn
 
 from trainables import Report, bench
 from trainables.contract import Target, TrialConfig
+from trainables.distributed import DataParallel
 from trainables.loop import LoopConfig, Parts, autocast, device, generator, local_part, micro_slices, param_groups, run
 from trainables.optim import make_optimizer
 
@@ -213,7 +214,7 @@ def train_on(config: TrialConfig, report: Report, data: Tokens, timers: dict[str
     """Train one trial on ``data`` (the token files, or a synthetic stream for a bench)."""
     s = TrainableConfig.model_validate(config.settings)
     torch.set_num_threads(config.threads)
-    dev, t = device(), s.seq_len
+    dev, t = device(config), s.seq_len
     torch.manual_seed(config.seed)
     model = build_model(s).to(dev)
     opt = make_optimizer("adamw", cast(Any, param_groups(model, config.weight_decay)), config.lr,
@@ -235,8 +236,9 @@ def train_on(config: TrialConfig, report: Report, data: Tokens, timers: dict[str
         return F.cross_entropy(logits.float().flatten(0, 1), mb[1].flatten())
 
     @torch.no_grad()
-    def measure(stream: np.ndarray, offsets: np.ndarray) -> tuple[float, float]:
+    def measure(stream: np.ndarray, all_offsets: np.ndarray, dp: DataParallel) -> tuple[float, float]:
         model.eval()
+        offsets = dp.share(torch.from_numpy(all_offsets)).numpy()  # each rank a share, summed
         loss_sum, correct = 0.0, 0
         for i in range(0, len(offsets), 32):
             x, y = _gather(stream, offsets[i : i + 32], t, dev)
@@ -244,16 +246,17 @@ def train_on(config: TrialConfig, report: Report, data: Tokens, timers: dict[str
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
             correct += int((logits.argmax(-1) == y).sum().item())
-        return loss_sum / (len(offsets) * t), correct / (len(offsets) * t)
+        total, right = dp.sum(loss_sum, correct)
+        return total / (len(all_offsets) * t), right / (len(all_offsets) * t)
 
-    def evaluate() -> dict[str, float]:
-        val, train_eval = measure(data.val, val_off), measure(data.train, train_off)
+    def evaluate(dp: DataParallel) -> dict[str, float]:
+        val, train_eval = measure(data.val, val_off, dp), measure(data.train, train_off, dp)
         return {"val_loss": val[0], "val_accuracy": val[1],
                 "train_eval_loss": train_eval[0], "train_eval_accuracy": train_eval[1]}
 
     parts = Parts(model, opt, batches, loss, evaluate, max(len(data.train) // t, 1),
                   extra=lambda step: {"tokens_seen": step * config.batch_size * t},
-                  grad_clip=s.grad_clip, forward=torch.compile(model) if s.compile else None)
+                  grad_clip=s.grad_clip, compile=s.compile)
     run(config, report, parts, s, dev)
     if timers is not None:
         timers.update(parts.timers)
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_steps=steps, max_examples=None, cpus=torch.get_num_threads(),
                          target=Target(metric="val_loss", mode="min", value=0.0), stop_at_target=False,
                          settings={**s.model_dump(), "eval_ratio": 2.0})
-    dev = device()
+    dev = device(config)
     rows: list[dict[str, Any]] = []
     timers: dict[str, float] = {}
     train_on(config, lambda m, checkpoint=None: rows.append(m), data, timers)

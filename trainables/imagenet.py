@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainables import Report, bench, images
 from trainables.contract import Target, TrialConfig
+from trainables.distributed import DataParallel
 from trainables.loop import EpochOrder, LoopConfig, Parts, Schedule, autocast, device, local_part, param_groups, run
 from trainables.optim import make_optimizer
 from trainables.resnet import resnet50
@@ -127,7 +128,7 @@ def train_on(config: TrialConfig, report: Report, train_set: Dataset, val_set: D
     """Train one trial on two datasets of (uint8 H×W×3, label) items keyed (index, seed)."""
     s = TrainableConfig.model_validate(config.settings)
     torch.set_num_threads(config.threads)
-    dev = device()
+    dev = device(config)
     cl = s.channels_last and dev.type == "cuda"
     torch.backends.cudnn.benchmark = dev.type == "cuda"
     workers = s.workers if s.workers is not None else max(0, config.threads - 1)
@@ -160,9 +161,10 @@ def train_on(config: TrialConfig, report: Report, train_set: Dataset, val_set: D
         return F.cross_entropy(net(mb[0]).float(), mb[1], label_smoothing=s.label_smoothing)
 
     @torch.no_grad()
-    def evaluate() -> dict[str, float]:
+    def evaluate(dp: DataParallel) -> dict[str, float]:
         model.eval()
-        keys = [[(i, 0) for i in val_idx[j : j + s.eval_batch_size]] for j in range(0, len(val_idx), s.eval_batch_size)]
+        mine = dp.share(torch.tensor(val_idx)).tolist()  # each rank decodes a share, summed
+        keys = [[(i, 0) for i in mine[j : j + s.eval_batch_size]] for j in range(0, len(mine), s.eval_batch_size)]
         loader = DataLoader(val_set, batch_sampler=keys, num_workers=workers, pin_memory=pin)
         loss_sum, correct = 0.0, 0
         for x, y in loader:
@@ -171,10 +173,11 @@ def train_on(config: TrialConfig, report: Report, train_set: Dataset, val_set: D
                 logits = model(to_input(x, dev, cl)).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += int((logits.argmax(1) == y).sum().item())
-        return {"val_loss": loss_sum / len(val_idx), "val_accuracy": correct / len(val_idx)}
+        total, right = dp.sum(loss_sum, correct)
+        return {"val_loss": total / len(val_idx), "val_accuracy": right / len(val_idx)}
 
     parts = Parts(model, opt, batches, loss, evaluate, n_train,
-                  forward=torch.compile(model) if s.compile else None)
+                  compile=s.compile)
     try:
         run(config, report, parts, s, dev)
     finally:
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                          weight_decay=5e-5, warmup_examples=0, max_steps=steps, max_examples=None,
                          cpus=torch.get_num_threads(), target=Target(value=1.0), stop_at_target=False,
                          settings=settings)
-    dev = device()
+    dev = device(config)
     rows: list[dict[str, Any]] = []
     timers: dict[str, float] = {}
     train_on(config, lambda m, checkpoint=None: rows.append(m), train_set, val_set, timers)

@@ -18,9 +18,12 @@ Divergence (a non-finite training loss, or one above ``divergence_factor`` times
 is checked every ``CHECK_EVERY`` updates, not every one, so the GPU queue never waits for
 a loss on the host; the trial then reports a last row with ``diverged: True`` and stops.
 
-Data-parallel later: ``local_part`` is the share of a global batch this rank trains on
-(``config.rank`` / ``config.world_size`` when a trial config has them; the whole batch
-today), so a trainable's ``batches`` already draws the global batch and keeps its part.
+Data-parallel (``config.world_size`` N > 1, ``trainables.distributed``): every rank draws
+the same global batch and keeps ``local_part`` of it; the model runs as DDP, gradients
+averaged once per update (``no_sync`` on all but the last micro-batch); losses and the
+divergence check are averaged over ranks, evaluations sharded and summed
+(``evaluate(dp)``), so every rank sees the same row; rank 0 reports with a checkpoint,
+the others report the row alone and keep in step.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from torch import nn
 
 from trainables import Report
 from trainables.contract import TrialConfig
+from trainables.distributed import DataParallel, device_of, process_group
 from trainables.schedule import eval_steps, lr_at
 
 CHECK_EVERY = 8
@@ -96,9 +100,10 @@ def scheduled_lr(config: TrialConfig, s: LoopConfig, step: int) -> float:
     return lr_at(config.lr, seen, warm) * (lr_factor(s, progress) if seen > warm else 1.0)
 
 
-def device() -> torch.device:
-    """The trial's accelerator: Ray (CUDA_VISIBLE_DEVICES) shows a trial only its own GPUs."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def device(config: TrialConfig) -> torch.device:
+    """The trial's device: ``config.device``, else CUDA when the process sees a GPU (Ray's
+    CUDA_VISIBLE_DEVICES shows a trial only its own)."""
+    return device_of(config)
 
 
 def autocast(dev: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
@@ -109,10 +114,9 @@ def autocast(dev: torch.device, enabled: bool) -> contextlib.AbstractContextMana
 
 
 def local_part(n: int, config: TrialConfig) -> slice:
-    """This rank's contiguous share of a global batch of ``n`` examples (all of it today)."""
-    rank, world = int(getattr(config, "rank", 0)), int(getattr(config, "world_size", 1))
-    share = n // world
-    return slice(rank * share, (rank + 1) * share)
+    """This rank's contiguous share of a global batch of ``n`` examples (all of it at N = 1)."""
+    share = n // config.world_size
+    return slice(config.rank * share, (config.rank + 1) * share)
 
 
 def micro_slices(n: int, micro: int) -> list[slice]:
@@ -150,8 +154,8 @@ class Parts:
     """Micro-batches of update ``step`` (0-based), on the device."""
     loss: Callable[[Any, Any], torch.Tensor]
     """Mean loss of one micro-batch under the model (called under autocast)."""
-    evaluate: Callable[[], dict[str, float]]
-    """Evaluation metrics of the current weights (val_loss, val_accuracy, ...)."""
+    evaluate: Callable[[DataParallel], dict[str, float]]
+    """Evaluation metrics of the current weights (val_loss, ...), the same on every rank."""
     epoch_examples: int
     """Training examples per epoch (for the epoch column)."""
     extra: Callable[[int], dict[str, Any]] = lambda step: {}
@@ -164,19 +168,27 @@ class Parts:
     """Called before update ``step`` (e.g. to freeze a layer after some examples)."""
     grad_clip: float = 0.0
     """Clip the global gradient norm (0: no clipping)."""
-    forward: Callable[..., torch.Tensor] | None = None
-    """What runs the forward pass (a compiled model); None: ``model``."""
+    compile: bool = False
+    """Run the forward pass through ``torch.compile``."""
     timers: dict[str, float] = field(default_factory=dict)
     """Filled by ``run``: train_time_s (updates only) and updates (this run)."""
 
 
 def run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: torch.device) -> None:
     """Train to the step cap (or the target), reporting at each evaluation step."""
+    with process_group(config) as dp:
+        _run(config, report, parts, s, dev, dp)
+
+
+def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: torch.device,
+         dp: DataParallel) -> None:
     model, opt = parts.model, parts.optimizer
-    net = parts.forward or model
+    if config.checkpoint is not None:
+        model.load_state_dict(config.checkpoint["model"])  # before DDP copies rank 0's weights
+    ddp = dp.wrap(model)
+    net = torch.compile(ddp) if parts.compile else ddp
     step, wall_before, train_before, first = 0, 0.0, 0.0, None
     if (ckpt := config.checkpoint) is not None:
-        model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         parts.load_data_state(ckpt["data"])
         step, wall_before, first = ckpt["step"], ckpt["wall_time_s"], ckpt["first_loss"]
@@ -196,10 +208,11 @@ def run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: t
             opt.zero_grad(set_to_none=True)
             micro = parts.batches(step)
             total = torch.zeros((), device=dev)
-            for mb in micro:
-                with autocast(dev, s.bf16):
-                    loss = parts.loss(net, mb)
-                (loss / len(micro)).backward()
+            for j, mb in enumerate(micro):
+                with dp.no_sync(ddp, last=j == len(micro) - 1):
+                    with autocast(dev, s.bf16):
+                        loss = parts.loss(net, mb)
+                    (loss / len(micro)).backward()
                 total += loss.detach().float() / len(micro)
             if parts.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), parts.grad_clip)
@@ -207,7 +220,8 @@ def run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: t
             step += 1
             losses.append(total)
             if len(losses) - checked >= CHECK_EVERY or step == next_eval:
-                bad, first = _diverged(losses[checked:], first, s.divergence_factor)
+                bad, first = _diverged(dp.mean(*torch.stack(losses[checked:]).tolist()), first,
+                                       s.divergence_factor)
                 checked = len(losses)
                 if bad is not None:
                     report({**_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
@@ -216,23 +230,26 @@ def run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: t
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         train_time += time.perf_counter() - t0
-        metrics = parts.evaluate()
+        metrics = parts.evaluate(dp)
         model.train()
+        (train_loss,) = dp.mean(torch.stack(losses).mean().item())
         row = {**_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
-               "train_loss": torch.stack(losses).mean().item(), "train_time_s": train_time, **metrics}
+               "train_loss": train_loss, "train_time_s": train_time, **metrics}
         losses, checked = [], 0
         final = step >= config.step_cap or config.ends_at(row)
-        report(row, {"model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()),
-                     "data": parts.data_state(), "step": step, "wall_time_s": row["wall_time_s"],
-                     "train_time_s": train_time, "first_loss": first})
+        if not dp.is_main:  # only rank 0's report counts; the others keep in step
+            report(row)
+        else:
+            report(row, {"model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()),
+                         "data": parts.data_state(), "step": step, "wall_time_s": row["wall_time_s"],
+                         "train_time_s": train_time, "first_loss": first})
         if final:
             break
     parts.timers.update(train_time_s=train_time - train_before, updates=step - first_step)
 
 
-def _diverged(losses: list[torch.Tensor], first: float | None, factor: float) -> tuple[float | None, float | None]:
+def _diverged(values: list[float], first: float | None, factor: float) -> tuple[float | None, float | None]:
     """(the first bad loss or None, the first loss of the trial)."""
-    values = torch.stack(losses).tolist()
     first = values[0] if first is None else first
     for v in values:
         if not math.isfinite(v) or v > factor * first:
