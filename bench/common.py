@@ -183,60 +183,102 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> tuple[int, float, float] | None:
-    """(ppid, own CPU s, CPU s of reaped children) from /proc/PID/stat."""
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(ppid, CPU seconds used so far) from /proc/PID/stat."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     f = text[text.rindex(")") + 2:].split()  # fields after "(comm)", starting at state
-    return int(f[1]), (int(f[11]) + int(f[12])) / _TICK, (int(f[13]) + int(f[14])) / _TICK
+    return int(f[1]), (int(f[11]) + int(f[12])) / _TICK
 
 
-def _kind(pid: int) -> str:
+def _kind(pid: int, driver: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "gone"
-    if pid == os.getpid():
+    if pid == driver:
         return "driver"
-    for key, kind in (("gcs_server", "gcs_server"), ("raylet", "raylet"), ("default_worker", "ray workers"),
-                      ("ray::", "ray workers"), ("dashboard", "ray agents"), ("runtime_env", "ray agents"),
-                      ("log_monitor", "ray agents"), ("cluster.watchdog", "watchdog")):
+    for key, kind in (("gcs_server", "gcs_server"), ("raylet/raylet", "raylet"), ("ray::DashboardAgent", "ray agents"),
+                      ("ray::RuntimeEnvAgent", "ray agents"), ("ray::", "ray workers"), ("default_worker", "ray workers"),
+                      ("setup_worker", "ray workers"), ("dashboard", "ray agents"), ("log_monitor", "ray agents"),
+                      ("monitor.py", "ray agents"), ("cluster.watchdog", "watchdog")):
         if key in cmd:
             return kind
     return "other"
 
 
-def tree_cpu(root: int | None = None) -> dict[str, float]:
-    """CPU seconds used so far by ``root`` (this process) and every descendant, by kind.
-
-    Each live process counts its own CPU plus that of its reaped children (``cutime``), so a
-    worker that exited between two snapshots still counts, in its parent's figure.
-    """
-    root = os.getpid() if root is None else root
-    stats: dict[int, tuple[int, float, float]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (s := _stat(int(entry))) is not None:
-            stats[int(entry)] = s
+def _tree(root: int) -> dict[int, float]:
+    """CPU seconds so far of ``root`` and each live descendant."""
+    stats = {int(e): s for e in os.listdir("/proc") if e.isdigit() and (s := _stat(int(e))) is not None}
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
+    for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    out: dict[str, float] = {}
-    todo = [root]
+    out, todo = {}, [root]
     while todo:
         pid = todo.pop()
-        if pid not in stats:
-            continue
-        _, own, reaped = stats[pid]
-        kind = _kind(pid)
-        out[kind] = out.get(kind, 0.0) + own
-        if reaped:
-            # a reaped child of the driver is Ray's (shut down) or a helper; of the raylet, a worker
-            rk = "ray workers" if kind == "raylet" else kind
-            out[rk] = out.get(rk, 0.0) + reaped
-        todo.extend(children.get(pid, []))
+        if pid in stats:
+            out[pid] = stats[pid][1]
+            todo.extend(children.get(pid, []))
     return out
+
+
+def tree_cpu(root: int | None = None) -> dict[str, float]:
+    """CPU seconds used so far by ``root`` (this process) and each live descendant, by kind.
+
+    A process that has exited is missed (Ray's raylet reaps its workers without adding their
+    time to its own children's), so a difference of two snapshots undercounts workers that
+    ended between them; ``TreeSampler`` does not.
+    """
+    root = os.getpid() if root is None else root
+    out: dict[str, float] = {}
+    for pid, cpu in _tree(root).items():
+        k = _kind(pid, root)
+        out[k] = out.get(k, 0.0) + cpu
+    return out
+
+
+class TreeSampler:
+    """Samples the CPU of a process tree (another process's: its own CPU is not counted)
+    every ``every`` seconds; ``window(t0, t1)`` is the CPU each kind of process used between
+    two time.time() instants, processes that exited in between included (up to their last
+    sample)."""
+
+    def __init__(self, root: int, every: float = 0.5) -> None:
+        import threading
+
+        self.root, self.every = root, every
+        self.samples: dict[int, list[tuple[float, float]]] = {}
+        self.kinds: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            for pid, cpu in _tree(self.root).items():
+                if pid not in self.kinds or self.kinds[pid] == "other":  # a worker renames itself
+                    self.kinds[pid] = _kind(pid, self.root)
+                self.samples.setdefault(pid, []).append((now, cpu))
+            self._stop.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def window(self, t0: float, t1: float) -> dict[str, float]:
+        def at(samples: list[tuple[float, float]], t: float) -> float:
+            before = [c for ts, c in samples if ts <= t]
+            return before[-1] if before else 0.0
+
+        out: dict[str, float] = {}
+        for pid, samples in self.samples.items():
+            used = at(samples, t1) - at(samples, t0)
+            if used > 0:
+                out[self.kinds[pid]] = out.get(self.kinds[pid], 0.0) + used
+        return {k: round(v, 2) for k, v in sorted(out.items())}
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

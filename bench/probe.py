@@ -57,6 +57,7 @@ class TimedSink(ParquetSink):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hook_times: dict[str, list[float]] = {}
+        self.flush_times: dict[str, list[float]] = {}
         self.timeline: dict[str, dict[str, Any]] = {}
         self.clock0 = (time.time(), time.perf_counter())
 
@@ -83,6 +84,16 @@ class TimedSink(ParquetSink):
         t["time_total_s"] = result.get("time_total_s")
         _on_trial_result(self, iteration, trials, trial, result, **info)
 
+    def flush(self, rec: Any) -> None:
+        # inside the hooks (already counted there): the share of their time that rewrites files
+        c, w = time.thread_time(), time.perf_counter()
+        dirty = rec.dirty
+        super().flush(rec)
+        t = self.flush_times.setdefault("flush" if dirty else "flush (clean, no-op)", [0, 0.0, 0.0])
+        t[0] += 1
+        t[1] += time.thread_time() - c
+        t[2] += time.perf_counter() - w
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._trial(trial)["ended"] = time.time()
         _on_trial_complete(self, iteration, trials, trial, **info)
@@ -97,6 +108,9 @@ class TimedSink(ParquetSink):
             self.timeline.setdefault(tid, {"results": 0})["batch_size"] = rec.config.batch_size
         data = {"hooks": {k: {"calls": int(v[0]), "cpu_s": round(v[1], 4), "wall_s": round(v[2], 4)}
                           for k, v in self.hook_times.items()},
+                "within_hooks": {k: {"calls": int(v[0]), "cpu_s": round(v[1], 4), "wall_s": round(v[2], 4)}
+                                 for k, v in self.flush_times.items()},
+                "flush_every_s": self.flush_every_s,
                 "trials": self.timeline}
         (self.run_dir / PROBE_FILE).write_text(json.dumps(data, indent=1) + "\n")
 
@@ -151,6 +165,8 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("orchestrator/progress.py", "batchscale progress"),
     ("orchestrator/scheduler.py", "batchscale scheduler"),
     ("orchestrator/rungs.py", "batchscale scheduler"),
+    ("orchestrator/tune_config.py", "batchscale TrialConfig from Tune's config"),
+    ("trainables/contract.py", "batchscale TrialConfig from Tune's config"),
     ("orchestrator/", "batchscale other"),
     ("trainables/", "batchscale other"),
     ("bench/", "bench probe"),
@@ -171,32 +187,47 @@ GROUPS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _group(filename: str) -> str:
+def _group(filename: str) -> str | None:
+    """The group of a function's file; None for the standard library and builtins, whose
+    time belongs to whoever called them."""
+    if filename in ("~", "") or filename.startswith("<") or ("/lib/python3" in filename and "site-packages" not in filename):
+        return None
     for key, name in GROUPS:
         if key in filename:
             return name
-    return "python stdlib / other"
+    return "other site-packages"
 
 
 def grouped(stats: pstats.Stats) -> dict[str, float]:
-    """CPU seconds by group; a builtin's own time goes to its callers' groups, in
-    proportion to the time it spent for each."""
+    """CPU seconds by group. The own time of a standard-library function or builtin (deepcopy,
+    json, pathlib, ...) goes to the nearest callers outside the standard library, in
+    proportion to the time it spent for each of them."""
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    out: dict[str, float] = {}
+    memo: dict[Any, dict[str, float]] = {}
 
-    def owner(func: tuple[str, int, str]) -> str | None:
-        return None if func[0] in ("~", "") or func[0].startswith("<") else _group(func[0])
-
-    for func, (_cc, _nc, tt, _ct, callers) in raw.items():
-        g = owner(func)
-        if g is not None or not callers:
-            out[g or "builtins (no caller)"] = out.get(g or "builtins (no caller)", 0.0) + tt
-            continue
-        total = sum(v[2] for v in callers.values()) or 1.0
+    def owners(func: Any, depth: int = 0) -> dict[str, float]:
+        if func in memo:
+            return memo[func]
+        g = _group(func[0])
+        if g is not None:
+            return {g: 1.0}
+        callers = raw[func][4] if func in raw else {}
+        total = sum(v[3] for v in callers.values())
+        if depth > 40 or not callers or total <= 0:
+            return {"python stdlib (no caller outside it)": 1.0}
+        memo[func] = {"python stdlib (no caller outside it)": 1.0}  # a cycle's fallback
+        out: dict[str, float] = {}
         for caller, v in callers.items():
-            cg = owner(caller) or "builtins (no caller)"
-            out[cg] = out.get(cg, 0.0) + tt * v[2] / total
-    return dict(sorted(((k, round(v, 3)) for k, v in out.items()), key=lambda kv: -kv[1]))
+            for k, w in owners(caller, depth + 1).items():
+                out[k] = out.get(k, 0.0) + w * v[3] / total
+        memo[func] = out
+        return out
+
+    acc: dict[str, float] = {}
+    for func, (_cc, _nc, tt, _ct, _callers) in raw.items():
+        for k, w in owners(func).items():
+            acc[k] = acc.get(k, 0.0) + tt * w
+    return dict(sorted(((k, round(v, 3)) for k, v in acc.items()), key=lambda kv: -kv[1]))
 
 
 def profiled(fn: Callable[[], Any], top: int = 15) -> tuple[Any, dict[str, Any]]:
@@ -287,6 +318,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "sink_wall_s": round(hook_wall, 3),
         "sink_share_of_driver_cpu": round(cpu / sweep["driver_cpu_s"], 4) if sweep["driver_cpu_s"] else None,
         "sink_hooks": data["hooks"],
+        "sink_flushes": data.get("within_hooks"),
         "results": int(sum(t.get("results", 0) for t in data["trials"].values())),
         "segments": int(sum(len(t["segments"]) for t in data["trials"].values())),
         "profile": sweep["profile"],
