@@ -4,15 +4,15 @@ Target (issue "Ground truth and in-training measurements"): at most 5% of traini
 the default ``noise_scale_every``. Times the fashion_mnist trainable directly (no Ray) with
 the measurement on (default cadence) and off, at several batch sizes, with evaluation and
 sharpness as in a real trial; the best of ``--repeats`` runs of each is compared. Prints
-and saves bench/results/noise_scale_overhead.json with a hardware/versions stamp.
+and saves bench/results/noise_scale.json (noise_scale_quick.json).
 
     .venv/bin/python bench/bench_noise_scale.py
+    .venv/bin/python bench/bench_noise_scale.py --quick   # one small case, one repeat
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from analysis.environment import environment_stamp  # noqa: E402
+from bench.common import Check, print_table, write_result  # noqa: E402
 from trainables import get  # noqa: E402
 from trainables.contract import Target, TrialConfig  # noqa: E402
 from trainables.fashion_mnist import TrainableConfig  # noqa: E402
@@ -40,27 +40,31 @@ def time_trial(batch_size: int, micro: int, every: int, steps: int) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="one small case, one repeat (a smoke test)")
+    p.add_argument("--repeats", type=int, help="runs of each case, the best kept (3; quick 1)")
+    p.add_argument("--out", type=Path, help="results file (default bench/results/noise_scale[_quick].json)")
     args = p.parse_args()
+    q = args.quick
+    repeats = args.repeats or (1 if q else 3)
     default_every = TrainableConfig().noise_scale_every
     cases = [(16, 16, 2000), (128, 128, 600), (1024, 1024, 120), (1024, 256, 120)]
+    if q:
+        cases = [(64, 64, 8)]
     rows = []
     for b, mb, steps in cases:
         time_trial(b, mb, 0, 5)  # warm the data cache and allocator
-        off = min(time_trial(b, mb, 0, steps) for _ in range(args.repeats))
-        on = min(time_trial(b, mb, default_every, steps) for _ in range(args.repeats))
+        off = min(time_trial(b, mb, 0, steps) for _ in range(repeats))
+        on = min(time_trial(b, mb, default_every, steps) for _ in range(repeats))
         rows.append({"batch_size": b, "micro_batch_size": mb, "steps": steps, "off_s": round(off, 3),
                      "on_s": round(on, 3), "overhead": round(on / off - 1, 4)})
-        print(f"B={b:5d} micro={mb:5d} steps={steps:5d}: off {off:.2f} s, on {on:.2f} s, "
-              f"overhead {100 * (on / off - 1):+.1f}%")
+    print_table(rows)
     worst = max(r["overhead"] for r in rows)
-    result = {"benchmark": "noise-scale overhead, fashion_mnist MLP, 1 thread",
-              "noise_scale_every": default_every, "limit": LIMIT, "worst_overhead": worst,
-              "within_limit": worst <= LIMIT, "cases": rows, "environment": environment_stamp()}
-    out = REPO / "bench" / "results" / "noise_scale_overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"worst overhead {100 * worst:+.1f}% (limit {100 * LIMIT:.0f}%) -> {out}")
+    write_result("noise_scale", quick=q, out=args.out,
+                 benchmark="gradient noise scale overhead at the default cadence, fashion_mnist MLP, 1 thread",
+                 goal_text=f"at most {LIMIT:.0%} of training time at noise_scale_every = {default_every}",
+                 checks=[Check("worst_overhead", "<=", LIMIT, worst)],
+                 figures={"noise_scale_every": default_every, "worst_overhead": worst, "repeats": repeats,
+                          "cases": rows})
     return 0
 
 
