@@ -55,3 +55,27 @@ slurm-packages:
 
 clean:
 	rm -rf $(VENV) *.egg-info
+
+# Benchmarks (bench/, README "Performance"): each prints a table and writes bench/results/NAME.json.
+# bench: every figure at full size (~25 min on 2 cores); the default study runs once, in
+# bench_demo.py, and its kept run directory gives bench_orchestration.py its study figures and
+# bench_sink.py its share of the driver. bench-quick: each benchmark at small sizes (under a
+# minute each; results in bench/results/NAME_quick.json, a smoke test, not a measurement).
+BENCH_RUN := runs/bench-demo
+.PHONY: bench bench-quick
+
+bench: setup data
+	rm -rf $(BENCH_RUN)
+	$(PY) bench/bench_demo.py --keep $(BENCH_RUN)
+	$(PY) bench/bench_orchestration.py --fashion-run $(BENCH_RUN)
+	$(PY) bench/bench_sink.py --sweep-run $(BENCH_RUN)
+	$(PY) bench/bench_report.py
+	$(PY) bench/bench_noise_scale.py
+
+bench-quick: setup data
+	rm -rf $(BENCH_RUN)-quick
+	$(PY) bench/bench_demo.py --quick --keep $(BENCH_RUN)-quick
+	$(PY) bench/bench_orchestration.py --quick --fashion-run $(BENCH_RUN)-quick
+	$(PY) bench/bench_sink.py --quick --no-sweep --sweep-run $(BENCH_RUN)-quick
+	$(PY) bench/bench_report.py --quick
+	$(PY) bench/bench_noise_scale.py --quick
