@@ -88,8 +88,7 @@ def batch_trials(table: pd.DataFrame, target: Target) -> list[BatchTrials]:
         # Rounding merges LRs that differ only by float noise from the grid generator.
         log_lr = np.round(np.log(lr_all[rows]), 9)
         grid, index = np.unique(log_lr, return_inverse=True)
-        out.append(BatchTrials(int(b), grid, index.ravel(), steps_all[rows], fallback_all[rows], rows,
-                               seed_all[rows]))
+        out.append(BatchTrials(int(b), grid, index.ravel(), steps_all[rows], fallback_all[rows], rows, seed_all[rows]))
     return out
 
 
@@ -118,9 +117,9 @@ def interpolated_argmin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
         dy = np.where(w, yw - np.take_along_axis(y, k[:, None], axis=1), 0.0)
     s = [np.sum(wf * dx**p, axis=1) for p in range(5)]
     t = [np.sum(wf * dx**p * dy, axis=1) for p in range(3)]
-    m = np.stack([np.stack([s[4], s[3], s[2]], -1),
-                  np.stack([s[3], s[2], s[1]], -1),
-                  np.stack([s[2], s[1], s[0]], -1)], -2)
+    m = np.stack(
+        [np.stack([s[4], s[3], s[2]], -1), np.stack([s[3], s[2], s[1]], -1), np.stack([s[2], s[1], s[0]], -1)], -2
+    )
     rhs = np.stack([t[2], t[1], t[0]], -1)
     fit = valid & ~on_edge & (s[0] >= 3)
     m[~fit] = np.eye(3)
@@ -177,22 +176,26 @@ def summary_from_table(table: pd.DataFrame, target: Target) -> pd.DataFrame:
         best_row = bt.rows[int(np.argmin(objective))] if np.isfinite(objective).any() else None
         best = table.loc[best_row] if best_row is not None else None
         steps = float(ev.steps[0])
-        rows.append({
-            "batch_size": bt.batch_size,
-            "best_lr": float(ev.lr[0]),
-            "lr_on_edge": bool(ev.on_edge[0]),
-            "steps_to_target": steps,
-            "examples_to_target": steps * bt.batch_size,
-            "wall_time_to_target_s": float(best["wall_time_to_target_s"]) if best is not None and np.isfinite(steps) else np.nan,
-            "trials": len(bt.rows),
-            "reached": int(np.isfinite(bt.steps).sum()),
-            "censored": not np.isfinite(steps),
-            "best_trial_id": str(best["trial_id"]) if best is not None else None,
-            "best_trial_lr": float(best["lr"]) if best is not None else np.nan,
-            "lr_objective": "steps" if bool(ev.used_steps[0]) else "metric",
-            "n_lrs": len(bt.log_lr_grid),
-            "log_lr_spacing": float(np.median(np.diff(bt.log_lr_grid))) if len(bt.log_lr_grid) > 1 else np.nan,
-        })
+        rows.append(
+            {
+                "batch_size": bt.batch_size,
+                "best_lr": float(ev.lr[0]),
+                "lr_on_edge": bool(ev.on_edge[0]),
+                "steps_to_target": steps,
+                "examples_to_target": steps * bt.batch_size,
+                "wall_time_to_target_s": float(best["wall_time_to_target_s"])
+                if best is not None and np.isfinite(steps)
+                else np.nan,
+                "trials": len(bt.rows),
+                "reached": int(np.isfinite(bt.steps).sum()),
+                "censored": not np.isfinite(steps),
+                "best_trial_id": str(best["trial_id"]) if best is not None else None,
+                "best_trial_lr": float(best["lr"]) if best is not None else np.nan,
+                "lr_objective": "steps" if bool(ev.used_steps[0]) else "metric",
+                "n_lrs": len(bt.log_lr_grid),
+                "log_lr_spacing": float(np.median(np.diff(bt.log_lr_grid))) if len(bt.log_lr_grid) > 1 else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 

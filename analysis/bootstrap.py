@@ -92,12 +92,14 @@ def _hierarchical_index(codes: np.ndarray, drawn: np.ndarray, rng: np.random.Gen
 
 
 def _with_placeholder(bt: BatchTrials) -> BatchTrials:
-    return replace(bt, lr_index=np.r_[bt.lr_index, 0], steps=np.r_[bt.steps, np.inf],
-                   fallback=np.r_[bt.fallback, np.inf])
+    return replace(
+        bt, lr_index=np.r_[bt.lr_index, 0], steps=np.r_[bt.steps, np.inf], fallback=np.r_[bt.fallback, np.inf]
+    )
 
 
-def resample(batches: list[BatchTrials], n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED,
-             hierarchical: bool | None = None) -> Resamples:
+def resample(
+    batches: list[BatchTrials], n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, hierarchical: bool | None = None
+) -> Resamples:
     """Resample the trials ``n_boot`` times; ``hierarchical`` defaults to "several seeds"."""
     rng = np.random.default_rng(seed)
     m = len(batches)
@@ -117,8 +119,14 @@ def resample(batches: list[BatchTrials], n_boot: int = DEFAULT_N_BOOT, seed: int
         else:
             ev = evaluate(_with_placeholder(bt), _hierarchical_index(codes[j], drawn, rng))
         steps[:, j], lr[:, j], edge[:, j] = ev.steps, ev.lr, ev.on_edge
-    return Resamples(np.array([bt.batch_size for bt in batches], dtype=float), steps, lr, edge,
-                     method=HIERARCHICAL if hierarchical else TRIALS, n_seeds=int(seeds.size))
+    return Resamples(
+        np.array([bt.batch_size for bt in batches], dtype=float),
+        steps,
+        lr,
+        edge,
+        method=HIERARCHICAL if hierarchical else TRIALS,
+        n_seeds=int(seeds.size),
+    )
 
 
 def varies(samples: np.ndarray) -> np.ndarray:
@@ -131,8 +139,9 @@ def varies(samples: np.ndarray) -> np.ndarray:
         return finite.any(axis=0) & (hi - lo > 1e-9 * np.maximum(np.abs(hi), np.abs(lo)))
 
 
-def percentile_ci(samples: np.ndarray, min_fraction: float = 0.5,
-                  level: float = 0.95) -> tuple[float | None, float | None] | None:
+def percentile_ci(
+    samples: np.ndarray, min_fraction: float = 0.5, level: float = 0.95
+) -> tuple[float | None, float | None] | None:
     """(low, high) percentile interval of the finite-or-infinite samples; NaN = failed fit.
 
     +inf samples (a bound beyond the measured range) keep their rank, so an interval whose

@@ -25,9 +25,18 @@ from typing import Any
 from trainables.contract import UsageError
 
 EXECUTABLES = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--mute-audio")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--mute-audio",
+)
 """A private, offline Chromium: no sandbox (root), no GPU, no network of its own, no updates."""
 PROBE_ID = "batchscale-probe"
 PROBE = f"""<script>
@@ -58,8 +67,14 @@ def _chromium(args: list[str], url: str, timeout: float) -> subprocess.Completed
         raise UsageError("chromium is not installed (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         env = {**os.environ, "HOME": profile}  # nothing of the user's profile, nothing left behind
-        r = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args, url], capture_output=True,
-                           text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [exe, *FLAGS, f"--user-data-dir={profile}", *args, url],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"chromium exited {r.returncode}: {tail}")
@@ -96,7 +111,7 @@ def rendered(html: Path, timeout: float = 60) -> Rendered:
     start = dom.find(f'<pre id="{PROBE_ID}">')
     if start < 0:
         raise RuntimeError(f"{html}: the page never finished loading in Chromium (no probe in its DOM)")
-    body = dom[dom.index(">", start) + 1: dom.index("</pre>", start)]
+    body = dom[dom.index(">", start) + 1 : dom.index("</pre>", start)]
     import html as htmllib
 
     probe = json.loads(htmllib.unescape(body))
@@ -110,8 +125,11 @@ def screenshot(html: Path, png: Path, width: int = WIDTH, height: int | None = N
         height = rendered(html, timeout).height
     height = max(200, min(int(height), MAX_HEIGHT))
     png.parent.mkdir(parents=True, exist_ok=True)
-    _chromium([f"--screenshot={png.resolve()}", f"--window-size={width},{height}", "--virtual-time-budget=10000"],
-              html.resolve().as_uri(), timeout)
+    _chromium(
+        [f"--screenshot={png.resolve()}", f"--window-size={width},{height}", "--virtual-time-budget=10000"],
+        html.resolve().as_uri(),
+        timeout,
+    )
     if not png.is_file():
         raise RuntimeError(f"chromium wrote no screenshot to {png}")
     return png

@@ -58,13 +58,19 @@ def critical_batch_batched(batch_sizes: np.ndarray, steps: np.ndarray) -> Critic
     ok = enough & ~fit.at_lower & ~fit.at_upper
     b_crit = np.where(ok, np.exp(fit.c), np.nan)
     s_min = np.where(ok, np.exp(fit.a), np.nan)
-    return CriticalBatchRows(b_crit=b_crit, s_min=s_min, e_min=b_crit * s_min,
-                             n_points=fit.n.astype(int), at_lower=fit.at_lower & enough,
-                             at_upper=fit.at_upper & enough)
+    return CriticalBatchRows(
+        b_crit=b_crit,
+        s_min=s_min,
+        e_min=b_crit * s_min,
+        n_points=fit.n.astype(int),
+        at_lower=fit.at_lower & enough,
+        at_upper=fit.at_upper & enough,
+    )
 
 
-def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray,
-                       steps: Sequence[float | None] | np.ndarray) -> CriticalBatchFit:
+def fit_critical_batch(
+    batch_sizes: Sequence[float] | np.ndarray, steps: Sequence[float | None] | np.ndarray
+) -> CriticalBatchFit:
     """Fit S(B) = S_min (1 + B_crit/B) to plain arrays; None marks a censored batch size.
 
     The bootstrap fields of the result stay None; ``analysis.fits`` adds them.
@@ -77,18 +83,24 @@ def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray,
     b, s = b[keep], s[keep]
     n_points = int(keep.sum())
     if np.unique(b).size < MIN_POINTS:
-        return _not_estimated(n_points, f"only {np.unique(b).size} batch size(s) reached the "
-                                        f"target; the fit needs {MIN_POINTS}")
+        return _not_estimated(
+            n_points, f"only {np.unique(b).size} batch size(s) reached the target; the fit needs {MIN_POINTS}"
+        )
     r = critical_batch_batched(b, s[None, :])
     if r.at_upper[0]:
-        return _not_estimated(n_points, f"S(B) still falls like 1/B at the largest batch size: "
-                                        f"B_crit is beyond {10 ** BOUND_DECADES:.0f}x the largest "
-                                        "measured B")
+        return _not_estimated(
+            n_points,
+            f"S(B) still falls like 1/B at the largest batch size: "
+            f"B_crit is beyond {10**BOUND_DECADES:.0f}x the largest "
+            "measured B",
+        )
     if r.at_lower[0]:
-        return _not_estimated(n_points, f"S(B) does not fall with B: B_crit is below "
-                                        f"1/{10 ** BOUND_DECADES:.0f} of the smallest measured B")
-    return CriticalBatchFit(b_crit=float(r.b_crit[0]), s_min=float(r.s_min[0]),
-                            e_min=float(r.e_min[0]), n_points=n_points)
+        return _not_estimated(
+            n_points, f"S(B) does not fall with B: B_crit is below 1/{10**BOUND_DECADES:.0f} of the smallest measured B"
+        )
+    return CriticalBatchFit(
+        b_crit=float(r.b_crit[0]), s_min=float(r.s_min[0]), e_min=float(r.e_min[0]), n_points=n_points
+    )
 
 
 def _not_estimated(n_points: int, reason: str) -> CriticalBatchFit:

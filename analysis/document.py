@@ -1,14 +1,14 @@
 """The report's content: summary, figures, tables, methods, caveats, nulls, environment.
 
-    from analysis.synthetic import write_synthetic_run
-    write_synthetic_run("/tmp/demo")           # a synthetic RUN_DIR; any real one works
-    from analysis import load_run
-    from analysis.document import build_document, summary
-    from analysis.environment import environment_stamp
-    from analysis.fits import analyse
-    a = analyse(load_run("/tmp/demo"), n_boot=200)
-    summary(a)                                 # the headline bullets
-    blocks = build_document(a, [], [], environment_stamp())   # figures/tables: see report.py
+from analysis.synthetic import write_synthetic_run
+write_synthetic_run("/tmp/demo")           # a synthetic RUN_DIR; any real one works
+from analysis import load_run
+from analysis.document import build_document, summary
+from analysis.environment import environment_stamp
+from analysis.fits import analyse
+a = analyse(load_run("/tmp/demo"), n_boot=200)
+summary(a)                                 # the headline bullets
+blocks = build_document(a, [], [], environment_stamp())   # figures/tables: see report.py
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def _counts(a: Analysis) -> dict[str, Any]:
     t = a.trials
     seeds = t["seed"].dropna().unique()
     return {
-        "trials": len(t), "batch_sizes": int(t["batch_size"].nunique()),
-        "seeds": len(seeds) if len(seeds) else 1, "reached": int(t["reached"].sum()),
+        "trials": len(t),
+        "batch_sizes": int(t["batch_size"].nunique()),
+        "seeds": len(seeds) if len(seeds) else 1,
+        "reached": int(t["reached"].sum()),
         "rows": len(a.run.curves),
         "status": t["status"].value_counts().to_dict(),
     }
@@ -55,52 +57,73 @@ def _counts(a: Analysis) -> dict[str, Any]:
 def summary(a: Analysis) -> list[str]:
     c, lr, reg, n = a.critical, a.lr_scaling, a.regimes, _counts(a)
     tgt = a.target
-    items = [f"Target: `{tgt.metric}` {'≥' if tgt.mode == 'max' else '≤'} {tgt.value:g}. "
-             f"{n['trials']} trials over {n['batch_sizes']} batch sizes ({n['seeds']} seed(s)); "
-             f"{n['reached']} reached the target."]
+    items = [
+        f"Target: `{tgt.metric}` {'≥' if tgt.mode == 'max' else '≤'} {tgt.value:g}. "
+        f"{n['trials']} trials over {n['batch_sizes']} batch sizes ({n['seeds']} seed(s)); "
+        f"{n['reached']} reached the target."
+    ]
     if c.b_crit is not None:
-        items.append(f"Critical batch size **B_crit = {format_number(c.b_crit)}** ({_ci(c.b_crit_ci95, c.ci_method)}, "
-                     f"{c.n_points} batch sizes); S_min = {format_number(c.s_min)} steps, "
-                     f"E_min = {format_number(c.e_min)} examples.")
+        items.append(
+            f"Critical batch size **B_crit = {format_number(c.b_crit)}** ({_ci(c.b_crit_ci95, c.ci_method)}, "
+            f"{c.n_points} batch sizes); S_min = {format_number(c.s_min)} steps, "
+            f"E_min = {format_number(c.e_min)} examples."
+        )
     else:
         items.append(f"Critical batch size not estimated: {c.reason}.")
     p, d = reg.perfect_scaling_up_to, reg.diminishing_returns_up_to
     if p is not None:
         txt = f"Perfect scaling up to B = {p}; "
-        txt += (f"diminishing returns up to B = {d}, maximal data parallelism beyond."
-                if d is not None else reg.reasons.get("diminishing_returns_up_to", "") + ".")
+        txt += (
+            f"diminishing returns up to B = {d}, maximal data parallelism beyond."
+            if d is not None
+            else reg.reasons.get("diminishing_returns_up_to", "") + "."
+        )
         items.append(txt)
     else:
         items.append(f"Regimes not estimated: {reg.reasons.get('perfect_scaling_up_to')}.")
     if lr.exponent is not None:
         freq = lr.selection_frequency.get(lr.preferred_rule) if lr.preferred_rule else None
         chosen = f" (chosen in {freq:.0%} of bootstrap resamples)" if freq is not None else ""
-        rule = (f"preferred rule **{lr.preferred_rule}**{chosen}" if lr.preferred_rule
-                else f"no rule compared ({lr.reason})")
+        rule = (
+            f"preferred rule **{lr.preferred_rule}**{chosen}"
+            if lr.preferred_rule
+            else f"no rule compared ({lr.reason})"
+        )
         law = lr.laws.get(lr.preferred_rule or "")
         if law is not None:
-            rule += (f", B_noise = {format_number(law.b_noise)} ({_ci(law.b_noise_ci95)}), "
-                     f"η_max = {format_number(law.eta_max)}")
+            rule += (
+                f", B_noise = {format_number(law.b_noise)} ({_ci(law.b_noise_ci95)}), "
+                f"η_max = {format_number(law.eta_max)}"
+            )
         if lr.selection_note:
             rule += f": {lr.selection_note}"
-        items.append(f"LR scaling: {rule}; free exponent {format_number(lr.exponent)} "
-                     f"({_ci(lr.exponent_ci95, lr.ci_method)}) over {lr.n_points} interior optima.")
+        items.append(
+            f"LR scaling: {rule}; free exponent {format_number(lr.exponent)} "
+            f"({_ci(lr.exponent_ci95, lr.ci_method)}) over {lr.n_points} interior optima."
+        )
     else:
         items.append(f"LR scaling not estimated: {lr.reason}.")
     if a.noise.b_simple is not None:
-        ratio = (f"; B_simple / B_crit = {format_number(a.noise.b_simple / c.b_crit, digits=2)}"
-                 if c.b_crit is not None else "")
-        items.append(f"Gradient noise scale at the target B_simple = "
-                     f"{format_number(a.noise.b_simple)}{ratio}.")
+        ratio = (
+            f"; B_simple / B_crit = {format_number(a.noise.b_simple / c.b_crit, digits=2)}"
+            if c.b_crit is not None
+            else ""
+        )
+        items.append(f"Gradient noise scale at the target B_simple = {format_number(a.noise.b_simple)}{ratio}.")
     gap = a.per_batch["generalization_gap"].to_numpy(dtype=float)
     if np.isfinite(gap).any():
         b = a.per_batch["batch_size"].to_numpy()
         ok = np.isfinite(gap)
-        train = ("val loss − `train_eval_loss`, both of the final weights" if a.gap_train_column == TRAIN_EVAL
-                 else "val loss − running-mean `train_loss`; biased low, see the caveats")
-        items.append(f"Generalization gap at the best LR ({train}) from "
-                     f"{format_number(gap[ok][0])} at B = {b[ok][0]} to {format_number(gap[ok][-1])} "
-                     f"at B = {b[ok][-1]}.")
+        train = (
+            "val loss − `train_eval_loss`, both of the final weights"
+            if a.gap_train_column == TRAIN_EVAL
+            else "val loss − running-mean `train_loss`; biased low, see the caveats"
+        )
+        items.append(
+            f"Generalization gap at the best LR ({train}) from "
+            f"{format_number(gap[ok][0])} at B = {b[ok][0]} to {format_number(gap[ok][-1])} "
+            f"at B = {b[ok][-1]}."
+        )
     return items
 
 
@@ -168,46 +191,69 @@ def caveats(a: Analysis) -> list[str]:
     items: list[str] = []
     edge = pb.loc[pb["lr_on_edge"], "batch_size"].tolist()
     if edge:
-        items.append(f"Best LR on the grid's edge at B = {', '.join(map(str, edge))}: the optimum may lie "
-                     "outside the grid, so S there is an upper bound and these B are left out of the "
-                     "LR-rule fits. Widen the LR grid to resolve them.")
+        items.append(
+            f"Best LR on the grid's edge at B = {', '.join(map(str, edge))}: the optimum may lie "
+            "outside the grid, so S there is an upper bound and these B are left out of the "
+            "LR-rule fits. Widen the LR grid to resolve them."
+        )
     cens = pb.loc[pb["censored"], "batch_size"].tolist()
     if cens:
-        items.append(f"Censored batch sizes (no trial reached the target): B = {', '.join(map(str, cens))}. "
-                     "They are listed with null steps and excluded from the fits.")
+        items.append(
+            f"Censored batch sizes (no trial reached the target): B = {', '.join(map(str, cens))}. "
+            "They are listed with null steps and excluded from the fits."
+        )
     counts = pb["trials"].to_numpy()
     c = a.critical
     items.append(
         "S(B) is a best-of-n statistic: the minimum over n trials falls as n grows"
-        + (f", and the trial counts differ across batch sizes ({counts.min()}–{counts.max()}), so "
-           "batch sizes with more trials are favoured." if counts.min() != counts.max()
-           else f" (n = {counts.min()} at every batch size here).")
-        + (" Its bootstrap interval is one-sided by construction (a resample's minimum is never "
-           "below the full data's)." if c.ci_method in BOOTSTRAP_METHODS else ""))
+        + (
+            f", and the trial counts differ across batch sizes ({counts.min()}–{counts.max()}), so "
+            "batch sizes with more trials are favoured."
+            if counts.min() != counts.max()
+            else f" (n = {counts.min()} at every batch size here)."
+        )
+        + (
+            " Its bootstrap interval is one-sided by construction (a resample's minimum is never "
+            "below the full data's)."
+            if c.ci_method in BOOTSTRAP_METHODS
+            else ""
+        )
+    )
     c = a.critical
     lr = a.lr_scaling
     boot_c, boot_lr = c.ci_method in BOOTSTRAP_METHODS, lr.ci_method in BOOTSTRAP_METHODS
-    outside = [name for name, est, ci, boot in (
-        ("B_crit", c.b_crit, c.b_crit_ci95, boot_c), ("S_min", c.s_min, c.s_min_ci95, boot_c),
-        ("E_min", c.e_min, c.e_min_ci95, boot_c),
-        ("the LR exponent", lr.exponent, lr.exponent_ci95, boot_lr),
-    ) if boot and _excludes(ci, est)]
+    outside = [
+        name
+        for name, est, ci, boot in (
+            ("B_crit", c.b_crit, c.b_crit_ci95, boot_c),
+            ("S_min", c.s_min, c.s_min_ci95, boot_c),
+            ("E_min", c.e_min, c.e_min_ci95, boot_c),
+            ("the LR exponent", lr.exponent, lr.exponent_ci95, boot_lr),
+        )
+        if boot and _excludes(ci, est)
+    ]
     if outside:
-        items.append(f"The bootstrap interval of {', '.join(outside)} does not contain the estimate. "
-                     "Resampling trials can only make a best-of-n S(B) worse (the best trial is left "
-                     "out of about a third of resamples), so intervals of quantities built on S(B) "
-                     "shift toward larger S: read them as the sensitivity to which trials were run.")
+        items.append(
+            f"The bootstrap interval of {', '.join(outside)} does not contain the estimate. "
+            "Resampling trials can only make a best-of-n S(B) worse (the best trial is left "
+            "out of about a third of resamples), so intervals of quantities built on S(B) "
+            "shift toward larger S: read them as the sensitivity to which trials were run."
+        )
     if c.b_crit is not None:
         b = pb["batch_size"].to_numpy(dtype=float)
         if c.b_crit > b.max() or c.b_crit < b.min():
-            items.append(f"B_crit = {format_number(c.b_crit)} lies outside the measured batch sizes "
-                         f"({int(b.min())}–{int(b.max())}): it is an extrapolation.")
+            items.append(
+                f"B_crit = {format_number(c.b_crit)} lies outside the measured batch sizes "
+                f"({int(b.min())}–{int(b.max())}): it is an extrapolation."
+            )
     items += _interval_caveats(a)
     if 0 < c.n_points < 5:
         items.append(f"Only {c.n_points} batch sizes reached the target: fits rest on few points.")
     if a.run.trials_synthesised:
-        items.append("No trials.parquet: every trial with curves counted as completed (diverged and "
-                     "early-stopped trials are not marked).")
+        items.append(
+            "No trials.parquet: every trial with curves counted as completed (diverged and "
+            "early-stopped trials are not marked)."
+        )
     diverged = n["status"].get("diverged", 0)
     if diverged:
         items.append(f"{diverged} trial(s) diverged; they never count as reaching the target.")
@@ -222,21 +268,28 @@ def _interval_caveats(a: Analysis) -> list[str]:
         how = f"come from the {c.ci_method} of the S(B) fit's residuals" if c.ci_method else "are not estimated"
         items.append(f"The intervals of B_crit, S_min and E_min {how}: {c.ci_note}.")
     if lr.ci_note and lr.exponent is not None:
-        how = ("come from the fit's residuals (t interval of the exponent, profile likelihood of B_noise)"
-               if lr.ci_method else "are not estimated")
+        how = (
+            "come from the fit's residuals (t interval of the exponent, profile likelihood of B_noise)"
+            if lr.ci_method
+            else "are not estimated"
+        )
         items.append(f"The intervals of the LR exponent and B_noise {how}: {lr.ci_note}.")
     if "steps_ci_fixed" in pb and pb["steps_ci_fixed"].any():
         fixed = ", ".join(str(int(b)) for b in pb.loc[pb["steps_ci_fixed"], "batch_size"])
-        items.append(f"No per-batch-size interval of S at B = {fixed}: a single trial decides S there, "
-                     "so resampling trials cannot vary it.")
+        items.append(
+            f"No per-batch-size interval of S at B = {fixed}: a single trial decides S there, "
+            "so resampling trials cannot vary it."
+        )
     if lr.exponent is not None and lr.exponent_ci95 is None:
         items.append(f"The LR rules were compared by AICc alone: {lr.selection_note}.")
     if a.gap_train_column is not None and a.gap_train_column != TRAIN_EVAL:
-        items.append("The generalization gap subtracts `train_loss`, the running mean of the training "
-                     "loss since the previous report: it lags the weights, so it lies above the final "
-                     "weights' training loss and the gap comes out biased low (often negative). Keskar "
-                     "et al. compare at the final weights; trainables that report `train_eval_loss` "
-                     "give that gap.")
+        items.append(
+            "The generalization gap subtracts `train_loss`, the running mean of the training "
+            "loss since the previous report: it lags the weights, so it lies above the final "
+            "weights' training loss and the gap comes out biased low (often negative). Keskar "
+            "et al. compare at the final weights; trainables that report `train_eval_loss` "
+            "give that gap."
+        )
     return items
 
 
@@ -248,8 +301,16 @@ def environment(a: Analysis, env: dict[str, Any]) -> list[str]:
     n = _counts(a)
     pk = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
     git = env["git"]
-    commit = (git["commit"][:12] + (" (uncommitted changes)" if git["dirty"] else "")) if git["commit"] else "n/a (not a git checkout with commits)"
-    nodes = a.run.trials["node"].dropna().astype(str).unique() if a.run.trials is not None and "node" in a.run.trials else []
+    commit = (
+        (git["commit"][:12] + (" (uncommitted changes)" if git["dirty"] else ""))
+        if git["commit"]
+        else "n/a (not a git checkout with commits)"
+    )
+    nodes = (
+        a.run.trials["node"].dropna().astype(str).unique()
+        if a.run.trials is not None and "node" in a.run.trials
+        else []
+    )
     items = [
         f"Date: {env['date_utc']}; analysis code commit: {commit}",
         f"Python {env['python']} on {env['platform']}; CPU: {env['cpu']} ({env['cpu_count']} cores), "
@@ -266,11 +327,20 @@ def environment(a: Analysis, env: dict[str, Any]) -> list[str]:
 
 
 def build_document(a: Analysis, figures: list[FigureFile], tables: list[TableFile], env: dict[str, Any]) -> list[Block]:
-    fmt = {"metric": a.target.metric, "value": a.target.value,
-           "mode": "higher is better" if a.target.mode == "max" else "lower is better",
-           "n_boot": a.n_boot, "seed": a.seed, "bootstrap": a.boot.method, "selection": SELECTION}
-    blocks: list[Block] = [Heading(f"Batch-size study: {a.run.name}", 1), Heading("Summary"),
-                           Bullets(tuple(summary(a)))]
+    fmt = {
+        "metric": a.target.metric,
+        "value": a.target.value,
+        "mode": "higher is better" if a.target.mode == "max" else "lower is better",
+        "n_boot": a.n_boot,
+        "seed": a.seed,
+        "bootstrap": a.boot.method,
+        "selection": SELECTION,
+    }
+    blocks: list[Block] = [
+        Heading(f"Batch-size study: {a.run.name}", 1),
+        Heading("Summary"),
+        Bullets(tuple(summary(a))),
+    ]
     blocks.append(Heading("Figures"))
     blocks += [Figure(f) for f in figures]
     missing = set(FIGURE_NAMES) - {f.name for f in figures}

@@ -87,29 +87,45 @@ def per_batch_table(trials: pd.DataFrame, study: dict[str, Any], record: dict[st
         for tid in g.loc[stopped, "trial_id"].astype(str):
             rung = stopped_at.get(tid, math.nan)
             rungs[rung] = rungs.get(rung, 0) + 1
-        rows.append({
-            "batch_size": b,
-            "trials": len(g),
-            "early_stopped": int(stopped.sum()),
-            "stopped_at": dict(sorted(rungs.items(), key=lambda x: (math.isnan(x[0]), x[0]))),
-            "examples_trained": float(seen.sum()),
-            "examples_to_caps": float(cap * len(g)),
-            "saved_at_most": float(np.maximum(cap - seen[stopped], 0.0).sum()),
-        })
-    return pd.DataFrame(rows, columns=["batch_size", "trials", "early_stopped", "stopped_at", "examples_trained",
-                                       "examples_to_caps", "saved_at_most"])
+        rows.append(
+            {
+                "batch_size": b,
+                "trials": len(g),
+                "early_stopped": int(stopped.sum()),
+                "stopped_at": dict(sorted(rungs.items(), key=lambda x: (math.isnan(x[0]), x[0]))),
+                "examples_trained": float(seen.sum()),
+                "examples_to_caps": float(cap * len(g)),
+                "saved_at_most": float(np.maximum(cap - seen[stopped], 0.0).sum()),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "batch_size",
+            "trials",
+            "early_stopped",
+            "stopped_at",
+            "examples_trained",
+            "examples_to_caps",
+            "saved_at_most",
+        ],
+    )
 
 
 def _rungs_text(stopped_at: dict[float, int]) -> str:
     """`` (4 at 60k, 1 at 180k)``, or nothing when none stopped."""
     if not stopped_at:
         return ""
-    return " (" + ", ".join(f"{n} at {'an unrecorded rung' if math.isnan(r) else _short(r)}"
-                            for r, n in stopped_at.items()) + ")"
+    return (
+        " ("
+        + ", ".join(f"{n} at {'an unrecorded rung' if math.isnan(r) else _short(r)}" for r, n in stopped_at.items())
+        + ")"
+    )
 
 
-def early_stopping_section(run_dir: str | Path, trials: pd.DataFrame | None,
-                           study: dict[str, Any]) -> EarlyStoppingSection | None:
+def early_stopping_section(
+    run_dir: str | Path, trials: pd.DataFrame | None, study: dict[str, Any]
+) -> EarlyStoppingSection | None:
     """The section, or None without a trials table to count from."""
     if trials is None or trials.empty or "examples_seen" not in trials:
         return None
@@ -119,19 +135,23 @@ def early_stopping_section(run_dir: str | Path, trials: pd.DataFrame | None,
     table = per_batch_table(trials, study, record)
     trained, to_caps = table["examples_trained"].sum(), table["examples_to_caps"].sum()
     if scheduler == "none":
-        text = (f"No early stopping (`scheduler = \"none\"`): every trial ran to its target, cap or "
-                f"divergence; {_short(trained)} examples trained of {_short(to_caps)} had every trial run "
-                "to its cap.")
+        text = (
+            f'No early stopping (`scheduler = "none"`): every trial ran to its target, cap or '
+            f"divergence; {_short(trained)} examples trained of {_short(to_caps)} had every trial run "
+            "to its cap."
+        )
         return EarlyStoppingSection(text, (), table)
     name = {"asha": "asynchronous", "sha": "synchronous"}.get(scheduler, scheduler)
     scope = "within each batch size" if es.get("per_batch_size", True) else "across all batch sizes (shared)"
     saved = table["saved_at_most"].sum()
-    text = (f"{name.capitalize()} successive halving (`{scheduler}`) {scope} on `{es.get('metric', '?')}` "
-            f"({es.get('mode', '?')}), first rung at {_short(float(es.get('grace_examples', math.nan)))} examples, "
-            f"reduction factor {float(es.get('reduction_factor', math.nan)):g}: {int(table['early_stopped'].sum())} of "
-            f"{int(table['trials'].sum())} trials stopped early. The run trained {_short(trained)} examples; "
-            f"the stopped trials would have trained at most {_short(saved)} more had they run to their caps "
-            f"({_short(to_caps)} for every trial at its cap).")
+    text = (
+        f"{name.capitalize()} successive halving (`{scheduler}`) {scope} on `{es.get('metric', '?')}` "
+        f"({es.get('mode', '?')}), first rung at {_short(float(es.get('grace_examples', math.nan)))} examples, "
+        f"reduction factor {float(es.get('reduction_factor', math.nan)):g}: {int(table['early_stopped'].sum())} of "
+        f"{int(table['trials'].sum())} trials stopped early. The run trained {_short(trained)} examples; "
+        f"the stopped trials would have trained at most {_short(saved)} more had they run to their caps "
+        f"({_short(to_caps)} for every trial at its cap)."
+    )
     if record is None:
         text += " The scheduler's record (tune/early_stopping.json) is missing: the rungs are unknown."
     items = tuple(

@@ -1,7 +1,7 @@
 """Environment stamp for a report: versions, hardware, git commit, date, run size.
 
-    from analysis.environment import environment_stamp
-    environment_stamp()["packages"]["numpy"]
+from analysis.environment import environment_stamp
+environment_stamp()["packages"]["numpy"]
 """
 
 from __future__ import annotations

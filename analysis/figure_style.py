@@ -52,16 +52,29 @@ HEIGHT = 2.5
 DPI = 200
 PALETTE = sns.color_palette("colorblind")
 # RcParams validates every key and value here, once, rather than at the first figure.
-STYLE = RcParams({
-    **sns.axes_style("ticks"),
-    **sns.plotting_context("paper"),
-    "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 7,
-    "legend.title_fontsize": 7,
-    "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
-    "axes.prop_cycle": cycler(color=PALETTE), "axes.grid": True, "grid.alpha": 0.25,
-    "grid.linewidth": 0.5, "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42,
-    "figure.dpi": 100,
-})
+STYLE = RcParams(
+    {
+        **sns.axes_style("ticks"),
+        **sns.plotting_context("paper"),
+        "font.size": 8,
+        "axes.labelsize": 8,
+        "axes.titlesize": 8,
+        "legend.fontsize": 7,
+        "legend.title_fontsize": 7,
+        "xtick.labelsize": 7,
+        "ytick.labelsize": 7,
+        "lines.linewidth": 1.2,
+        "lines.markersize": 4,
+        "axes.prop_cycle": cycler(color=PALETTE),
+        "axes.grid": True,
+        "grid.alpha": 0.25,
+        "grid.linewidth": 0.5,
+        "legend.frameon": False,
+        "pdf.fonttype": 42,
+        "ps.fonttype": 42,
+        "figure.dpi": 100,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -103,10 +116,16 @@ class FigureFile:
 
     def facts(self) -> dict[str, Any]:
         """What figures.json records of the figure."""
-        return {"pdf": self.pdf.name, "png": self.png.name, "width_in": self.width_in,
-                "height_in": self.height_in, "min_font_pt": self.min_font_pt,
-                "axis_label_pt": self.axis_label_pt, "font_sizes": list(self.font_sizes),
-                "batch_colours": self.batch_colours}
+        return {
+            "pdf": self.pdf.name,
+            "png": self.png.name,
+            "width_in": self.width_in,
+            "height_in": self.height_in,
+            "min_font_pt": self.min_font_pt,
+            "axis_label_pt": self.axis_label_pt,
+            "font_sizes": list(self.font_sizes),
+            "batch_colours": self.batch_colours,
+        }
 
 
 def number_label(x: float, _pos: int | None = None) -> str:
@@ -166,16 +185,24 @@ def figure_facts(fig: plt.Figure) -> dict[str, Any]:
     """Size, smallest text and batch colours of a drawn figure (see ``FigureFile``)."""
     w, h = fig.get_size_inches()
     sizes = [float(t.get_fontsize()) for t in _texts(fig)]
-    labels = [float(lab.get_fontsize()) for ax in fig.axes for lab in (ax.xaxis.label, ax.yaxis.label)
-              if lab.get_visible() and lab.get_text().strip()]
+    labels = [
+        float(lab.get_fontsize())
+        for ax in fig.axes
+        for lab in (ax.xaxis.label, ax.yaxis.label)
+        if lab.get_visible() and lab.get_text().strip()
+    ]
     colours: dict[str, str] = {}
     for line in fig.findobj(Line2D):
         if str(line.get_gid() or "").startswith(BATCH_GID):
             colours[str(line.get_gid()).removeprefix(BATCH_GID)] = to_hex(line.get_color())
-    return {"width_in": round(float(w), 4), "height_in": round(float(h), 4),
-            "min_font_pt": min(sizes, default=0.0), "axis_label_pt": min(labels, default=0.0),
-            "font_sizes": tuple(sorted(set(sizes))),
-            "batch_colours": dict(sorted(colours.items(), key=lambda kv: int(kv[0])))}
+    return {
+        "width_in": round(float(w), 4),
+        "height_in": round(float(h), 4),
+        "min_font_pt": min(sizes, default=0.0),
+        "axis_label_pt": min(labels, default=0.0),
+        "font_sizes": tuple(sorted(set(sizes))),
+        "batch_colours": dict(sorted(colours.items(), key=lambda kv: int(kv[0]))),
+    }
 
 
 def column_figure(height: float = HEIGHT) -> tuple[plt.Figure, plt.Axes]:
@@ -186,8 +213,7 @@ def legend_below(fig: plt.Figure, ax: plt.Axes) -> None:
     # Below the axes the legend never hides data, whatever the curve's shape.
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=2, handlelength=1.6,
-                   columnspacing=1.0)
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, handlelength=1.6, columnspacing=1.0)
 
 
 def data_ylim(ax: plt.Axes, values: np.ndarray) -> None:

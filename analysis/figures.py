@@ -82,8 +82,9 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
     else:
         vals = cell["value"].max() if a.target.mode == "max" else cell["value"].min()
     finite = vals[np.isfinite(vals.to_numpy(dtype=float))]
-    cmap = sns.color_palette("viridis_r" if any_reached else ("viridis" if a.target.mode == "max" else "viridis_r"),
-                             as_cmap=True)
+    cmap = sns.color_palette(
+        "viridis_r" if any_reached else ("viridis" if a.target.mode == "max" else "viridis_r"), as_cmap=True
+    )
     if finite.empty:
         norm = Normalize(0, 1)
     elif norm_log:
@@ -95,9 +96,15 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
         mat = vals.unstack("log_lr").reindex(index=bs, columns=lrs)
         ax.set_facecolor("0.9")
         # Both QuadMesh and PathCollection are ScalarMappables: all the colour bar needs.
-        mesh: ScalarMappable = ax.pcolormesh(np.arange(len(lrs) + 1), np.arange(len(bs) + 1),
-                             np.ma.masked_invalid(mat.to_numpy(dtype=float)), cmap=cmap, norm=norm,
-                             edgecolors="white", linewidth=0.5)
+        mesh: ScalarMappable = ax.pcolormesh(
+            np.arange(len(lrs) + 1),
+            np.arange(len(bs) + 1),
+            np.ma.masked_invalid(mat.to_numpy(dtype=float)),
+            cmap=cmap,
+            norm=norm,
+            edgecolors="white",
+            linewidth=0.5,
+        )
         for (bb, ll), grp in cell:
             i, j = int(np.searchsorted(bs, bb)), int(np.searchsorted(lrs, ll))
             txt = _cell_text(grp["status"], grp["reached"], any_reached)
@@ -105,15 +112,23 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
                 v = mat.iat[i, j]
                 r, g, b_, _alpha = cmap(norm(v)) if np.isfinite(v) else (0.9, 0.9, 0.9, 1)
                 dark = 0.299 * r + 0.587 * g + 0.114 * b_ < 0.5
-                ax.text(j + 0.5, i + 0.5, txt, ha="center", va="center", fontsize=MIN_FONT_PT,
-                        color="white" if dark else "0.25")
+                ax.text(
+                    j + 0.5,
+                    i + 0.5,
+                    txt,
+                    ha="center",
+                    va="center",
+                    fontsize=MIN_FONT_PT,
+                    color="white" if dark else "0.25",
+                )
             if best_ids & set(grp["trial_id"]):
                 # Inset so neighbouring rows' boxes never share an edge.
                 ax.add_patch(plt.Rectangle((j + 0.08, i + 0.1), 0.84, 0.8, fill=False, ec="C3", lw=1.2))
         step = max(1, int(np.ceil(len(lrs) / 8)))  # at most 8 labels across a column
         ax.set_xticks(np.arange(len(lrs))[::step] + 0.5)
-        ax.set_xticklabels([format_number(10 ** v, digits=2, grouping=False) for v in lrs[::step]],
-                           rotation=45, ha="right")
+        ax.set_xticklabels(
+            [format_number(10**v, digits=2, grouping=False) for v in lrs[::step]], rotation=45, ha="right"
+        )
         ax.set_yticks(np.arange(len(bs)) + 0.5)
         ax.set_yticklabels([str(int(v)) for v in bs])
         ax.grid(False)
@@ -141,11 +156,19 @@ def heatmap(a: Analysis, out: Path) -> FigureFile | None:
         plain_log_axis(cbar.ax.yaxis)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("batch size $B$")
-    marks = ("red box: best trial per batch size; × diverged; es early-stopped; f failed; "
-             "– or grey: never reached the target" if shared_grid else
-             "red star: best trial per batch size; × diverged; open squares: never reached the target")
-    return save_figure(fig, out, "heatmap", "Batch size × learning rate",
-                       f"{label.capitalize()} of every trial (minimum over seeds per cell). {marks}.")
+    marks = (
+        "red box: best trial per batch size; × diverged; es early-stopped; f failed; "
+        "– or grey: never reached the target"
+        if shared_grid
+        else "red star: best trial per batch size; × diverged; open squares: never reached the target"
+    )
+    return save_figure(
+        fig,
+        out,
+        "heatmap",
+        "Batch size × learning rate",
+        f"{label.capitalize()} of every trial (minimum over seeds per cell). {marks}.",
+    )
 
 
 def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
@@ -155,7 +178,9 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
     metric = a.target.metric
     c = a.run.curves
     rows = c.loc[c["trial_id"].isin(set(ids["best_trial_id"])), ["trial_id", "batch_size", "step", metric]]
-    rows = rows[np.isfinite(rows[metric].to_numpy(dtype=float)) & (rows["step"] > 0)].sort_values(["batch_size", "step"])
+    rows = rows[np.isfinite(rows[metric].to_numpy(dtype=float)) & (rows["step"] > 0)].sort_values(
+        ["batch_size", "step"]
+    )
     if rows.empty:
         return None
     colours = run_colours(a)
@@ -179,11 +204,22 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
         ax.set_xlabel(xl)
         ax.set_ylabel(metric.replace("_", " "))
     handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, [f"B={x}" for x in labels], loc="outside lower center", ncol=min(len(labels), 4),
-               handlelength=1.4, columnspacing=0.8)
-    return save_figure(fig, out, "learning_curves", "Learning curves of the best trial per batch size",
-                       f"{metric} of the best trial at each batch size against optimizer steps (top) "
-                       f"and examples (bottom); the dashed line is the target {a.target.value:g}.")
+    fig.legend(
+        handles,
+        [f"B={x}" for x in labels],
+        loc="outside lower center",
+        ncol=min(len(labels), 4),
+        handlelength=1.4,
+        columnspacing=0.8,
+    )
+    return save_figure(
+        fig,
+        out,
+        "learning_curves",
+        "Learning curves of the best trial per batch size",
+        f"{metric} of the best trial at each batch size against optimizer steps (top) "
+        f"and examples (bottom); the dashed line is the target {a.target.value:g}.",
+    )
 
 
 def generalization(a: Analysis, out: Path) -> FigureFile | None:
@@ -195,8 +231,7 @@ def generalization(a: Analysis, out: Path) -> FigureFile | None:
         return None
     b = pb["batch_size"].to_numpy(dtype=float)
     if ok_s.any():  # Keskar et al.: the gap and the sharpness side by side, sharing B
-        fig, (ax, ax_s) = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, HEIGHT * 1.5), sharex=True,
-                                       layout="constrained")
+        fig, (ax, ax_s) = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, HEIGHT * 1.5), sharex=True, layout="constrained")
         ax_s.plot(b[ok_s], sharp[ok_s], "s-", color="C1", ms=3.5, lw=0.9)
         ax_s.set_ylabel(r"sharpness $\lambda_{max}$")
         batch_axis(ax_s, b)
@@ -206,13 +241,15 @@ def generalization(a: Analysis, out: Path) -> FigureFile | None:
     ax.plot(b[ok], gap[ok], "o-", color="k", ms=3.5, lw=0.9)
     ax.axhline(0, color="0.5", lw=0.6)
     ax.set_ylabel("val loss − train loss")
-    caption = ("Final validation minus final training loss at the best learning rate of each batch "
-               "size (mean over its seeds)")
+    caption = (
+        "Final validation minus final training loss at the best learning rate of each batch size (mean over its seeds)"
+    )
     if ok_s.any():
-        caption += ("; below, the sharpness (top eigenvalue of the training-loss Hessian at the final "
-                    "weights, power iteration on a fixed subset) of the same trials")
-    return save_figure(fig, out, "generalization_gap", "Generalization gap and sharpness vs batch size",
-                       caption + ".")
+        caption += (
+            "; below, the sharpness (top eigenvalue of the training-loss Hessian at the final "
+            "weights, power iteration on a fixed subset) of the same trials"
+        )
+    return save_figure(fig, out, "generalization_gap", "Generalization gap and sharpness vs batch size", caption + ".")
 
 
 def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
@@ -222,8 +259,14 @@ def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
     colours = run_colours(a)
     fig, ax = column_figure(HEIGHT + 0.7)
     for b, d in nc.groupby("batch_size"):
-        ax.plot(d["examples_seen"], d["grad_noise_scale"], color=colours[int(b)], lw=0.9, label=f"{int(b)}",
-                gid=f"{BATCH_GID}{int(b)}")
+        ax.plot(
+            d["examples_seen"],
+            d["grad_noise_scale"],
+            color=colours[int(b)],
+            lw=0.9,
+            label=f"{int(b)}",
+            gid=f"{BATCH_GID}{int(b)}",
+        )
     c = a.critical
     if c.b_crit is not None:
         lo, hi = c.b_crit_ci95 or (None, None)
@@ -238,19 +281,43 @@ def noise_scale(a: Analysis, out: Path) -> FigureFile | None:
     ax.set_xlabel("examples seen")
     ax.set_ylabel("gradient noise scale $B_{simple}$")
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, [f"B={x}" if x.isdigit() else x for x in labels], loc="outside lower center",
-               ncol=4, handlelength=1.4, columnspacing=0.8)
-    return save_figure(fig, out, "noise_scale", "Gradient noise scale during training",
-                       "B_simple = tr(Σ)/|G|² measured during training by the best trial at each batch "
-                       "size, against the fitted B_crit (dashed, shaded 95% CI) and the median B_simple "
-                       "at the target.")
+    fig.legend(
+        handles,
+        [f"B={x}" if x.isdigit() else x for x in labels],
+        loc="outside lower center",
+        ncol=4,
+        handlelength=1.4,
+        columnspacing=0.8,
+    )
+    return save_figure(
+        fig,
+        out,
+        "noise_scale",
+        "Gradient noise scale during training",
+        "B_simple = tr(Σ)/|G|² measured during training by the best trial at each batch "
+        "size, against the fitted B_crit (dashed, shaded 95% CI) and the median B_simple "
+        "at the target.",
+    )
 
 
 FIGURES: tuple[Callable[[Analysis, Path], FigureFile | None], ...] = (
-    steps_vs_batch, examples_vs_batch, lr_vs_batch, heatmap, learning_curves, generalization, noise_scale,
+    steps_vs_batch,
+    examples_vs_batch,
+    lr_vs_batch,
+    heatmap,
+    learning_curves,
+    generalization,
+    noise_scale,
 )
-FIGURE_NAMES: tuple[str, ...] = ("steps_vs_batch", "examples_vs_batch", "lr_vs_batch", "heatmap",
-                                 "learning_curves", "generalization_gap", "noise_scale")
+FIGURE_NAMES: tuple[str, ...] = (
+    "steps_vs_batch",
+    "examples_vs_batch",
+    "lr_vs_batch",
+    "heatmap",
+    "learning_curves",
+    "generalization_gap",
+    "noise_scale",
+)
 """The file stems of ``FIGURES``, in order, whether drawn or not."""
 
 
@@ -273,8 +340,11 @@ def write_figures(a: Analysis, out_dir: str | Path) -> list[FigureFile]:
             f = draw(a, out)
             if f is not None:
                 written.append(f)
-    facts = {"column_width_in": COLUMN_WIDTH, "min_font_pt": MIN_FONT_PT,
-             "batch_colours": {str(b): to_hex(c) for b, c in run_colours(a).items()},
-             "figures": {f.name: f.facts() for f in written}}
+    facts = {
+        "column_width_in": COLUMN_WIDTH,
+        "min_font_pt": MIN_FONT_PT,
+        "batch_colours": {str(b): to_hex(c) for b, c in run_colours(a).items()},
+        "figures": {f.name: f.facts() for f in written},
+    }
     (out / FIGURE_FACTS).write_text(json.dumps(facts, indent=1) + "\n")
     return written

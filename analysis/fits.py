@@ -38,15 +38,18 @@ UNEXPLAINED = "not estimated (no reason recorded)"
 
 
 def _per_batch_rows(per_batch: pd.DataFrame) -> tuple[PerBatchRow, ...]:
-    return tuple(PerBatchRow(
-        batch_size=int(row["batch_size"]),
-        best_lr=finite_or_none(row["best_lr"]),
-        lr_on_edge=bool(row["lr_on_edge"]),
-        steps_to_target=finite_or_none(row["steps_to_target"]),
-        examples_to_target=finite_or_none(row["examples_to_target"]),
-        trials=int(row["trials"]),
-        reached=int(row["reached"]),
-    ) for _, row in per_batch.iterrows())
+    return tuple(
+        PerBatchRow(
+            batch_size=int(row["batch_size"]),
+            best_lr=finite_or_none(row["best_lr"]),
+            lr_on_edge=bool(row["lr_on_edge"]),
+            steps_to_target=finite_or_none(row["steps_to_target"]),
+            examples_to_target=finite_or_none(row["examples_to_target"]),
+            trials=int(row["trials"]),
+            reached=int(row["reached"]),
+        )
+        for _, row in per_batch.iterrows()
+    )
 
 
 def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> Analysis:
@@ -66,14 +69,27 @@ def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) ->
     summary["steps_over_s_min"] = finite_s / critical.s_min if critical.s_min is not None else np.nan
     lr = lr_scaling_with_intervals(summary, boot)
     reg = find_regimes(summary["batch_size"].to_numpy(), finite_s)
-    return Analysis(run=run, target=target, trials=table, per_batch=summary,
-                    per_batch_rows=_per_batch_rows(summary), critical=critical, lr_scaling=lr,
-                    regimes=reg, noise=noise, boot=boot, n_boot=n_boot, seed=seed, gap_train_column=gap_column,
-                    reasons=_reasons(critical, lr, reg, noise, summary))
+    return Analysis(
+        run=run,
+        target=target,
+        trials=table,
+        per_batch=summary,
+        per_batch_rows=_per_batch_rows(summary),
+        critical=critical,
+        lr_scaling=lr,
+        regimes=reg,
+        noise=noise,
+        boot=boot,
+        n_boot=n_boot,
+        seed=seed,
+        gap_train_column=gap_column,
+        reasons=_reasons(critical, lr, reg, noise, summary),
+    )
 
 
-def _reasons(c: CriticalBatchFit, lr: LrScalingFit, reg: Regimes, noise: NoiseScale,
-             per_batch: pd.DataFrame) -> dict[str, str]:
+def _reasons(
+    c: CriticalBatchFit, lr: LrScalingFit, reg: Regimes, noise: NoiseScale, per_batch: pd.DataFrame
+) -> dict[str, str]:
     """fits.json key path -> why its value is null, in the order of the file."""
     r: dict[str, str] = {}
     if c.b_crit is None:
@@ -90,20 +106,23 @@ def _reasons(c: CriticalBatchFit, lr: LrScalingFit, reg: Regimes, noise: NoiseSc
         for rule, v in lr.aicc.items():
             if v is None:
                 p = N_PARAMS[rule]
-                r[f"lr_scaling.aicc.{rule}"] = (f"AICc of a {p}-parameter rule needs at least "
-                                                f"{p + 3} interior optima; {lr.n_points} available")
+                r[f"lr_scaling.aicc.{rule}"] = (
+                    f"AICc of a {p}-parameter rule needs at least {p + 3} interior optima; {lr.n_points} available"
+                )
         if lr.preferred_rule is None:
             r["lr_scaling.preferred_rule"] = lr.reason or UNEXPLAINED
     for k, why in reg.reasons.items():
         r[f"regimes.{k}"] = why
     if noise.b_simple is None:
-        r["noise_scale.b_simple"] = ("the best trials never reached the target" if noise.measured
-                                     else "the curves carry no grad_noise_scale")
+        r["noise_scale.b_simple"] = (
+            "the best trials never reached the target" if noise.measured else "the curves carry no grad_noise_scale"
+        )
     for _, row in per_batch.iterrows():
         b = int(row["batch_size"])
         if row["censored"]:
             r[f"per_batch[{b}].steps_to_target"] = (
-                f"censored: none of the {row['trials']} trials at B={b} reached the target")
+                f"censored: none of the {row['trials']} trials at B={b} reached the target"
+            )
         if not np.isfinite(row["best_lr"]):
             r[f"per_batch[{b}].best_lr"] = "no trial at this batch size has a finite objective"
     return r

@@ -50,18 +50,23 @@ def generalization_gap(table: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.D
     rows = []
     for _, s in summary.iterrows():
         b, lr = int(s["batch_size"]), s["best_trial_lr"]
-        same = ((table["batch_size"] == b) & np.isclose(table["lr"], lr, rtol=1e-9)
-                & (table["status"] != "diverged")) if np.isfinite(lr) else pd.Series(False, index=table.index)
+        same = (
+            ((table["batch_size"] == b) & np.isclose(table["lr"], lr, rtol=1e-9) & (table["status"] != "diverged"))
+            if np.isfinite(lr)
+            else pd.Series(False, index=table.index)
+        )
         t, v = train[same], table.loc[same, "final_val_loss"]
         gap = v - t
         sharp = table.loc[same, "sharpness"]
-        rows.append({
-            "batch_size": b,
-            "final_train_loss": float(t.mean()) if t.notna().any() else np.nan,
-            "final_val_loss": float(v.mean()) if v.notna().any() else np.nan,
-            "generalization_gap": float(gap.mean()) if gap.notna().any() else np.nan,
-            "sharpness": float(sharp.mean()) if sharp.notna().any() else np.nan,
-            "gap_trials": int(gap.notna().sum()),
-        })
+        rows.append(
+            {
+                "batch_size": b,
+                "final_train_loss": float(t.mean()) if t.notna().any() else np.nan,
+                "final_val_loss": float(v.mean()) if v.notna().any() else np.nan,
+                "generalization_gap": float(gap.mean()) if gap.notna().any() else np.nan,
+                "sharpness": float(sharp.mean()) if sharp.notna().any() else np.nan,
+                "gap_trials": int(gap.notna().sum()),
+            }
+        )
     out = pd.DataFrame(rows, columns=COLUMNS)
     return out, (column if np.isfinite(out["generalization_gap"].to_numpy(dtype=float)).any() else None)

@@ -98,9 +98,11 @@ def _target(args: argparse.Namespace, mapping: dict[str, Any]) -> Target:
 
 def _study_toml(name: str, target: Target, source: Path, kind: str) -> str:
     # JSON strings are valid TOML basic strings.
-    return (f"# imported by analysis.import_sweep from {json.dumps(str(source))[1:-1]} ({kind})\n"
-            f"name = {json.dumps(name)}\n\n[target]\nmetric = {json.dumps(target.metric)}\n"
-            f"mode = {json.dumps(target.mode)}\nvalue = {target.value!r}\n")
+    return (
+        f"# imported by analysis.import_sweep from {json.dumps(str(source))[1:-1]} ({kind})\n"
+        f"name = {json.dumps(name)}\n\n[target]\nmetric = {json.dumps(target.metric)}\n"
+        f"mode = {json.dumps(target.mode)}\nvalue = {target.value!r}\n"
+    )
 
 
 def _fresh(out: Path) -> None:
@@ -111,8 +113,15 @@ def _fresh(out: Path) -> None:
         raise UsageError(f"--out {out} exists and is not empty; choose a new RUN_DIR")
 
 
-def import_sweep(source: Path, out: Path, kind: str = "auto", columns: dict[str, str] | None = None,
-                 target: Target | None = None, name: str | None = None, run_pattern: str | None = None) -> Path:
+def import_sweep(
+    source: Path,
+    out: Path,
+    kind: str = "auto",
+    columns: dict[str, str] | None = None,
+    target: Target | None = None,
+    name: str | None = None,
+    run_pattern: str | None = None,
+) -> Path:
     """Import ``source`` into the new run directory ``out``; raises UsageError on bad input."""
     if target is None:
         raise UsageError("--target-metric, --target-mode and --target-value are required")
@@ -154,17 +163,29 @@ def main(argv: list[str] | None = None, prog: str = "python -m analysis.import_s
     parser = _Parser(prog=prog, description="Import an existing sweep as a run directory.")
     parser.add_argument("source", type=Path, help="CSV/Parquet file or TensorBoard log directory")
     parser.add_argument("--out", type=Path, required=True, help="the new run directory")
-    parser.add_argument("--kind", choices=("auto", *KINDS), default=None,
-                        help="long (one row per evaluation), final (one row per trial), tensorboard")
-    parser.add_argument("--map", action="append", default=[], metavar="COLUMN=SOURCE_COLUMN",
-                        help="take contract column COLUMN from SOURCE_COLUMN (repeatable)")
+    parser.add_argument(
+        "--kind",
+        choices=("auto", *KINDS),
+        default=None,
+        help="long (one row per evaluation), final (one row per trial), tensorboard",
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=SOURCE_COLUMN",
+        help="take contract column COLUMN from SOURCE_COLUMN (repeatable)",
+    )
     parser.add_argument("--mapping", type=Path, default=None, help="TOML file: [columns], [target], name, ...")
     parser.add_argument("--name", default=None, help="study name (default: the source's file name)")
     parser.add_argument("--target-metric", default=None)
     parser.add_argument("--target-mode", default=None, choices=("min", "max"))
     parser.add_argument("--target-value", type=float, default=None)
-    parser.add_argument("--run-pattern", default=None,
-                        help=r"TensorBoard: regex on run names, e.g. 'bs(?P<batch_size>\d+)_lr(?P<lr>[0-9.e-]+)'")
+    parser.add_argument(
+        "--run-pattern",
+        default=None,
+        help=r"TensorBoard: regex on run names, e.g. 'bs(?P<batch_size>\d+)_lr(?P<lr>[0-9.e-]+)'",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help
@@ -178,9 +199,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m analysis.import_s
         kind = args.kind or mapping.get("kind", "auto")
         if kind not in ("auto", *KINDS):
             raise UsageError(f"kind {kind!r} is not one of auto, {', '.join(KINDS)}")
-        out = import_sweep(args.source, args.out, kind=kind, columns=columns, target=_target(args, mapping),
-                           name=args.name or mapping.get("name"),
-                           run_pattern=args.run_pattern or mapping.get("run_pattern"))
+        out = import_sweep(
+            args.source,
+            args.out,
+            kind=kind,
+            columns=columns,
+            target=_target(args, mapping),
+            name=args.name or mapping.get("name"),
+            run_pattern=args.run_pattern or mapping.get("run_pattern"),
+        )
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

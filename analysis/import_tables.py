@@ -45,8 +45,10 @@ def rename(frame: pd.DataFrame, columns: dict[str, str], source: str, final: boo
         columns = {**columns, "step": "steps"}
     for dest, src in columns.items():
         if src not in frame.columns:
-            raise UsageError(f"{source}: column {src!r} (for --map {dest}={src}) is missing; "
-                             f"its columns: {', '.join(map(str, frame.columns))}")
+            raise UsageError(
+                f"{source}: column {src!r} (for --map {dest}={src}) is missing; "
+                f"its columns: {', '.join(map(str, frame.columns))}"
+            )
     taken = set(columns.values())
     keep = {c: c for c in frame.columns if c not in taken and c not in columns}
     out = pd.DataFrame({**{d: frame[s] for d, s in columns.items()}, **{c: frame[c] for c in keep}})
@@ -78,8 +80,9 @@ def _where(frame: pd.DataFrame, col: str, i: int) -> str:
     return f"{frame.attrs.get(SOURCE, 'source')}: {frame[LINE].iat[i]}: {named}"
 
 
-def numbers(frame: pd.DataFrame, col: str, integer: bool = False, required: bool = False,
-            strict: bool = True) -> np.ndarray | None:
+def numbers(
+    frame: pd.DataFrame, col: str, integer: bool = False, required: bool = False, strict: bool = True
+) -> np.ndarray | None:
     """``frame[col]`` as floats (NaN = empty); a bad value raises naming its row, or, when
     not ``strict``, makes the result None (the column is not numeric)."""
     s = frame[col]
@@ -122,24 +125,33 @@ def _trial_ids(frame: pd.DataFrame, b: np.ndarray, lr: np.ndarray, seed: np.ndar
             first = pd.Series(v).groupby(ids_arr, sort=False).transform("first").to_numpy(dtype=float)
             bad = np.flatnonzero(first != v)
             if bad.size:
-                raise UsageError(f"{_where(frame, col, int(bad[0]))}: trial {ids_arr[bad[0]]!r} has more than "
-                                 f"one {col} ({first[bad[0]]:g} and {v[bad[0]]:g})")
+                raise UsageError(
+                    f"{_where(frame, col, int(bad[0]))}: trial {ids_arr[bad[0]]!r} has more than "
+                    f"one {col} ({first[bad[0]]:g} and {v[bad[0]]:g})"
+                )
         return ids_arr
     s = seed if seed is not None else np.full(len(b), np.nan)
-    return np.array([f"b{int(bb)}_lr{ll:.6g}" + ("" if np.isnan(ss) else f"_s{int(ss)}")
-                     for bb, ll, ss in zip(b, lr, s)], dtype=object)
+    return np.array(
+        [f"b{int(bb)}_lr{ll:.6g}" + ("" if np.isnan(ss) else f"_s{int(ss)}") for bb, ll, ss in zip(b, lr, s)],
+        dtype=object,
+    )
 
 
-def to_run_tables(frame: pd.DataFrame, name: str, target: Target,
-                  final: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def to_run_tables(
+    frame: pd.DataFrame, name: str, target: Target, final: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(curves, trials or None) from a renamed frame, every value checked."""
     for col in REQUIRED:
         if col not in frame.columns:
-            raise UsageError(f"{frame.attrs.get(SOURCE, 'source')}: column {col!r} is missing "
-                             f"(name its source with --map {col}=SOURCE_COLUMN)")
+            raise UsageError(
+                f"{frame.attrs.get(SOURCE, 'source')}: column {col!r} is missing "
+                f"(name its source with --map {col}=SOURCE_COLUMN)"
+            )
     if target.metric not in frame.columns:
-        raise UsageError(f"{frame.attrs.get(SOURCE, 'source')}: column {target.metric!r} (the target metric) "
-                         f"is missing; its columns: {', '.join(c for c in frame.columns if c != LINE)}")
+        raise UsageError(
+            f"{frame.attrs.get(SOURCE, 'source')}: column {target.metric!r} (the target metric) "
+            f"is missing; its columns: {', '.join(c for c in frame.columns if c != LINE)}"
+        )
     b = numbers(frame, "batch_size", integer=True, required=True)
     lr = numbers(frame, "lr", required=True)
     step = numbers(frame, "step", integer=True, required=True)
@@ -148,8 +160,10 @@ def to_run_tables(frame: pd.DataFrame, name: str, target: Target,
     _check_positive(frame, "lr", lr)
     _check_positive(frame, "step", step, allow_zero=True)
     seed = numbers(frame, "seed", integer=True) if "seed" in frame.columns else None
-    out: dict[str, object] = {"study": np.full(len(frame), name, dtype=object),
-                              "trial_id": _trial_ids(frame, b, lr, seed)}
+    out: dict[str, object] = {
+        "study": np.full(len(frame), name, dtype=object),
+        "trial_id": _trial_ids(frame, b, lr, seed),
+    }
     extras: list[str] = []
     for col in frame.columns:
         if col in (LINE, "trial_id", "study", "status") or col in out:
@@ -180,18 +194,25 @@ def _check_unique(frame: pd.DataFrame, curves: pd.DataFrame, final: bool) -> Non
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero((key == key.iloc[i]).all(axis=1).to_numpy())[0])
-        what = ("appears again: a final-values file has one row per trial" if final
-                else f"repeats step {int(curves['step'].iat[i])}")
-        raise UsageError(f"{frame.attrs.get(SOURCE, 'source')}: {frame[LINE].iat[i]}: trial "
-                         f"{curves['trial_id'].iat[i]!r} {what} (first at {frame[LINE].iat[first]})")
+        what = (
+            "appears again: a final-values file has one row per trial"
+            if final
+            else f"repeats step {int(curves['step'].iat[i])}"
+        )
+        raise UsageError(
+            f"{frame.attrs.get(SOURCE, 'source')}: {frame[LINE].iat[i]}: trial "
+            f"{curves['trial_id'].iat[i]!r} {what} (first at {frame[LINE].iat[first]})"
+        )
 
 
 def _trials(frame: pd.DataFrame, curves: pd.DataFrame, name: str) -> pd.DataFrame:
     status = frame["status"].astype(object).where(frame["status"].notna(), "").astype(str).str.strip()
     bad = np.flatnonzero(~status.isin(STATUSES).to_numpy())
     if bad.size:
-        raise UsageError(f"{_where(frame, 'status', int(bad[0]))}: {status.iat[int(bad[0])]!r} is not one of "
-                         f"{', '.join(sorted(STATUSES))}")
+        raise UsageError(
+            f"{_where(frame, 'status', int(bad[0]))}: {status.iat[int(bad[0])]!r} is not one of "
+            f"{', '.join(sorted(STATUSES))}"
+        )
     c = curves.assign(status=status.to_numpy())
     g = c.groupby("trial_id", sort=False)
     mixed = g["status"].transform("nunique").to_numpy() > 1
@@ -203,16 +224,27 @@ def _trials(frame: pd.DataFrame, curves: pd.DataFrame, name: str) -> pd.DataFram
     def col(frame_: pd.DataFrame, name_: str) -> object:
         return frame_[name_].to_numpy() if name_ in frame_.columns else None
 
-    return pd.DataFrame({
-        "trial_id": first.index.astype(str), "study": name, "batch_size": first["batch_size"].astype("int64"),
-        "micro_batch_size": col(first, "micro_batch_size"), "lr": first["lr"].astype(float),
-        "seed": col(first, "seed"), "optimizer": None, "status": first["status"],
-        "steps": g["step"].max().astype("int64"), "examples_seen": g["examples_seen"].max(),
-        "wall_time_s": g["wall_time_s"].max() if "wall_time_s" in c else None,
-        "final_val_loss": col(last, "val_loss"),
-        "best_val_accuracy": g["val_accuracy"].max() if "val_accuracy" in c else None,
-        "sharpness": None, "node": None, "config_json": None, "error": None,
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "trial_id": first.index.astype(str),
+            "study": name,
+            "batch_size": first["batch_size"].astype("int64"),
+            "micro_batch_size": col(first, "micro_batch_size"),
+            "lr": first["lr"].astype(float),
+            "seed": col(first, "seed"),
+            "optimizer": None,
+            "status": first["status"],
+            "steps": g["step"].max().astype("int64"),
+            "examples_seen": g["examples_seen"].max(),
+            "wall_time_s": g["wall_time_s"].max() if "wall_time_s" in c else None,
+            "final_val_loss": col(last, "val_loss"),
+            "best_val_accuracy": g["val_accuracy"].max() if "val_accuracy" in c else None,
+            "sharpness": None,
+            "node": None,
+            "config_json": None,
+            "error": None,
+        }
+    ).reset_index(drop=True)
 
 
 def _arrow(frame: pd.DataFrame, schema: pa.Schema, extra_string: set[str]) -> pa.Table:

@@ -105,8 +105,16 @@ def read_tensorboard(root: Path, columns: dict[str, str], run_pattern: str | Non
             # The run's batch size, LR and seed win over a scalar tag of the same name (an LR
             # schedule logged as "lr"), which comes along as "<tag>/scalar".
             scalars = {(f"{k}/scalar" if k in meta else k): v for k, v in values[step].items()}
-            rows.append({**scalars, **meta, "trial_id": name, "step": step, "wall_time_s": wall[step] - t0,
-                         LINE: f"run {name!r} step {step}"})
+            rows.append(
+                {
+                    **scalars,
+                    **meta,
+                    "trial_id": name,
+                    "step": step,
+                    "wall_time_s": wall[step] - t0,
+                    LINE: f"run {name!r} step {step}",
+                }
+            )
     if not rows:
         raise UsageError(f"{root}: the event files hold no scalar values")
     frame = pd.DataFrame(rows)

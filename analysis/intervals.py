@@ -41,8 +41,10 @@ def _batch_list(b: np.ndarray) -> str:
 def _fixed_note(boot: Resamples, b: np.ndarray, fixed: np.ndarray, what: str) -> str:
     if boot.n == 0:
         return "no bootstrap resamples were drawn (n_boot = 0)"
-    return (f"resampling trials cannot vary {what} at B = {_batch_list(b[fixed])} (a single trial "
-            "there decides it), so a bootstrap interval would be falsely narrow")
+    return (
+        f"resampling trials cannot vary {what} at B = {_batch_list(b[fixed])} (a single trial "
+        "there decides it), so a bootstrap interval would be falsely narrow"
+    )
 
 
 def _exp(ci: Interval | None) -> Interval | None:
@@ -79,24 +81,45 @@ def critical_with_intervals(per_batch: pd.DataFrame, boot: Resamples) -> Critica
         curves = steps_curve(grid[None, :], r.s_min[ok, None], r.b_crit[ok, None])
         lo, hi = np.percentile(curves, [2.5, 97.5], axis=0)
         band = Band(batch_size=grid, low=lo, high=hi)
-    return replace(fit, b_crit_ci95=b_crit_ci95, s_min_ci95=percentile_ci(r.s_min),
-                   e_min_ci95=percentile_ci(r.e_min), ci_reason=ci_reason, band=band,
-                   n_boot_ok=int(ok.sum()), ci_method=boot.method)
+    return replace(
+        fit,
+        b_crit_ci95=b_crit_ci95,
+        s_min_ci95=percentile_ci(r.s_min),
+        e_min_ci95=percentile_ci(r.e_min),
+        ci_reason=ci_reason,
+        band=band,
+        n_boot_ok=int(ok.sum()),
+        ci_method=boot.method,
+    )
 
 
-def _critical_profile(fit: CriticalBatchFit, b: np.ndarray, s: np.ndarray, grid: np.ndarray,
-                      note: str) -> CriticalBatchFit:
+def _critical_profile(
+    fit: CriticalBatchFit, b: np.ndarray, s: np.ndarray, grid: np.ndarray, note: str
+) -> CriticalBatchFit:
     p = profile_intervals(np.log(b), np.log(s), hyperbola_shape, sign=1.0, band_x=np.log(grid))
     if p.c is None:
         return replace(fit, ci_note=note, ci_reason=f"{note}, and the fit's residuals give none: {p.reason}")
     b_crit_ci95 = _exp(p.c)
     open_end = b_crit_ci95 is not None and None in b_crit_ci95
-    band = (Band(batch_size=grid, low=np.exp(p.band_low), high=np.exp(p.band_high))
-            if p.band_low is not None and p.band_high is not None else None)
-    return replace(fit, b_crit_ci95=b_crit_ci95, s_min_ci95=_exp(p.a), e_min_ci95=_exp(p.a_plus_c),
-                   band=band, ci_method=PROFILE, ci_note=note,
-                   ci_reason=("the profile likelihood does not bound B_crit within 100x of the measured "
-                              "batch sizes on one side" if open_end else None))
+    band = (
+        Band(batch_size=grid, low=np.exp(p.band_low), high=np.exp(p.band_high))
+        if p.band_low is not None and p.band_high is not None
+        else None
+    )
+    return replace(
+        fit,
+        b_crit_ci95=b_crit_ci95,
+        s_min_ci95=_exp(p.a),
+        e_min_ci95=_exp(p.a_plus_c),
+        band=band,
+        ci_method=PROFILE,
+        ci_note=note,
+        ci_reason=(
+            "the profile likelihood does not bound B_crit within 100x of the measured batch sizes on one side"
+            if open_end
+            else None
+        ),
+    )
 
 
 def lr_scaling_with_intervals(per_batch: pd.DataFrame, boot: Resamples) -> LrScalingFit:
@@ -111,9 +134,11 @@ def lr_scaling_with_intervals(per_batch: pd.DataFrame, boot: Resamples) -> LrSca
     used = np.isfinite(masked)
     spacing = per_batch["log_lr_spacing"].to_numpy(dtype=float)[used] if "log_lr_spacing" in per_batch else []
     floor = GRID_FLOOR * float(np.median(spacing)) if np.isfinite(spacing).all() and len(spacing) else 0.0
-    fit = replace(fit_lr_rules(b, masked, sigma_floor=floor),
-                  excluded_edge=tuple(int(x) for x in b[edge]),
-                  excluded_censored=tuple(int(x) for x in b[censored & ~edge]))
+    fit = replace(
+        fit_lr_rules(b, masked, sigma_floor=floor),
+        excluded_edge=tuple(int(x) for x in b[edge]),
+        excluded_censored=tuple(int(x) for x in b[censored & ~edge]),
+    )
     if fit.exponent is None:
         return fit
     boot_lr = np.where(boot.on_edge | ~np.isfinite(boot.steps), np.nan, boot.lr)
@@ -129,15 +154,23 @@ def lr_scaling_with_intervals(per_batch: pd.DataFrame, boot: Resamples) -> LrSca
         side = r.b_noise_side[law]
         ci = percentile_ci(np.where(side > 0, np.inf, np.where(side < 0, -np.inf, r.b_noise[law])))
         fitted = fit.laws[law]
-        laws[law] = replace(fitted, b_noise_ci95=ci if fitted.identified else None,
-                            ci_reason=(fitted.ci_reason if not fitted.identified else
-                                       None if ci is not None and None not in ci else
-                                       "in over 2.5% of resamples B_noise ran past the measured range"))
+        laws[law] = replace(
+            fitted,
+            b_noise_ci95=ci if fitted.identified else None,
+            ci_reason=(
+                fitted.ci_reason
+                if not fitted.identified
+                else None
+                if ci is not None and None not in ci
+                else "in over 2.5% of resamples B_noise ran past the measured range"
+            ),
+        )
     fit = select(replace(fit, laws=laws), exponent_ci95, boot.method, None)
     chosen = preferred_rule(r.aicc, fit.consistent)
     chosen = chosen[chosen != ""]
-    return replace(fit, selection_frequency=({rule: float(np.mean(chosen == rule)) for rule in RULES}
-                                             if chosen.size else {}))
+    return replace(
+        fit, selection_frequency=({rule: float(np.mean(chosen == rule)) for rule in RULES} if chosen.size else {})
+    )
 
 
 def per_batch_intervals(per_batch: pd.DataFrame, boot: Resamples) -> pd.DataFrame:
@@ -146,13 +179,20 @@ def per_batch_intervals(per_batch: pd.DataFrame, boot: Resamples) -> pd.DataFram
     steps_vary, lr_vary = varies(boot.steps), varies(boot.lr)
     lows, highs, lr_lo, lr_hi = [], [], [], []
     for j in range(len(per_batch)):
-        ci = (percentile_ci(boot.steps[:, j])
-              if np.isfinite(per_batch["steps_to_target"].iat[j]) and steps_vary[j] else None)
+        ci = (
+            percentile_ci(boot.steps[:, j])
+            if np.isfinite(per_batch["steps_to_target"].iat[j]) and steps_vary[j]
+            else None
+        )
         lows.append(np.nan if ci is None or ci[0] is None else ci[0])
         highs.append(np.nan if ci is None or ci[1] is None else ci[1])
         ci = percentile_ci(boot.lr[:, j]) if lr_vary[j] else None
         lr_lo.append(np.nan if ci is None or ci[0] is None else ci[0])
         lr_hi.append(np.nan if ci is None or ci[1] is None else ci[1])
-    return per_batch.assign(steps_ci95_low=lows, steps_ci95_high=highs,
-                            best_lr_ci95_low=lr_lo, best_lr_ci95_high=lr_hi,
-                            steps_ci_fixed=~steps_vary & np.isfinite(per_batch["steps_to_target"].to_numpy(dtype=float)))
+    return per_batch.assign(
+        steps_ci95_low=lows,
+        steps_ci95_high=highs,
+        best_lr_ci95_low=lr_lo,
+        best_lr_ci95_high=lr_hi,
+        steps_ci_fixed=~steps_vary & np.isfinite(per_batch["steps_to_target"].to_numpy(dtype=float)),
+    )

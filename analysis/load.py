@@ -84,25 +84,27 @@ def synthesise_trials(curves: pd.DataFrame, study_name: str) -> pd.DataFrame:
     def col(name: str, frame: pd.DataFrame = first) -> Any:
         return frame[name].to_numpy() if name in frame.columns else np.full(n, np.nan)
 
-    return pd.DataFrame({
-        "trial_id": first.index.astype(str),
-        "study": col("study") if "study" in first.columns else np.full(n, study_name),
-        "batch_size": first["batch_size"].astype("int64").to_numpy(),
-        "micro_batch_size": col("micro_batch_size"),
-        "lr": first["lr"].astype(float).to_numpy(),
-        "seed": col("seed"),
-        "optimizer": np.full(n, None, dtype=object),
-        "status": np.full(n, "completed"),
-        "steps": g["step"].max().to_numpy(),
-        "examples_seen": g["examples_seen"].max().to_numpy() if "examples_seen" in curves else np.full(n, np.nan),
-        "wall_time_s": g["wall_time_s"].max().to_numpy() if "wall_time_s" in curves else np.full(n, np.nan),
-        "final_val_loss": col("val_loss", last),
-        "best_val_accuracy": g["val_accuracy"].max().to_numpy() if "val_accuracy" in curves else np.full(n, np.nan),
-        "sharpness": np.full(n, np.nan),
-        "node": np.full(n, None, dtype=object),
-        "config_json": np.full(n, None, dtype=object),
-        "error": np.full(n, None, dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "trial_id": first.index.astype(str),
+            "study": col("study") if "study" in first.columns else np.full(n, study_name),
+            "batch_size": first["batch_size"].astype("int64").to_numpy(),
+            "micro_batch_size": col("micro_batch_size"),
+            "lr": first["lr"].astype(float).to_numpy(),
+            "seed": col("seed"),
+            "optimizer": np.full(n, None, dtype=object),
+            "status": np.full(n, "completed"),
+            "steps": g["step"].max().to_numpy(),
+            "examples_seen": g["examples_seen"].max().to_numpy() if "examples_seen" in curves else np.full(n, np.nan),
+            "wall_time_s": g["wall_time_s"].max().to_numpy() if "wall_time_s" in curves else np.full(n, np.nan),
+            "final_val_loss": col("val_loss", last),
+            "best_val_accuracy": g["val_accuracy"].max().to_numpy() if "val_accuracy" in curves else np.full(n, np.nan),
+            "sharpness": np.full(n, np.nan),
+            "node": np.full(n, None, dtype=object),
+            "config_json": np.full(n, None, dtype=object),
+            "error": np.full(n, None, dtype=object),
+        }
+    )
 
 
 def read_trials(path: Path) -> pd.DataFrame:

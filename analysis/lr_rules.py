@@ -43,7 +43,8 @@ SELECTION = (
     "constant) winning when within 2 of the best; a rule is consistent when the log-log slope of "
     "its fitted curve over the fitted batch sizes lies inside the free exponent's 95% interval "
     "(the free power law always is) and, for the saturating and surge laws, when B_noise is not "
-    "pinned 100x beyond the measured batch sizes")
+    "pinned 100x beyond the measured batch sizes"
+)
 _SHAPES = {"saturating": hyperbola_shape, "surge": surge_shape}
 
 
@@ -127,10 +128,16 @@ def fit_lr_rules_batched(batch_sizes: np.ndarray, lrs: np.ndarray) -> LrRuleRows
         with np.errstate(divide="ignore", invalid="ignore"):
             rule_exponent[law] = -(dx * np.where(w, g, 0.0)).sum(axis=1) / sxx
     aicc = {rule: np.where(enough, _aicc(rss[rule], n, N_PARAMS[rule]), np.nan) for rule in RULES}
-    return LrRuleRows(n_points=n.astype(int), exponent=np.where(enough, k, np.nan), intercept=intercept,
-                      eta_max=eta_max, b_noise=b_noise, b_noise_side=side,
-                      rule_exponent={r: np.where(enough, v, np.nan) for r, v in rule_exponent.items()},
-                      aicc=aicc)
+    return LrRuleRows(
+        n_points=n.astype(int),
+        exponent=np.where(enough, k, np.nan),
+        intercept=intercept,
+        eta_max=eta_max,
+        b_noise=b_noise,
+        b_noise_side=side,
+        rule_exponent={r: np.where(enough, v, np.nan) for r, v in rule_exponent.items()},
+        aicc=aicc,
+    )
 
 
 def preferred_rule(aicc: Mapping[str, np.ndarray], allowed: Mapping[str, bool] | None = None) -> np.ndarray:
@@ -150,8 +157,9 @@ def preferred_rule(aicc: Mapping[str, np.ndarray], allowed: Mapping[str, bool] |
     return np.where(np.isfinite(best), names, "")
 
 
-def consistent_rules(rule_exponent: Mapping[str, float | None], identified: Mapping[str, bool],
-                     ci: Interval | None) -> dict[str, bool]:
+def consistent_rules(
+    rule_exponent: Mapping[str, float | None], identified: Mapping[str, bool], ci: Interval | None
+) -> dict[str, bool]:
     """Per rule: may it be preferred, given the free exponent's interval (None: unchecked)."""
     lo, hi = ci if ci is not None else (None, None)
     out = {}
@@ -162,8 +170,9 @@ def consistent_rules(rule_exponent: Mapping[str, float | None], identified: Mapp
     return out
 
 
-def select(fit: LrScalingFit, exponent_ci95: Interval | None, ci_method: str | None,
-           ci_reason: str | None) -> LrScalingFit:
+def select(
+    fit: LrScalingFit, exponent_ci95: Interval | None, ci_method: str | None, ci_reason: str | None
+) -> LrScalingFit:
     """``fit`` with the interval set and the preferred rule chosen by ``SELECTION``."""
     identified = {law: v.identified for law, v in fit.laws.items()}
     consistent = consistent_rules(fit.rule_exponent, identified, exponent_ci95)
@@ -171,31 +180,43 @@ def select(fit: LrScalingFit, exponent_ci95: Interval | None, ci_method: str | N
     preferred = str(preferred_rule(aicc, consistent)[0]) or None
     note = None
     if exponent_ci95 is None:
-        note = ("the free exponent has no interval, so the rules were compared by AICc alone, "
-                "unchecked against the free fit")
+        note = (
+            "the free exponent has no interval, so the rules were compared by AICc alone, "
+            "unchecked against the free fit"
+        )
     elif preferred == "power":
-        note = (f"no fixed rule fits; free exponent {format_number(fit.exponent)} "
-                f"{format_interval(exponent_ci95)}")
-    return replace(fit, exponent_ci95=exponent_ci95, ci_method=ci_method if exponent_ci95 is not None else None,
-                   ci_reason=ci_reason, consistent=consistent, preferred_rule=preferred,
-                   selection_note=note,
-                   reason=None if preferred else f"AICc needs at least {MIN_POINTS + 1} points for any rule")
+        note = f"no fixed rule fits; free exponent {format_number(fit.exponent)} {format_interval(exponent_ci95)}"
+    return replace(
+        fit,
+        exponent_ci95=exponent_ci95,
+        ci_method=ci_method if exponent_ci95 is not None else None,
+        ci_reason=ci_reason,
+        consistent=consistent,
+        preferred_rule=preferred,
+        selection_note=note,
+        reason=None if preferred else f"AICc needs at least {MIN_POINTS + 1} points for any rule",
+    )
 
 
-def b_noise_profile(batch_sizes: np.ndarray, lrs: np.ndarray, law: str,
-                    sigma_floor: float = 0.0) -> tuple[Interval | None, str | None]:
+def b_noise_profile(
+    batch_sizes: np.ndarray, lrs: np.ndarray, law: str, sigma_floor: float = 0.0
+) -> tuple[Interval | None, str | None]:
     """Profile-likelihood 95% interval of a noise law's B_noise, and why it is None or open."""
     x, y = np.log(np.asarray(batch_sizes, dtype=float)), np.log(np.asarray(lrs, dtype=float))
     p = profile_intervals(x, y, _SHAPES[law], sign=-1.0, sigma_floor=sigma_floor)
     if p.c is None:
         return None, p.reason
     lo, hi = (None if v is None else float(np.exp(v)) for v in p.c)
-    return (lo, hi), ("B_noise is not bounded within 100x of the measured batch sizes on one side"
-                      if lo is None or hi is None else None)
+    return (lo, hi), (
+        "B_noise is not bounded within 100x of the measured batch sizes on one side"
+        if lo is None or hi is None
+        else None
+    )
 
 
-def fit_lr_rules(batch_sizes: Sequence[float] | np.ndarray, lrs: Sequence[float | None] | np.ndarray,
-                 sigma_floor: float = 0.0) -> LrScalingFit:
+def fit_lr_rules(
+    batch_sizes: Sequence[float] | np.ndarray, lrs: Sequence[float | None] | np.ndarray, sigma_floor: float = 0.0
+) -> LrScalingFit:
     """Fit and compare the rules on plain arrays (None/NaN = excluded, e.g. edge optima).
 
     The intervals are the residual ones (t interval of the exponent, profile likelihood of
@@ -207,17 +228,29 @@ def fit_lr_rules(batch_sizes: Sequence[float] | np.ndarray, lrs: Sequence[float 
     r = fit_lr_rules_batched(b, lr[None, :])
     n = int(r.n_points[0])
     if not np.isfinite(r.exponent[0]):
-        return LrScalingFit(exponent=None, aicc={rule: None for rule in RULES}, preferred_rule=None,
-                            n_points=n, reason=(f"{n} batch size(s) have an interior LR optimum; "
-                                                f"the LR rules need {MIN_POINTS}"))
+        return LrScalingFit(
+            exponent=None,
+            aicc={rule: None for rule in RULES},
+            preferred_rule=None,
+            n_points=n,
+            reason=(f"{n} batch size(s) have an interior LR optimum; the LR rules need {MIN_POINTS}"),
+        )
     keep = np.isfinite(lr) & (lr > 0)
     laws = {}
     for law in NOISE_LAWS:
         identified = bool(r.b_noise_side[law][0] == 0)
-        ci, why = (b_noise_profile(b[keep], lr[keep], law, sigma_floor) if identified
-                   else (None, "B_noise is pinned 100x beyond the measured batch sizes"))
-        laws[law] = NoiseLaw(eta_max=float(r.eta_max[law][0]), b_noise=float(r.b_noise[law][0]),
-                             identified=identified, b_noise_ci95=ci, ci_reason=why)
+        ci, why = (
+            b_noise_profile(b[keep], lr[keep], law, sigma_floor)
+            if identified
+            else (None, "B_noise is pinned 100x beyond the measured batch sizes")
+        )
+        laws[law] = NoiseLaw(
+            eta_max=float(r.eta_max[law][0]),
+            b_noise=float(r.b_noise[law][0]),
+            identified=identified,
+            b_noise_ci95=ci,
+            ci_reason=why,
+        )
     fit = LrScalingFit(
         exponent=float(r.exponent[0]),
         aicc={rule: (float(v[0]) if np.isfinite(v[0]) else None) for rule, v in r.aicc.items()},

@@ -97,9 +97,15 @@ def _extent(values: np.ndarray, at_bound: np.ndarray) -> LogInterval:
     return (None if at_bound[i] else float(values[i]), None if at_bound[j] else float(values[j]))
 
 
-def profile_intervals(x: np.ndarray, y: np.ndarray, shape: Shape, sign: float,
-                      sigma_floor: float = 0.0, band_x: np.ndarray | None = None,
-                      level: float = LEVEL) -> ProfileCI:
+def profile_intervals(
+    x: np.ndarray,
+    y: np.ndarray,
+    shape: Shape,
+    sign: float,
+    sigma_floor: float = 0.0,
+    band_x: np.ndarray | None = None,
+    level: float = LEVEL,
+) -> ProfileCI:
     """Profile-likelihood intervals of y = a + sign * shape(c, x) (x = log B, y = log value).
 
     NaN in ``y`` marks a missing point. ``band_x`` (log B) asks for a pointwise band.
@@ -113,15 +119,14 @@ def profile_intervals(x: np.ndarray, y: np.ndarray, shape: Shape, sign: float,
         return _none(np.nan, dof, f"{n} points leave no residual degree of freedom for a 2-parameter curve")
     ln10 = np.log(10.0)
     c = np.linspace(x.min() - BOUND_DECADES * ln10, x.max() + BOUND_DECADES * ln10, GRID_POINTS)
-    g = sign * shape(c, x)                                   # (K, m)
-    a_hat = np.mean(y[None, :] - g, axis=1)                  # (K,)
+    g = sign * shape(c, x)  # (K, m)
+    a_hat = np.mean(y[None, :] - g, axis=1)  # (K,)
     rss = np.sum((y[None, :] - a_hat[:, None] - g) ** 2, axis=1)
     best = int(np.argmin(rss))
     rss_min = float(rss[best])
-    sigma2 = max(rss_min / dof, sigma_floor ** 2)
+    sigma2 = max(rss_min / dof, sigma_floor**2)
     if sigma2 <= 1e-24:
-        return _none(0.0, dof, "the points lie exactly on the fitted curve: no scatter to "
-                               "estimate an interval from")
+        return _none(0.0, dof, "the points lie exactly on the fitted curve: no scatter to estimate an interval from")
     q = float(stats.f.ppf(level, 1, dof))
     threshold = rss_min + q * sigma2
     inside = rss <= threshold
@@ -131,8 +136,11 @@ def profile_intervals(x: np.ndarray, y: np.ndarray, shape: Shape, sign: float,
     # The ends of the c interval, interpolated to where RSS crosses the threshold.
     lo_i, hi_i = int(idx.min()), int(idx.max())
     c_lo = None if lo_i == 0 else float(np.interp(threshold, [rss[lo_i], rss[lo_i - 1]], [c[lo_i], c[lo_i - 1]]))
-    c_hi = (None if hi_i == GRID_POINTS - 1
-            else float(np.interp(threshold, [rss[hi_i], rss[hi_i + 1]], [c[hi_i], c[hi_i + 1]])))
+    c_hi = (
+        None
+        if hi_i == GRID_POINTS - 1
+        else float(np.interp(threshold, [rss[hi_i], rss[hi_i + 1]], [c[hi_i], c[hi_i + 1]]))
+    )
     half = np.sqrt(np.maximum(threshold - rss[idx], 0.0) / n)
     a_lo, _ = _extent(a_hat[idx] - half, at_bound[idx])
     _, a_hi = _extent(a_hat[idx] + half, at_bound[idx])
@@ -142,12 +150,21 @@ def profile_intervals(x: np.ndarray, y: np.ndarray, shape: Shape, sign: float,
     if band_x is not None:
         curve = a_hat[idx, None] + sign * shape(c[idx], np.asarray(band_x, dtype=float))
         low, high = (curve - half[:, None]).min(axis=0), (curve + half[:, None]).max(axis=0)
-    return ProfileCI(c=(c_lo, c_hi), a=(a_lo, a_hi), a_plus_c=(e_lo, e_hi), band_x=band_x,
-                     band_low=low, band_high=high, sigma=float(np.sqrt(sigma2)), dof=dof)
+    return ProfileCI(
+        c=(c_lo, c_hi),
+        a=(a_lo, a_hi),
+        a_plus_c=(e_lo, e_hi),
+        band_x=band_x,
+        band_low=low,
+        band_high=high,
+        sigma=float(np.sqrt(sigma2)),
+        dof=dof,
+    )
 
 
-def slope_interval(x: np.ndarray, y: np.ndarray, sigma_floor: float = 0.0,
-                   level: float = LEVEL) -> tuple[LogInterval | None, str | None]:
+def slope_interval(
+    x: np.ndarray, y: np.ndarray, sigma_floor: float = 0.0, level: float = LEVEL
+) -> tuple[LogInterval | None, str | None]:
     """The t interval of the OLS slope of y on x, and the reason when there is none."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
@@ -161,7 +178,7 @@ def slope_interval(x: np.ndarray, y: np.ndarray, sigma_floor: float = 0.0,
         return None, "all points share one batch size"
     k = float(np.sum(dx * (y - y.mean())) / sxx)
     resid = y - y.mean() - k * dx
-    sigma = max(float(np.sqrt(np.sum(resid ** 2) / (n - 2))), sigma_floor)
+    sigma = max(float(np.sqrt(np.sum(resid**2) / (n - 2))), sigma_floor)
     if sigma <= 1e-12:
         return None, "the points lie exactly on a line: no scatter to estimate an interval from"
     half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * sigma / np.sqrt(sxx)

@@ -47,6 +47,13 @@ def regimes(batch_sizes: Sequence[float] | np.ndarray, steps: Sequence[float] | 
     small = np.flatnonzero(cut_per_doubling < DOUBLING_CUT)
     if small.size:
         return Regimes(perfect, int(b[small[0]]))
-    return Regimes(perfect, None, {"diminishing_returns_up_to": (
-        f"S still falls by at least {DOUBLING_CUT:.0%} per doubling at the largest batch size "
-        f"({int(b[-1])}): maximal data parallelism is not reached")})
+    return Regimes(
+        perfect,
+        None,
+        {
+            "diminishing_returns_up_to": (
+                f"S still falls by at least {DOUBLING_CUT:.0%} per doubling at the largest batch size "
+                f"({int(b[-1])}): maximal data parallelism is not reached"
+            )
+        },
+    )

@@ -105,8 +105,11 @@ td:first-child,th:first-child{text-align:left}code{background:#f3f3f3;padding:0 
 
 
 def to_html(blocks: list[Block], title: str) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+    ]
     for b in blocks:
         if isinstance(b, Heading):
             out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
@@ -117,9 +120,11 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(b, Figure):
             f = b.figure
             data = base64.b64encode(f.png.read_bytes()).decode("ascii")
-            out.append(f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
-                       f"<figcaption><strong>{html.escape(f.title)}.</strong> {_inline(f.caption)}"
-                       "</figcaption></figure>")
+            out.append(
+                f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
+                f"<figcaption><strong>{html.escape(f.title)}.</strong> {_inline(f.caption)}"
+                "</figcaption></figure>"
+            )
         elif isinstance(b, Table):
             t = b.table
             out.append(f"<p><strong>{html.escape(t.title)}</strong></p>")

@@ -51,12 +51,14 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, n_boot:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report",
-                                     description="Write the batch-size report of a run directory.")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report", description="Write the batch-size report of a run directory."
+    )
     parser.add_argument("run_dir", type=Path, help="run directory (study.toml and curves/)")
     parser.add_argument("--out", type=Path, default=None, help="report directory (default RUN_DIR/report)")
-    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
-                        help=f"bootstrap resamples (default {DEFAULT_N_BOOT})")
+    parser.add_argument(
+        "--n-boot", type=int, default=DEFAULT_N_BOOT, help=f"bootstrap resamples (default {DEFAULT_N_BOOT})"
+    )
     args = parser.parse_args(argv)
     if args.n_boot < 0:
         print("error: --n-boot must be >= 0", file=sys.stderr)

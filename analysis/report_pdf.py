@@ -90,8 +90,14 @@ class _Pages:
             fig = self.need(step)
             if i == 0 and first:
                 fig.text(MARGIN / PAGE[0], self.y / PAGE[1], first, fontsize=size, va="top")
-            fig.text((MARGIN + indent) / PAGE[0], self.y / PAGE[1], line, fontsize=size, va="top",
-                     fontweight="bold" if bold else "normal")
+            fig.text(
+                (MARGIN + indent) / PAGE[0],
+                self.y / PAGE[1],
+                line,
+                fontsize=size,
+                va="top",
+                fontweight="bold" if bold else "normal",
+            )
             self.y -= step
 
     def image(self, png: Path, width: float) -> None:
@@ -107,8 +113,9 @@ class _Pages:
         cols = [str(c) for c in df.columns]
         # long cells (notes) wrap; the rest keep one line
         rows = [[textwrap.fill(plain(str(v)), 36) for v in r] for r in df.astype(str).itertuples(index=False)]
-        widths = [max([len(plain(c))] + [max(len(x) for x in r[j].split("\n")) for r in rows]) + 2
-                  for j, c in enumerate(cols)]
+        widths = [
+            max([len(plain(c))] + [max(len(x) for x in r[j].split("\n")) for r in rows]) + 2 for j, c in enumerate(cols)
+        ]
         total = sum(widths)
         # a table wider than the page at 7 pt gets a smaller font rather than overlapping cells
         self.table_pt = min(TABLE_PT, max(5.0, self.width * 72 / (total * _ADVANCE)))
@@ -119,7 +126,7 @@ class _Pages:
         while start < len(rows):
             avail = self.y - MARGIN - (line + 0.04)
             end = start
-            while end < len(rows) and sum(heights[start:end + 1]) <= avail:
+            while end < len(rows) and sum(heights[start : end + 1]) <= avail:
                 end += 1
             if end == start:  # not even one row fits here: the next page
                 self.new_page()
@@ -127,14 +134,28 @@ class _Pages:
             self._table_part(cols, rows[start:end], heights[start:end], widths, total, table_w, line + 0.04)
             start = end
 
-    def _table_part(self, cols: list[str], rows: list[list[str]], heights: list[float], widths: list[int],
-                    total: int, table_w: float, head_h: float) -> None:
+    def _table_part(
+        self,
+        cols: list[str],
+        rows: list[list[str]],
+        heights: list[float],
+        widths: list[int],
+        total: int,
+        table_w: float,
+        head_h: float,
+    ) -> None:
         height = head_h + sum(heights)
         fig = self.need(height)
         ax = fig.add_axes((MARGIN / PAGE[0], (self.y - height) / PAGE[1], table_w / PAGE[0], height / PAGE[1]))
         ax.set_axis_off()
-        tbl = ax.table(cellText=rows, colLabels=[plain(c) for c in cols], colWidths=[w / total for w in widths],
-                       cellLoc="right", colLoc="right", loc="upper left")
+        tbl = ax.table(
+            cellText=rows,
+            colLabels=[plain(c) for c in cols],
+            colWidths=[w / total for w in widths],
+            cellLoc="right",
+            colLoc="right",
+            loc="upper left",
+        )
         tbl.auto_set_font_size(False)
         tbl.set_fontsize(self.table_pt)
         for (r, c), cell in tbl.get_celld().items():

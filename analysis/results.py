@@ -310,9 +310,11 @@ def _integer(x: int | None) -> int | None:
 
 
 def _law(law: NoiseLaw) -> dict[str, Any]:
-    return {"eta_max": finite_or_none(law.eta_max),
-            "b_noise": finite_or_none(law.b_noise) if law.identified else None,
-            "b_noise_ci95": _interval(law.b_noise_ci95)}
+    return {
+        "eta_max": finite_or_none(law.eta_max),
+        "b_noise": finite_or_none(law.b_noise) if law.identified else None,
+        "b_noise_ci95": _interval(law.b_noise_ci95),
+    }
 
 
 def fits_json(a: Analysis) -> dict[str, Any]:
@@ -326,24 +328,31 @@ def fits_json(a: Analysis) -> dict[str, Any]:
     c, lr, reg = a.critical, a.lr_scaling, a.regimes
     return {
         "target": {"metric": a.target.metric, "mode": a.target.mode, "value": a.target.value},
-        "per_batch": [{
-            "batch_size": int(r.batch_size),
-            "best_lr": finite_or_none(r.best_lr),
-            "lr_on_edge": bool(r.lr_on_edge),
-            "steps_to_target": finite_or_none(r.steps_to_target),
-            "examples_to_target": finite_or_none(r.examples_to_target),
-            "trials": int(r.trials),
-            "reached": int(r.reached),
-        } for r in a.per_batch_rows],
+        "per_batch": [
+            {
+                "batch_size": int(r.batch_size),
+                "best_lr": finite_or_none(r.best_lr),
+                "lr_on_edge": bool(r.lr_on_edge),
+                "steps_to_target": finite_or_none(r.steps_to_target),
+                "examples_to_target": finite_or_none(r.examples_to_target),
+                "trials": int(r.trials),
+                "reached": int(r.reached),
+            }
+            for r in a.per_batch_rows
+        ],
         "critical_batch": {
-            "b_crit": finite_or_none(c.b_crit), "b_crit_ci95": _interval(c.b_crit_ci95),
-            "s_min": finite_or_none(c.s_min), "e_min": finite_or_none(c.e_min),
+            "b_crit": finite_or_none(c.b_crit),
+            "b_crit_ci95": _interval(c.b_crit_ci95),
+            "s_min": finite_or_none(c.s_min),
+            "e_min": finite_or_none(c.e_min),
             "n_points": int(c.n_points),
-            "s_min_ci95": _interval(c.s_min_ci95), "e_min_ci95": _interval(c.e_min_ci95),
+            "s_min_ci95": _interval(c.s_min_ci95),
+            "e_min_ci95": _interval(c.e_min_ci95),
             "ci_method": c.ci_method,
         },
         "lr_scaling": {
-            "exponent": finite_or_none(lr.exponent), "exponent_ci95": _interval(lr.exponent_ci95),
+            "exponent": finite_or_none(lr.exponent),
+            "exponent_ci95": _interval(lr.exponent_ci95),
             "preferred_rule": lr.preferred_rule,
             "aicc": {rule: finite_or_none(lr.aicc.get(rule)) for rule in RULES},
             "ci_method": lr.ci_method,

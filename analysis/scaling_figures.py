@@ -41,8 +41,7 @@ from .lr_rules import rule_curve
 from .numbers import format_interval, format_number
 from .results import Analysis
 
-REGIME_COLOURS = {"perfect scaling": "#d9f0d3", "diminishing returns": "#fee8c8",
-                  "maximal data parallelism": "#f4cccc"}
+REGIME_COLOURS = {"perfect scaling": "#d9f0d3", "diminishing returns": "#fee8c8", "maximal data parallelism": "#f4cccc"}
 POINT_STYLE: dict[str, Any] = {"fmt": "o", "color": "k", "ms": 3.5, "lw": 0.8, "capsize": 1.5}
 
 
@@ -80,8 +79,14 @@ class ScalingPlot:
         err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
         for k in kinds:
             if k.mask.any():
-                self.ax.errorbar(self.b[k.mask], y[k.mask], yerr=err[:, k.mask],
-                                 **{**POINT_STYLE, **k.style}, label=k.label, zorder=5)
+                self.ax.errorbar(
+                    self.b[k.mask],
+                    y[k.mask],
+                    yerr=err[:, k.mask],
+                    **{**POINT_STYLE, **k.style},
+                    label=k.label,
+                    zorder=5,
+                )
 
     def save(self, out: Path, ylabel: str, name: str, title: str, caption: str) -> FigureFile:
         self.ax.set_xlim(self.x_lo, self.x_hi)
@@ -128,30 +133,53 @@ def steps_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     if c.b_crit is not None and c.s_min is not None:
         if c.band is not None:
             p.band(c.band.batch_size, c.band.low, c.band.high)
-        ax.plot(p.grid, steps_curve(p.grid, c.s_min, c.b_crit), color=PALETTE[0],
-                label=f"$S_{{min}}(1+B_{{crit}}/B)$, $B_{{crit}}$={format_number(c.b_crit)}")
+        ax.plot(
+            p.grid,
+            steps_curve(p.grid, c.s_min, c.b_crit),
+            color=PALETTE[0],
+            label=f"$S_{{min}}(1+B_{{crit}}/B)$, $B_{{crit}}$={format_number(c.b_crit)}",
+        )
         ax.axvline(c.b_crit, color=PALETTE[0], ls=":", lw=0.9)
     high = _column(a, "steps_ci95_high")
-    p.points(s, _column(a, "steps_ci95_low"), high, [
-        Points(ok & ~edge, "best trial (bootstrap 95% CI)"),
-        Points(ok & edge, "best LR on grid edge", {"mfc": "white"}),
-    ])
+    p.points(
+        s,
+        _column(a, "steps_ci95_low"),
+        high,
+        [
+            Points(ok & ~edge, "best trial (bootstrap 95% CI)"),
+            Points(ok & edge, "best LR on grid edge", {"mfc": "white"}),
+        ],
+    )
     ax.set_yscale("log", base=2)
     data_ylim(ax, np.r_[s, high])
     if (~ok).any():
         # S is only known to exceed the trials' length there: mark them along the top edge.
-        ax.scatter(b[~ok], np.full((~ok).sum(), 0.95), transform=ax.get_xaxis_transform(), marker="^",
-                   facecolor="white", edgecolor="C3", s=24, zorder=6, clip_on=False,
-                   label="censored (target not reached)")
+        ax.scatter(
+            b[~ok],
+            np.full((~ok).sum(), 0.95),
+            transform=ax.get_xaxis_transform(),
+            marker="^",
+            facecolor="white",
+            edgecolor="C3",
+            s=24,
+            zorder=6,
+            clip_on=False,
+            label="censored (target not reached)",
+        )
     log2_axis(ax.yaxis, pow2_label)
-    return p.save(out, "steps to target $S$", "steps_vs_batch", "Steps to target vs batch size",
-                  "Steps to target S(B) of the best trial at each batch size (error bars: bootstrap "
-                  "95% CI over trials, where resampling can vary S), the perfect-scaling line anchored at "
-                  f"the smallest batch size, the fitted S_min(1 + B_crit/B) with its 95% band ({_band(a)}), "
-                  "and the regimes "
-                  "(green: perfect scaling, orange: diminishing returns, red: maximal data parallelism). "
-                  "Open circles: best LR on the grid's edge (S is an upper bound); open triangles along "
-                  "the top: censored batch sizes, where no trial reached the target.")
+    return p.save(
+        out,
+        "steps to target $S$",
+        "steps_vs_batch",
+        "Steps to target vs batch size",
+        "Steps to target S(B) of the best trial at each batch size (error bars: bootstrap "
+        "95% CI over trials, where resampling can vary S), the perfect-scaling line anchored at "
+        f"the smallest batch size, the fitted S_min(1 + B_crit/B) with its 95% band ({_band(a)}), "
+        "and the regimes "
+        "(green: perfect scaling, orange: diminishing returns, red: maximal data parallelism). "
+        "Open circles: best LR on the grid's edge (S is an upper bound); open triangles along "
+        "the top: censored batch sizes, where no trial reached the target.",
+    )
 
 
 def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
@@ -165,18 +193,22 @@ def examples_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     if c.b_crit is not None and c.e_min is not None:
         if c.band is not None:
             p.band(c.band.batch_size, c.band.low * c.band.batch_size, c.band.high * c.band.batch_size)
-        ax.plot(p.grid, c.e_min * (1 + p.grid / c.b_crit), color=PALETTE[0],
-                label="$E_{min}(1+B/B_{crit})$")
+        ax.plot(p.grid, c.e_min * (1 + p.grid / c.b_crit), color=PALETTE[0], label="$E_{min}(1+B/B_{crit})$")
         ax.axhline(c.e_min, color="0.4", ls="--", lw=0.9, label=f"$E_{{min}}$={format_number(c.e_min)}")
     high = _column(a, "steps_ci95_high") * b
     p.points(e, _column(a, "steps_ci95_low") * b, high, [Points(ok, "best trial")])
     ax.set_yscale("log", base=2)
     data_ylim(ax, np.r_[e, high, c.e_min if c.e_min is not None else np.nan])
     log2_axis(ax.yaxis, pow2_label)
-    return p.save(out, "examples to target $E = BS$", "examples_vs_batch", "Examples to target vs batch size",
-                  "Examples to target E = B S of the best trial per batch size with the fitted "
-                  f"E_min(1 + B/B_crit) and its 95% band ({_band(a)}); beyond B_crit each doubling of B "
-                  "costs nearly twice the examples.")
+    return p.save(
+        out,
+        "examples to target $E = BS$",
+        "examples_vs_batch",
+        "Examples to target vs batch size",
+        "Examples to target E = B S of the best trial per batch size with the fitted "
+        f"E_min(1 + B/B_crit) and its 95% band ({_band(a)}); beyond B_crit each doubling of B "
+        "costs nearly twice the examples.",
+    )
 
 
 PREFERRED_LABELS = {
@@ -197,28 +229,64 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     ax = p.ax
     fit = a.lr_scaling
     if fit.exponent is not None:
-        ax.plot(p.grid, rule_curve("linear", fit, p.grid), ls="--", color=PALETTE[1], lw=1.1, zorder=3,
-                label="linear rule $\\propto B$")
-        ax.plot(p.grid, rule_curve("sqrt", fit, p.grid), ls=":", color=PALETTE[2], lw=1.2,
-                label="square-root rule $\\propto \\sqrt{B}$")
+        ax.plot(
+            p.grid,
+            rule_curve("linear", fit, p.grid),
+            ls="--",
+            color=PALETTE[1],
+            lw=1.1,
+            zorder=3,
+            label="linear rule $\\propto B$",
+        )
+        ax.plot(
+            p.grid,
+            rule_curve("sqrt", fit, p.grid),
+            ls=":",
+            color=PALETTE[2],
+            lw=1.2,
+            label="square-root rule $\\propto \\sqrt{B}$",
+        )
         ci = fit.exponent_ci95
         ci_txt = f" {format_interval(ci)}" if ci and None not in ci else ""
-        ax.plot(p.grid, rule_curve("power", fit, p.grid), color=PALETTE[0],
-                label=f"power law $B^{{{format_number(fit.exponent)}}}${ci_txt}")
+        ax.plot(
+            p.grid,
+            rule_curve("power", fit, p.grid),
+            color=PALETTE[0],
+            label=f"power law $B^{{{format_number(fit.exponent)}}}${ci_txt}",
+        )
         extra = PREFERRED_LABELS.get(fit.preferred_rule or "")
         if extra is not None:
-            ax.plot(p.grid, rule_curve(fit.preferred_rule or "", fit, p.grid), color=PALETTE[4], ls="-.",
-                    label=extra + " (preferred)")
+            ax.plot(
+                p.grid,
+                rule_curve(fit.preferred_rule or "", fit, p.grid),
+                color=PALETTE[4],
+                ls="-.",
+                label=extra + " (preferred)",
+            )
     lr_lo, lr_hi = _column(a, "best_lr_ci95_low"), _column(a, "best_lr_ci95_high")
     by_metric = (a.per_batch["lr_objective"] == "metric").to_numpy()
-    p.points(lr, lr_lo, lr_hi, [
-        Points(ok & ~edge & ~by_metric, "best LR (interpolated)"),
-        Points(ok & ~edge & by_metric, "best LR by best metric (censored B)",
-               {"fmt": "D", "color": "0.45", "ms": 3.2}),
-    ])
+    p.points(
+        lr,
+        lr_lo,
+        lr_hi,
+        [
+            Points(ok & ~edge & ~by_metric, "best LR (interpolated)"),
+            Points(
+                ok & ~edge & by_metric, "best LR by best metric (censored B)", {"fmt": "D", "color": "0.45", "ms": 3.2}
+            ),
+        ],
+    )
     if (ok & edge).any():
-        ax.scatter(b[ok & edge], lr[ok & edge], marker="o", facecolor="white", edgecolor="C3",
-                   s=20, zorder=6, label="on grid edge (not fitted)")
+        ax.scatter(
+            b[ok & edge],
+            lr[ok & edge],
+            marker="o",
+            facecolor="white",
+            edgecolor="C3",
+            s=20,
+            zorder=6,
+            label="on grid edge (not fitted)",
+        )
     ax.set_yscale("log")
     grid_lr = a.trials["lr"].to_numpy(dtype=float)
     finite = np.r_[lr, lr_lo, lr_hi]
@@ -228,10 +296,15 @@ def lr_vs_batch(a: Analysis, out: Path) -> FigureFile | None:
     edges = [v for v in (grid_lr.min(), grid_lr.max()) if y_lo < v < y_hi]
     for i, v in enumerate(edges):
         ax.axhline(v, color="0.6", lw=0.8, ls=(0, (1, 1)), label="LR grid edge" if i == 0 else None)
-    return p.save(out, "best learning rate $\\eta^*$", "lr_vs_batch", "Best learning rate vs batch size",
-                  "Best learning rate per batch size (interpolated on the grid; error bars: bootstrap "
-                  "95% CI), with the linear and square-root rules and the free power law fitted to the "
-                  "interior optima, and the preferred rule when it is another (constant, saturating or "
-                  "surge); open red circles are optima on the grid's edge, left out of the fits; "
-                  "grey diamonds are batch sizes where no trial reached the target, whose best LR is "
-                  "the one with the best value of the target metric.")
+    return p.save(
+        out,
+        "best learning rate $\\eta^*$",
+        "lr_vs_batch",
+        "Best learning rate vs batch size",
+        "Best learning rate per batch size (interpolated on the grid; error bars: bootstrap "
+        "95% CI), with the linear and square-root rules and the free power law fitted to the "
+        "interior optima, and the preferred rule when it is another (constant, saturating or "
+        "surge); open red circles are optima on the grid's edge, left out of the fits; "
+        "grey diamonds are batch sizes where no trial reached the target, whose best LR is "
+        "the one with the best value of the target metric.",
+    )

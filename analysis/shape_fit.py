@@ -41,11 +41,12 @@ class ShapeFit:
     """c pinned at the grid's lower or upper bound: the feature lies beyond the data."""
 
 
-def _profile(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: np.ndarray, shape: Shape,
-             sign: float) -> tuple[np.ndarray, np.ndarray]:
+def _profile(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, c: np.ndarray, shape: Shape, sign: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(a, rss) for every row and every candidate c: y (r, m), c (r, K) -> (r, K) each."""
     r, k = c.shape
-    g = sign * shape(c.ravel(), x).reshape(r, k, -1)          # (r, K, m)
+    g = sign * shape(c.ravel(), x).reshape(r, k, -1)  # (r, K, m)
     n = np.maximum(w.sum(axis=1), 1)[:, None]
     a = np.sum(w[:, None, :] * (y[:, None, :] - g), axis=-1) / n
     rss = np.sum(w[:, None, :] * (y[:, None, :] - a[..., None] - g) ** 2, axis=-1)
@@ -72,13 +73,13 @@ def fit_shape(x: np.ndarray, log_y: np.ndarray, shape: Shape, sign: float) -> Sh
     rows = np.arange(r)
     c, step = grid[rows, best], (c_hi - c_lo) / (COARSE - 1)
     for _ in range(ZOOM_ROUNDS):
-        cand = np.clip(c[:, None] + step[:, None] * np.linspace(-1, 1, ZOOM_POINTS)[None, :],
-                       c_lo[:, None], c_hi[:, None])
+        cand = np.clip(
+            c[:, None] + step[:, None] * np.linspace(-1, 1, ZOOM_POINTS)[None, :], c_lo[:, None], c_hi[:, None]
+        )
         a_z, rss_z = _profile(x, y, w, cand, shape, sign)
         best = np.argmin(rss_z, axis=1)
         c = cand[rows, best]
         step = step * 2 / (ZOOM_POINTS - 1)
     a_fin, rss_fin = _profile(x, y, w, c[:, None], shape, sign)
     eps = 1e-6 * (c_hi - c_lo)
-    return ShapeFit(a=a_fin[:, 0], c=c, rss=rss_fin[:, 0], n=n,
-                    at_bound=(c <= c_lo + eps) | (c >= c_hi - eps))
+    return ShapeFit(a=a_fin[:, 0], c=c, rss=rss_fin[:, 0], n=n, at_bound=(c <= c_lo + eps) | (c >= c_hi - eps))

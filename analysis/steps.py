@@ -34,8 +34,12 @@ def _last_finite(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 def crossing_steps(
-    codes: np.ndarray, step: np.ndarray, metric: np.ndarray, wall: np.ndarray,
-    target: Target, n: int,
+    codes: np.ndarray,
+    step: np.ndarray,
+    metric: np.ndarray,
+    wall: np.ndarray,
+    target: Target,
+    n: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interpolated (steps, wall seconds) to target per code; NaN where never reached.
 
@@ -60,8 +64,10 @@ def crossing_steps(
         frac = np.where(np.isfinite(frac), frac, 1.0)
         # Linear in log(step); a step-0 evaluation has no log, so fall back to linear there.
         log_ok = s_prev > 0
-        s_log = np.exp(np.log(np.where(log_ok, s_prev, 1.0))
-                       + frac * (np.log(np.maximum(s_hit, 1e-300)) - np.log(np.where(log_ok, s_prev, 1.0))))
+        s_log = np.exp(
+            np.log(np.where(log_ok, s_prev, 1.0))
+            + frac * (np.log(np.maximum(s_hit, 1e-300)) - np.log(np.where(log_ok, s_prev, 1.0)))
+        )
         s_lin = s_prev + frac * (s_hit - s_prev)
         s = np.where(has_prev, np.where(log_ok, s_log, s_lin), s_hit)
         # Wall time is close to linear in steps, so read it off at the interpolated step.
@@ -112,23 +118,24 @@ def trial_table(run: Run) -> pd.DataFrame:
     last_step[codes[last_row]] = step[last_row]
     batch = c["batch_size"].to_numpy(dtype=np.int64)[firsts]
     lr = c["lr"].to_numpy(dtype=float)[firsts]
-    seed = (c["seed"].to_numpy(dtype=float, na_value=np.nan)[firsts]
-            if "seed" in c.columns else np.full(n, np.nan))
+    seed = c["seed"].to_numpy(dtype=float, na_value=np.nan)[firsts] if "seed" in c.columns else np.full(n, np.nan)
 
-    table = pd.DataFrame({
-        "trial_id": np.asarray(ids, dtype=object).astype(str),
-        "batch_size": batch,
-        "lr": lr,
-        "seed": seed,
-        "steps_to_target": s_to,
-        "wall_time_to_target_s": w_to,
-        "best_metric": best_metric,
-        "final_metric": _last_finite(codes, metric, n),
-        "final_train_loss": _last_finite(codes, column("train_loss"), n),
-        "final_train_eval_loss": _last_finite(codes, column("train_eval_loss"), n),
-        "final_val_loss": _last_finite(codes, column("val_loss"), n),
-        "last_step": last_step,
-    })
+    table = pd.DataFrame(
+        {
+            "trial_id": np.asarray(ids, dtype=object).astype(str),
+            "batch_size": batch,
+            "lr": lr,
+            "seed": seed,
+            "steps_to_target": s_to,
+            "wall_time_to_target_s": w_to,
+            "best_metric": best_metric,
+            "final_metric": _last_finite(codes, metric, n),
+            "final_train_loss": _last_finite(codes, column("train_loss"), n),
+            "final_train_eval_loss": _last_finite(codes, column("train_eval_loss"), n),
+            "final_val_loss": _last_finite(codes, column("val_loss"), n),
+            "last_step": last_step,
+        }
+    )
     table = _attach_trials(table, run.trials)
     reached = np.isfinite(table["steps_to_target"].to_numpy()) & (table["status"] != "diverged").to_numpy()
     table["reached"] = reached
@@ -145,8 +152,9 @@ def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataF
         return table
     cols = [c for c in ("trial_id", "status", "sharpness", "batch_size", "lr", "seed") if c in trials.columns]
     t = trials[cols].drop_duplicates("trial_id", keep="last")
-    merged = table.merge(t[[c for c in ("trial_id", "status", "sharpness") if c in t.columns]],
-                         on="trial_id", how="left")
+    merged = table.merge(
+        t[[c for c in ("trial_id", "status", "sharpness") if c in t.columns]], on="trial_id", how="left"
+    )
     # A trial with curves but no row yet (e.g. a report written mid-run) counts as completed.
     merged["status"] = merged["status"].fillna("completed").astype(str)
     if "sharpness" not in merged.columns:
@@ -154,16 +162,20 @@ def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataF
     merged["sharpness"] = pd.to_numeric(merged["sharpness"], errors="coerce").astype(float)
     missing = t[~t["trial_id"].isin(table["trial_id"])]
     if not missing.empty:
-        extra = pd.DataFrame({
-            "trial_id": missing["trial_id"].astype(str).to_numpy(),
-            "batch_size": missing["batch_size"].astype("int64").to_numpy(),
-            "lr": missing["lr"].astype(float).to_numpy(),
-            "seed": pd.to_numeric(missing["seed"], errors="coerce").to_numpy(dtype=float)
-            if "seed" in missing.columns else np.nan,
-            "status": missing["status"].astype(str).to_numpy(),
-            "sharpness": pd.to_numeric(missing["sharpness"], errors="coerce").to_numpy(dtype=float)
-            if "sharpness" in missing.columns else np.nan,
-            "last_step": 0,
-        })
+        extra = pd.DataFrame(
+            {
+                "trial_id": missing["trial_id"].astype(str).to_numpy(),
+                "batch_size": missing["batch_size"].astype("int64").to_numpy(),
+                "lr": missing["lr"].astype(float).to_numpy(),
+                "seed": pd.to_numeric(missing["seed"], errors="coerce").to_numpy(dtype=float)
+                if "seed" in missing.columns
+                else np.nan,
+                "status": missing["status"].astype(str).to_numpy(),
+                "sharpness": pd.to_numeric(missing["sharpness"], errors="coerce").to_numpy(dtype=float)
+                if "sharpness" in missing.columns
+                else np.nan,
+                "last_step": 0,
+            }
+        )
         merged = pd.concat([merged, extra], ignore_index=True)
     return merged.reset_index(drop=True)

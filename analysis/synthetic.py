@@ -54,13 +54,14 @@ class Truth:
     """Curve rows written."""
 
 
-def _study_toml(name: str, batch_sizes: Sequence[int], lrs: np.ndarray, seeds: int, metric: str,
-                mode: str, value: float) -> str:
+def _study_toml(
+    name: str, batch_sizes: Sequence[int], lrs: np.ndarray, seeds: int, metric: str, mode: str, value: float
+) -> str:
     lr_list = ", ".join(f"{x:.6g}" for x in lrs)
     return (
         f'name = "{name}"\ntrainable = "synthetic"\n\n[search]\n'
         f"batch_sizes = [{', '.join(str(int(b)) for b in batch_sizes)}]\n"
-        f"lr = [{lr_list}]\nseeds = {seeds}\noptimizer = \"sgd\"\nmomentum = 0.9\n\n"
+        f'lr = [{lr_list}]\nseeds = {seeds}\noptimizer = "sgd"\nmomentum = 0.9\n\n'
         f"[budget]\nstop_at_target = false\n\n"
         f'[target]\nmetric = "{metric}"\nmode = "{mode}"\nvalue = {value}\n'
     )
@@ -110,6 +111,7 @@ def write_synthetic_run(
     run_dir = Path(run_dir)
     rng = np.random.default_rng(rng_seed)
     b_arr = np.asarray(batch_sizes, dtype=np.int64)
+
     def grid_at(b: int) -> np.ndarray:
         if callable(lr_grid):
             return np.asarray(lr_grid(b), dtype=float)
@@ -124,8 +126,9 @@ def write_synthetic_run(
 
     schema = CURVES_SCHEMA
     if train_eval:  # extra columns where the contract's schema does not list them yet
-        schema = pa.schema(list(schema) + [pa.field(c, pa.float64()) for c in TRAIN_EVAL_COLUMNS
-                                           if c not in schema.names])
+        schema = pa.schema(
+            list(schema) + [pa.field(c, pa.float64()) for c in TRAIN_EVAL_COLUMNS if c not in schema.names]
+        )
     trial_rows: list[dict] = []
     n_rows = 0
     for j, b in enumerate(b_arr):
@@ -172,8 +175,7 @@ def write_synthetic_run(
                     acc = np.where(keep, acc, np.nan)
                     vl = np.where(keep, vl, np.nan)
                     train_now = np.where(keep, train_now, np.nan)  # measured at each evaluation
-                gns = (np.full(len(st), np.nan) if noise_scale is None
-                       else noise_scale * (st / s_trial) ** 0.3)
+                gns = np.full(len(st), np.nan) if noise_scale is None else noise_scale * (st / s_trial) ** 0.3
                 n = len(st)
                 cols = {
                     "study": pa.array([name] * n, pa.string()),
@@ -204,15 +206,26 @@ def write_synthetic_run(
                     table = table.drop_columns(["batch_size"])
                 tables.append(table)
                 n_rows += n
-                trial_rows.append({
-                    "trial_id": tid, "study": name, "batch_size": int(b), "micro_batch_size": int(min(b, 256)),
-                    "lr": float(lr), "seed": seed, "optimizer": "sgd", "status": status,
-                    "steps": int(st[-1]), "examples_seen": int(st[-1] * b),
-                    "wall_time_s": float(st[-1] * 0.01 * (1 + b / 512)),
-                    "final_val_loss": float(val_loss[-1]) if np.isfinite(val_loss[-1]) else None,
-                    "best_val_accuracy": float(np.nanmax(acc)), "sharpness": None,
-                    "node": "node0", "config_json": "{}",
-                })
+                trial_rows.append(
+                    {
+                        "trial_id": tid,
+                        "study": name,
+                        "batch_size": int(b),
+                        "micro_batch_size": int(min(b, 256)),
+                        "lr": float(lr),
+                        "seed": seed,
+                        "optimizer": "sgd",
+                        "status": status,
+                        "steps": int(st[-1]),
+                        "examples_seen": int(st[-1] * b),
+                        "wall_time_s": float(st[-1] * 0.01 * (1 + b / 512)),
+                        "final_val_loss": float(val_loss[-1]) if np.isfinite(val_loss[-1]) else None,
+                        "best_val_accuracy": float(np.nanmax(acc)),
+                        "sharpness": None,
+                        "node": "node0",
+                        "config_json": "{}",
+                    }
+                )
         part = run_dir / "curves" / f"batch_size={int(b)}"
         part.mkdir(parents=True, exist_ok=True)
         if file_per_trial:

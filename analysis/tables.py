@@ -62,28 +62,46 @@ def _ci(lo: Any, hi: Any) -> str:
 
 def per_batch_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     pb = a.per_batch
-    cols = ["batch_size", "trials", "reached", "censored", "best_lr", "best_lr_ci95_low",
-            "best_lr_ci95_high", "lr_on_edge", "best_trial_lr", "steps_to_target",
-            "steps_ci95_low", "steps_ci95_high", "examples_to_target", "wall_time_to_target_s",
-            "steps_over_s_min", "final_train_loss", "final_val_loss", "generalization_gap"]
+    cols = [
+        "batch_size",
+        "trials",
+        "reached",
+        "censored",
+        "best_lr",
+        "best_lr_ci95_low",
+        "best_lr_ci95_high",
+        "lr_on_edge",
+        "best_trial_lr",
+        "steps_to_target",
+        "steps_ci95_low",
+        "steps_ci95_high",
+        "examples_to_target",
+        "wall_time_to_target_s",
+        "steps_over_s_min",
+        "final_train_loss",
+        "final_val_loss",
+        "generalization_gap",
+    ]
     if pb["sharpness"].notna().any():
         cols.append("sharpness")
     if pb["b_simple_at_target"].notna().any():
         cols.append("b_simple_at_target")
     data = pb[cols].copy()
-    text = pd.DataFrame({
-        "B": data["batch_size"].map(_g),
-        "trials": data["trials"].map(_g),
-        "reached": data["reached"].map(_g),
-        "best LR": [_g(v) + (" (edge)" if e else "") for v, e in zip(data["best_lr"], data["lr_on_edge"])],
-        "LR 95% CI": [_ci(lo, hi) for lo, hi in zip(data["best_lr_ci95_low"], data["best_lr_ci95_high"])],
-        "steps S": [("censored" if c else _g(v)) for v, c in zip(data["steps_to_target"], data["censored"])],
-        "S 95% CI": [_ci(lo, hi) for lo, hi in zip(data["steps_ci95_low"], data["steps_ci95_high"])],
-        "examples E": data["examples_to_target"].map(_g),
-        "wall (s)": data["wall_time_to_target_s"].map(_g),
-        "S/S_min": data["steps_over_s_min"].map(_g),
-        "gen. gap": data["generalization_gap"].map(_g),
-    })
+    text = pd.DataFrame(
+        {
+            "B": data["batch_size"].map(_g),
+            "trials": data["trials"].map(_g),
+            "reached": data["reached"].map(_g),
+            "best LR": [_g(v) + (" (edge)" if e else "") for v, e in zip(data["best_lr"], data["lr_on_edge"])],
+            "LR 95% CI": [_ci(lo, hi) for lo, hi in zip(data["best_lr_ci95_low"], data["best_lr_ci95_high"])],
+            "steps S": [("censored" if c else _g(v)) for v, c in zip(data["steps_to_target"], data["censored"])],
+            "S 95% CI": [_ci(lo, hi) for lo, hi in zip(data["steps_ci95_low"], data["steps_ci95_high"])],
+            "examples E": data["examples_to_target"].map(_g),
+            "wall (s)": data["wall_time_to_target_s"].map(_g),
+            "S/S_min": data["steps_over_s_min"].map(_g),
+            "gen. gap": data["generalization_gap"].map(_g),
+        }
+    )
     if "sharpness" in data:
         text["sharpness"] = data["sharpness"].map(_g)
     if "b_simple_at_target" in data:
@@ -96,11 +114,17 @@ def _nan(x: float | None) -> float:
     return np.nan if x is None else float(x)
 
 
-def _fit_row(parameter: str, estimate: float | None, ci: Interval | None = None,
-             note: str | None = None) -> dict[str, Any]:
+def _fit_row(
+    parameter: str, estimate: float | None, ci: Interval | None = None, note: str | None = None
+) -> dict[str, Any]:
     lo, hi = ci if ci is not None else (None, None)
-    return {"parameter": parameter, "estimate": _nan(estimate), "ci95_low": _nan(lo),
-            "ci95_high": _nan(hi), "note": note or ""}
+    return {
+        "parameter": parameter,
+        "estimate": _nan(estimate),
+        "ci95_low": _nan(lo),
+        "ci95_high": _nan(hi),
+        "note": note or "",
+    }
 
 
 def _inconsistency(lr: LrScalingFit, rule: str) -> str | None:
@@ -120,41 +144,74 @@ def fit_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
         _fit_row("B_crit", c.b_crit, c.b_crit_ci95, c_note),
         _fit_row("S_min", c.s_min, c.s_min_ci95),
         _fit_row("E_min", c.e_min, c.e_min_ci95),
-        _fit_row("LR exponent", lr.exponent, lr.exponent_ci95,
-                 "; ".join(x for x in (f"preferred rule: {lr.preferred_rule}" if lr.preferred_rule else lr.reason,
-                                       f"CI: {lr.ci_method}" if lr.ci_method else None) if x)),
+        _fit_row(
+            "LR exponent",
+            lr.exponent,
+            lr.exponent_ci95,
+            "; ".join(
+                x
+                for x in (
+                    f"preferred rule: {lr.preferred_rule}" if lr.preferred_rule else lr.reason,
+                    f"CI: {lr.ci_method}" if lr.ci_method else None,
+                )
+                if x
+            ),
+        ),
     ]
     for law in NOISE_LAWS:
         fitted = lr.laws.get(law)
         if fitted is not None:
-            rows.append(_fit_row(f"B_noise ({law})", fitted.b_noise if fitted.identified else None,
-                                 fitted.b_noise_ci95, fitted.ci_reason))
+            rows.append(
+                _fit_row(
+                    f"B_noise ({law})",
+                    fitted.b_noise if fitted.identified else None,
+                    fitted.b_noise_ci95,
+                    fitted.ci_reason,
+                )
+            )
     for rule in RULES:
         freq = lr.selection_frequency.get(rule)
-        notes = [f"chosen in {freq:.0%} of resamples" if freq is not None else None,
-                 _inconsistency(lr, rule)]
+        notes = [f"chosen in {freq:.0%} of resamples" if freq is not None else None, _inconsistency(lr, rule)]
         rows.append(_fit_row(f"AICc {rule}", lr.aicc.get(rule), note="; ".join(x for x in notes if x)))
     rows += [
-        _fit_row("perfect scaling up to B", reg.perfect_scaling_up_to,
-                 note=reg.reasons.get("perfect_scaling_up_to")),
-        _fit_row("diminishing returns up to B", reg.diminishing_returns_up_to,
-                 note=reg.reasons.get("diminishing_returns_up_to")),
+        _fit_row("perfect scaling up to B", reg.perfect_scaling_up_to, note=reg.reasons.get("perfect_scaling_up_to")),
+        _fit_row(
+            "diminishing returns up to B",
+            reg.diminishing_returns_up_to,
+            note=reg.reasons.get("diminishing_returns_up_to"),
+        ),
         _fit_row("B_simple (at target)", a.noise.b_simple, note=a.reasons.get("noise_scale.b_simple")),
     ]
     data = pd.DataFrame(rows)
-    text = pd.DataFrame({
-        "parameter": data["parameter"],
-        "estimate": data["estimate"].map(_g),
-        "95% CI": [_ci(lo, hi) for lo, hi in zip(data["ci95_low"], data["ci95_high"])],
-        "note": data["note"],
-    })
+    text = pd.DataFrame(
+        {
+            "parameter": data["parameter"],
+            "estimate": data["estimate"].map(_g),
+            "95% CI": [_ci(lo, hi) for lo, hi in zip(data["ci95_low"], data["ci95_high"])],
+            "note": data["note"],
+        }
+    )
     return data, text
 
 
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
-                  "–": "--", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
-                  "<": r"\textless{}", ">": r"\textgreater{}"}
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+    "–": "--",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -165,9 +222,17 @@ def to_booktabs(text: pd.DataFrame, caption: str, label: str, wide: bool = False
     """A LaTeX table (booktabs rules) of a frame of strings; ``wide`` spans both columns."""
     align = "".join("l" if i == 0 or col in ("note", "parameter") else "r" for i, col in enumerate(text.columns))
     env = "table*" if wide else "table"
-    lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(caption)}}}",
-             rf"\label{{{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-             " & ".join(latex_escape(c) for c in text.columns) + r" \\", r"\midrule"]
+    lines = [
+        rf"\begin{{{env}}}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in text.columns) + r" \\",
+        r"\midrule",
+    ]
     for _, row in text.iterrows():
         lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}", ""]
@@ -184,8 +249,10 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     ):
         csv, tex = out / f"{name}.csv", out / f"{name}.tex"
         data.to_csv(csv, index=False)
-        caption = (f"{a.run.name}: {title[0].lower() + title[1:]}; target {a.target.metric} "
-                   f"{'≥' if a.target.mode == 'max' else '≤'} {a.target.value:g}.")
+        caption = (
+            f"{a.run.name}: {title[0].lower() + title[1:]}; target {a.target.metric} "
+            f"{'≥' if a.target.mode == 'max' else '≤'} {a.target.value:g}."
+        )
         tex.write_text(to_booktabs(text, caption, f"tab:{name}", wide=name == "per_batch"))
         written.append(TableFile(name, title, data, text, csv, tex))
     return written

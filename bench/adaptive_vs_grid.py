@@ -31,8 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 RESULT = REPO / "bench" / "results" / "adaptive_vs_grid.json"
 # The CI-sized NQM: 7 batch sizes (2^0..2^12, every other power), dim 1000, a grid of
 # factors of 2 (2^-7 .. 2^2).
-SMALL = ["trainable_config.dim=1000", "search.batch_sizes=[1, 4, 16, 64, 256, 1024, 4096]",
-         "search.lr.min=0.0078125", "search.lr.max=4.0", "search.lr.points=10"]
+SMALL = [
+    "trainable_config.dim=1000",
+    "search.batch_sizes=[1, 4, 16, 64, 256, 1024, 4096]",
+    "search.lr.min=0.0078125",
+    "search.lr.max=4.0",
+    "search.lr.points=10",
+]
 
 
 def examples_trained(run_dir: Path) -> int:
@@ -56,10 +61,15 @@ def run_one(study: Any, run_dir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     a = analyse(load_run(run_dir), n_boot=200)
     per = {int(r.batch_size): r.best_lr for r in a.per_batch_rows}
-    return {"run_dir": str(run_dir), "wall_s": round(wall, 2), "trials_started": int(len(a.trials)),
-            "examples_trained": examples_trained(run_dir), "b_crit": a.critical.b_crit,
-            "b_crit_ci95": list(a.critical.b_crit_ci95) if a.critical.b_crit_ci95 else None,
-            "best_lr": per}
+    return {
+        "run_dir": str(run_dir),
+        "wall_s": round(wall, 2),
+        "trials_started": int(len(a.trials)),
+        "examples_trained": examples_trained(run_dir),
+        "b_crit": a.critical.b_crit,
+        "b_crit_ci95": list(a.critical.b_crit_ci95) if a.critical.b_crit_ci95 else None,
+        "best_lr": per,
+    }
 
 
 def compare(grid: dict[str, Any], adaptive: dict[str, Any], log_step: float) -> dict[str, Any]:
@@ -74,17 +84,29 @@ def compare(grid: dict[str, Any], adaptive: dict[str, Any], log_step: float) -> 
     bc, ba = grid["b_crit"], adaptive["b_crit"]
     fraction = adaptive["examples_trained"] / grid["examples_trained"]
     checks = [
-        {"figure": "b_crit_inside_grid_ci95", "measured": ba,
-         "target": [lo, hi], "met": bool(ba is not None and lo is not None and hi is not None and lo <= ba <= hi)},
-        {"figure": "fraction_batch_sizes_best_lr_within_one_step", "op": ">=", "target": 0.9,
-         "measured": len(within) / len(bs), "met": len(within) / len(bs) >= 0.9},
+        {
+            "figure": "b_crit_inside_grid_ci95",
+            "measured": ba,
+            "target": [lo, hi],
+            "met": bool(ba is not None and lo is not None and hi is not None and lo <= ba <= hi),
+        },
+        {
+            "figure": "fraction_batch_sizes_best_lr_within_one_step",
+            "op": ">=",
+            "target": 0.9,
+            "measured": len(within) / len(bs),
+            "met": len(within) / len(bs) >= 0.9,
+        },
         {"figure": "examples_fraction", "op": "<=", "target": 0.2, "measured": fraction, "met": fraction <= 0.2},
     ]
-    return {"b_crit_relative_difference": (ba / bc - 1) if ba and bc else None,
-            "examples_fraction": fraction,
-            "trials_fraction": adaptive["trials_started"] / grid["trials_started"],
-            "best_lr_steps_apart": {str(b): s for b, s in steps.items()}, "checks": checks,
-            "goal_met": all(c["met"] for c in checks)}
+    return {
+        "b_crit_relative_difference": (ba / bc - 1) if ba and bc else None,
+        "examples_fraction": fraction,
+        "trials_fraction": adaptive["trials_started"] / grid["trials_started"],
+        "best_lr_steps_apart": {str(b): s for b, s in steps.items()},
+        "checks": checks,
+        "goal_met": all(c["met"] for c in checks),
+    }
 
 
 def compare_study(study_name: str, overrides: list[str], root: Path) -> dict[str, Any]:
@@ -95,10 +117,18 @@ def compare_study(study_name: str, overrides: list[str], root: Path) -> dict[str
     grid = run_one(grid_study, root / "grid")
     adaptive = run_one(adaptive_study, root / "adaptive")
     lr = grid_study.search.lr
-    log_step = (math.log(lr.max / lr.min) / (lr.points - 1) if isinstance(lr, LrGrid)
-                else 2 * lr.decades * math.log(10) / (lr.points - 1))
-    return {"study": study_name, "overrides": overrides, "grid": grid, "adaptive": adaptive,
-            **compare(grid, adaptive, log_step)}
+    log_step = (
+        math.log(lr.max / lr.min) / (lr.points - 1)
+        if isinstance(lr, LrGrid)
+        else 2 * lr.decades * math.log(10) / (lr.points - 1)
+    )
+    return {
+        "study": study_name,
+        "overrides": overrides,
+        "grid": grid,
+        "adaptive": adaptive,
+        **compare(grid, adaptive, log_step),
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -114,7 +144,11 @@ def _versions() -> dict[str, str]:
 def _machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()}
@@ -139,16 +173,27 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in r.items() if k not in ("grid", "adaptive")}, indent=1, default=str))
             for side in ("grid", "adaptive"):
                 s = r[side]
-                print(f"{name} {side}: {s['trials_started']} trials, {s['examples_trained']:.4g} examples, "
-                      f"{s['wall_s']:.1f} s, B_crit {s['b_crit']} CI {s['b_crit_ci95']}", flush=True)
+                print(
+                    f"{name} {side}: {s['trials_started']} trials, {s['examples_trained']:.4g} examples, "
+                    f"{s['wall_s']:.1f} s, B_crit {s['b_crit']} CI {s['b_crit_ci95']}",
+                    flush=True,
+                )
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    out = {"name": "adaptive_vs_grid", "benchmark": "adaptive LR search vs the full grid, same early stopping",
-           "command": " ".join([sys.executable, "-m", "bench.adaptive_vs_grid", *(argv or sys.argv[1:])]),
-           "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-           "machine": _machine(), "versions": _versions(), "git": {"commit": commit},
-           "goal": {"text": "adaptive B_crit inside the full grid's 95% CI; best LR within one grid step "
-                            "at >= 90% of batch sizes; at most 1/5 of the examples"},
-           "studies": results, "goal_met": all(r["goal_met"] for r in results)}
+    out = {
+        "name": "adaptive_vs_grid",
+        "benchmark": "adaptive LR search vs the full grid, same early stopping",
+        "command": " ".join([sys.executable, "-m", "bench.adaptive_vs_grid", *(argv or sys.argv[1:])]),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "versions": _versions(),
+        "git": {"commit": commit},
+        "goal": {
+            "text": "adaptive B_crit inside the full grid's 95% CI; best LR within one grid step "
+            "at >= 90% of batch sizes; at most 1/5 of the examples"
+        },
+        "studies": results,
+        "goal_met": all(r["goal_met"] for r in results),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(f"goal_met: {out['goal_met']}  -> {args.out}")

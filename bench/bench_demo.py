@@ -64,9 +64,11 @@ def main() -> int:
         summary = analysis.per_batch_summary(analysis.load_run(run_dir))
         fits = json.loads((run_dir / "report" / "fits.json").read_text())
     print(summary.to_string(index=False))
-    print(f"sweep {sweep_s:.1f} s (Ray start included) + report {report_s:.1f} s for {len(trials)} trials "
-          f"({sweep['status_counts']}); busy fraction {sweep['busy_fraction']}, "
-          f"sink {sweep['sink_share_of_driver_cpu']:.2%} of the driver's CPU")
+    print(
+        f"sweep {sweep_s:.1f} s (Ray start included) + report {report_s:.1f} s for {len(trials)} trials "
+        f"({sweep['status_counts']}); busy fraction {sweep['busy_fraction']}, "
+        f"sink {sweep['sink_share_of_driver_cpu']:.2%} of the driver's CPU"
+    )
     figures = {
         "budget": budget,
         "overrides": args.set,
@@ -83,11 +85,16 @@ def main() -> int:
         "lr_scaling": fits.get("lr_scaling"),
     }
     sweep.pop("profile", None)
-    write_result("demo", quick=quick, out=args.out,
-                 benchmark="the default fashion-mnist study end to end, local (sweep + report)",
-                 goal_text=f"sweep + report of the default study in at most {LIMIT_S:.0f} s on this machine",
-                 checks=[Check("sweep_plus_report_s", "<=", LIMIT_S, round(sweep_s + report_s, 1))],
-                 figures=figures, evidence={"sweep": sweep, "kept_run": str(args.keep) if args.keep else None})
+    write_result(
+        "demo",
+        quick=quick,
+        out=args.out,
+        benchmark="the default fashion-mnist study end to end, local (sweep + report)",
+        goal_text=f"sweep + report of the default study in at most {LIMIT_S:.0f} s on this machine",
+        checks=[Check("sweep_plus_report_s", "<=", LIMIT_S, round(sweep_s + report_s, 1))],
+        figures=figures,
+        evidence={"sweep": sweep, "kept_run": str(args.keep) if args.keep else None},
+    )
     return 0
 
 

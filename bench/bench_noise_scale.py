@@ -29,10 +29,22 @@ LIMIT = 0.05
 
 
 def time_trial(batch_size: int, micro: int, every: int, steps: int) -> float:
-    cfg = TrialConfig(batch_size=batch_size, micro_batch_size=micro, lr=0.02, seed=0, optimizer="sgd",
-                      momentum=0.9, weight_decay=0.0, warmup_examples=0, max_steps=steps, max_examples=None,
-                      cpus=1, target=Target(value=1.0), stop_at_target=False,
-                      settings=TrainableConfig(noise_scale_every=every).model_dump())
+    cfg = TrialConfig(
+        batch_size=batch_size,
+        micro_batch_size=micro,
+        lr=0.02,
+        seed=0,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=0.0,
+        warmup_examples=0,
+        max_steps=steps,
+        max_examples=None,
+        cpus=1,
+        target=Target(value=1.0),
+        stop_at_target=False,
+        settings=TrainableConfig(noise_scale_every=every).model_dump(),
+    )
     t0 = time.perf_counter()
     get("fashion_mnist")(cfg, lambda m, checkpoint=None: None)
     return time.perf_counter() - t0
@@ -55,16 +67,27 @@ def main() -> int:
         time_trial(b, mb, 0, 5)  # warm the data cache and allocator
         off = min(time_trial(b, mb, 0, steps) for _ in range(repeats))
         on = min(time_trial(b, mb, default_every, steps) for _ in range(repeats))
-        rows.append({"batch_size": b, "micro_batch_size": mb, "steps": steps, "off_s": round(off, 3),
-                     "on_s": round(on, 3), "overhead": round(on / off - 1, 4)})
+        rows.append(
+            {
+                "batch_size": b,
+                "micro_batch_size": mb,
+                "steps": steps,
+                "off_s": round(off, 3),
+                "on_s": round(on, 3),
+                "overhead": round(on / off - 1, 4),
+            }
+        )
     print_table(rows)
     worst = max(r["overhead"] for r in rows)
-    write_result("noise_scale", quick=q, out=args.out,
-                 benchmark="gradient noise scale overhead at the default cadence, fashion_mnist MLP, 1 thread",
-                 goal_text=f"at most {LIMIT:.0%} of training time at noise_scale_every = {default_every}",
-                 checks=[Check("worst_overhead", "<=", LIMIT, worst)],
-                 figures={"noise_scale_every": default_every, "worst_overhead": worst, "repeats": repeats,
-                          "cases": rows})
+    write_result(
+        "noise_scale",
+        quick=q,
+        out=args.out,
+        benchmark="gradient noise scale overhead at the default cadence, fashion_mnist MLP, 1 thread",
+        goal_text=f"at most {LIMIT:.0%} of training time at noise_scale_every = {default_every}",
+        checks=[Check("worst_overhead", "<=", LIMIT, worst)],
+        figures={"noise_scale_every": default_every, "worst_overhead": worst, "repeats": repeats, "cases": rows},
+    )
     return 0
 
 

@@ -45,8 +45,15 @@ sys.path.insert(0, str(REPO))
 from bench.common import Check, TreeSampler, print_table, timeline_figures, write_result  # noqa: E402
 
 GOAL_FASHION = 0.90
-ANCHOR = {"source": "Ray Tune release test tune_scalability_bookkeeping_overhead", "trials": 10_000,
-          "trial_s": 1.0, "cpus": 16, "wall_s": 715.0, "ideal_s": 625.0, "useful_fraction": round(625 / 715, 3)}
+ANCHOR = {
+    "source": "Ray Tune release test tune_scalability_bookkeeping_overhead",
+    "trials": 10_000,
+    "trial_s": 1.0,
+    "cpus": 16,
+    "wall_s": 715.0,
+    "ideal_s": 625.0,
+    "useful_fraction": round(625 / 715, 3),
+}
 
 TRAIN_PY = '''"""1 s of work in REPORTS pieces: sleeps, reports; writes its start and end (time.time)."""
 import json
@@ -75,18 +82,24 @@ def sleep_study(train_file: Path, log: Path, trials: int, work_s: float, reports
     from orchestrator.study import validate
 
     n_b = 10 if trials % 10 == 0 else 1
-    return validate({
-        "name": "bench-1s-trials",
-        "trainable": f"{train_file}:train",
-        "trainable_config": {"work_s": work_s, "reports": reports, "log": str(log)},
-        "search": {"batch_sizes": [2**k for k in range(n_b)],
-                   "lr": {"min": 0.001, "max": 1.0, "points": trials // n_b} if trials // n_b > 1
-                   else {"min": 0.01, "max": 0.01, "points": 1}, "seeds": 1},
-        "budget": {"max_steps": reports, "stop_at_target": False},
-        "target": {"metric": "val_loss", "mode": "min", "value": 0.0},
-        "early_stopping": {"scheduler": "none"},
-        "resources": {"cpus_per_trial": 1},
-    })
+    return validate(
+        {
+            "name": "bench-1s-trials",
+            "trainable": f"{train_file}:train",
+            "trainable_config": {"work_s": work_s, "reports": reports, "log": str(log)},
+            "search": {
+                "batch_sizes": [2**k for k in range(n_b)],
+                "lr": {"min": 0.001, "max": 1.0, "points": trials // n_b}
+                if trials // n_b > 1
+                else {"min": 0.01, "max": 0.01, "points": 1},
+                "seeds": 1,
+            },
+            "budget": {"max_steps": reports, "stop_at_target": False},
+            "target": {"metric": "val_loss", "mode": "min", "value": 0.0},
+            "early_stopping": {"scheduler": "none"},
+            "resources": {"cpus_per_trial": 1},
+        }
+    )
 
 
 def stock_tuner(storage: Path, log: Path, trials: int, work_s: float, reports: int) -> Any:
@@ -102,8 +115,11 @@ def stock_tuner(storage: Path, log: Path, trials: int, work_s: float, reports: i
             f.write(json.dumps({"start": t0, "end": t1, "pid": os.getpid()}) + "\n")
 
     # Default settings throughout; only the results go under this run's temp dir, not ~/ray_results.
-    return tune.Tuner(trainable, param_space={"i": tune.grid_search(list(range(trials)))},
-                      run_config=tune.RunConfig(name="stock", storage_path=str(storage)))
+    return tune.Tuner(
+        trainable,
+        param_space={"i": tune.grid_search(list(range(trials)))},
+        run_config=tune.RunConfig(name="stock", storage_path=str(storage)),
+    )
 
 
 def run_arm(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,9 +168,13 @@ def _run_arm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         t1, ru1 = time.time(), resource.getrusage(resource.RUSAGE_SELF)
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     out: dict[str, Any] = {
-        "arm": args.arm, "t0": t0, "t1": t1, "intervals": [(x["start"], x["end"]) for x in lines],
+        "arm": args.arm,
+        "t0": t0,
+        "t1": t1,
+        "intervals": [(x["start"], x["end"]) for x in lines],
         "actors": len({x["pid"] for x in lines}),
-        "driver_cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3), "profile": profile,
+        "driver_cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3),
+        "profile": profile,
     }
     if args.arm == "batchscale":
         from bench import probe
@@ -169,9 +189,25 @@ def arm(kind: str, args: argparse.Namespace, extra: list[str] | None = None, tim
     settings), its CPU and its Ray's sampled from here (``TreeSampler``); returns its figures."""
     with tempfile.TemporaryDirectory(prefix="bench_arm_") as tmp:
         out = Path(tmp) / "arm.json"
-        cmd = [sys.executable, __file__, "--arm", kind, "--arm-out", str(out), "--trials", str(args.trials),
-               "--work-s", str(args.work_s), "--reports", str(args.reports), "--cpus", str(args.cpus),
-               "--budget", args.budget, *(extra or [])]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--arm",
+            kind,
+            "--arm-out",
+            str(out),
+            "--trials",
+            str(args.trials),
+            "--work-s",
+            str(args.work_s),
+            "--reports",
+            str(args.reports),
+            "--cpus",
+            str(args.cpus),
+            "--budget",
+            args.budget,
+            *(extra or []),
+        ]
         for s in args.set:
             cmd += ["--set", s]
         print(f"  {kind}{' (profiled)' if '--profile' in (extra or []) else ''} ...", flush=True)
@@ -198,10 +234,15 @@ def arm(kind: str, args: argparse.Namespace, extra: list[str] | None = None, tim
 def one_second_figures(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     fig = timeline_figures(raw["intervals"], args.cpus, raw["t0"], raw["t1"], work_s=args.work_s)
     cpu = sum(raw["cpu_by_process_s"].values())
-    fig.update({"actors": raw["actors"], "cpu_s": round(cpu, 2),
-                "cpu_per_trial_s": round(cpu / fig["trials"], 4),
-                "driver_cpu_per_trial_s": round(raw["driver_cpu_s"] / fig["trials"], 4),
-                "cpu_by_process_s": raw["cpu_by_process_s"]})
+    fig.update(
+        {
+            "actors": raw["actors"],
+            "cpu_s": round(cpu, 2),
+            "cpu_per_trial_s": round(cpu / fig["trials"], 4),
+            "driver_cpu_per_trial_s": round(raw["driver_cpu_s"] / fig["trials"], 4),
+            "cpu_by_process_s": raw["cpu_by_process_s"],
+        }
+    )
     if "sink_cpu_s" in raw:
         fig["sink_cpu_s"] = round(raw["sink_cpu_s"], 3)
         fig["sink_share_of_driver_cpu"] = round(raw["sink_cpu_s"] / raw["driver_cpu_s"], 4)
@@ -241,11 +282,13 @@ def main() -> int:
     repeats = args.repeats
     profile_trials = args.profile_trials if args.profile_trials is not None else (0 if q else 40)
 
-    print(f"(b) {args.trials} trials of {args.work_s:g} s, {args.reports} reports each, {args.cpus} slots; "
-          f"{repeats} run(s) of each arm, alternating")
+    print(
+        f"(b) {args.trials} trials of {args.work_s:g} s, {args.reports} reports each, {args.cpus} slots; "
+        f"{repeats} run(s) of each arm, alternating"
+    )
     runs: dict[str, list[dict[str, Any]]] = {"batchscale": [], "stock": []}
     for r in range(repeats):
-        for kind in (("batchscale", "stock") if r % 2 == 0 else ("stock", "batchscale")):
+        for kind in ("batchscale", "stock") if r % 2 == 0 else ("stock", "batchscale"):
             runs[kind].append(one_second_figures(arm(kind, args), args))
     profiles = {}
     if profile_trials:
@@ -268,8 +311,14 @@ def main() -> int:
 
     def summary(kind: str) -> dict[str, Any]:
         rs = runs[kind]
-        keys = ("busy_fraction", "useful_fraction", "wall_s", "in_trial_overhead_ms", "cpu_per_trial_s",
-                "driver_cpu_per_trial_s")
+        keys = (
+            "busy_fraction",
+            "useful_fraction",
+            "wall_s",
+            "in_trial_overhead_ms",
+            "cpu_per_trial_s",
+            "driver_cpu_per_trial_s",
+        )
         out: dict[str, Any] = {k: round(mean([r[k] for r in rs]), 4) for k in keys}
         out["gap_ms_median"] = round(mean([r["gap_ms"]["median"] or 0.0 for r in rs]), 1)
         out["gap_ms_mean"] = round(mean([r["gap_ms"]["mean"] or 0.0 for r in rs]), 1)
@@ -277,34 +326,56 @@ def main() -> int:
         return out
 
     bs, st = summary("batchscale"), summary("stock")
-    table = [{"arm": k, "busy": s["busy_fraction"], "useful": s["useful_fraction"], "wall_s": s["wall_s"],
-              "in_trial_ms": s["in_trial_overhead_ms"], "gap_ms_med": s["gap_ms_median"],
-              "cpu_s/trial": s["cpu_per_trial_s"], "driver_cpu_s/trial": s["driver_cpu_per_trial_s"]}
-             for k, s in (("batchscale", bs), ("stock Tune", st))]
+    table = [
+        {
+            "arm": k,
+            "busy": s["busy_fraction"],
+            "useful": s["useful_fraction"],
+            "wall_s": s["wall_s"],
+            "in_trial_ms": s["in_trial_overhead_ms"],
+            "gap_ms_med": s["gap_ms_median"],
+            "cpu_s/trial": s["cpu_per_trial_s"],
+            "driver_cpu_s/trial": s["driver_cpu_per_trial_s"],
+        }
+        for k, s in (("batchscale", bs), ("stock Tune", st))
+    ]
     print(f"\n(b) {args.trials} x {args.work_s:g} s trials on {args.cpus} slots (mean of {repeats}):")
     print_table(table)
     if fashion:
-        print(f"\n(a) fashion-mnist ({fashion['source']}): {fashion['trials']} trials, wall {fashion['wall_s']} s, "
-              f"busy {fashion['busy_fraction']} (curves' clocks {fashion['busy_fraction_curves']}), "
-              f"idle slot-s {fashion['timeline_tune']['idle_slot_s']}")
+        print(
+            f"\n(a) fashion-mnist ({fashion['source']}): {fashion['trials']} trials, wall {fashion['wall_s']} s, "
+            f"busy {fashion['busy_fraction']} (curves' clocks {fashion['busy_fraction_curves']}), "
+            f"idle slot-s {fashion['timeline_tune']['idle_slot_s']}"
+        )
     checks = [Check("busy_fraction_1s_trials (>= stock Tune's)", ">=", st["busy_fraction"], bs["busy_fraction"])]
     if fashion:
         checks.insert(0, Check("busy_fraction_fashion_mnist", ">=", GOAL_FASHION, fashion["busy_fraction"]))
     figures = {
         "fashion_mnist": fashion,
         "one_second_trials": {
-            "trials": args.trials, "work_s": args.work_s, "reports": args.reports, "slots": args.cpus,
-            "repeats": repeats, "batchscale": bs, "stock_tune": st,
+            "trials": args.trials,
+            "work_s": args.work_s,
+            "reports": args.reports,
+            "slots": args.cpus,
+            "repeats": repeats,
+            "batchscale": bs,
+            "stock_tune": st,
             "busy_ratio_batchscale_to_stock": round(bs["busy_fraction"] / st["busy_fraction"], 3),
             "wall_ratio_batchscale_to_stock": round(bs["wall_s"] / st["wall_s"], 3),
         },
         "anchor": ANCHOR,
     }
-    write_result("orchestration", quick=q, out=args.out,
-                 benchmark="busy fraction of trial slots: the default study, and 1 s trials beside stock Ray Tune",
-                 goal_text=f"busy fraction >= {GOAL_FASHION} on the default fashion-mnist study, and on "
-                           f"{args.trials} one-second trials at least stock Ray Tune's (bare Tuner, default settings)",
-                 checks=checks, figures=figures, evidence={"driver_profiles": profiles})
+    write_result(
+        "orchestration",
+        quick=q,
+        out=args.out,
+        benchmark="busy fraction of trial slots: the default study, and 1 s trials beside stock Ray Tune",
+        goal_text=f"busy fraction >= {GOAL_FASHION} on the default fashion-mnist study, and on "
+        f"{args.trials} one-second trials at least stock Ray Tune's (bare Tuner, default settings)",
+        checks=checks,
+        figures=figures,
+        evidence={"driver_profiles": profiles},
+    )
     return 0
 
 

@@ -38,12 +38,26 @@ def make_run(run_dir: Path, trials: int, rows: int) -> dict:
     seeds = 5
     n_lr = max(1, round(trials / (len(batch_sizes) * seeds)))
     truth = write_synthetic_run(
-        run_dir, batch_sizes=batch_sizes, lr_grid=np.geomspace(1e-3, 10.0, n_lr), seeds=seeds,
-        evals_per_trial=rows, spacing="linear", budget=4.0, noise_scale=500.0,
-        truncate_unfinished=False, file_per_trial=True, rng_seed=1,
+        run_dir,
+        batch_sizes=batch_sizes,
+        lr_grid=np.geomspace(1e-3, 10.0, n_lr),
+        seeds=seeds,
+        evals_per_trial=rows,
+        spacing="linear",
+        budget=4.0,
+        noise_scale=500.0,
+        truncate_unfinished=False,
+        file_per_trial=True,
+        rng_seed=1,
     )
-    return {"trials": truth.n_trials, "rows": truth.n_rows, "batch_sizes": len(batch_sizes),
-            "lrs": n_lr, "seeds": seeds, "files": truth.n_trials}
+    return {
+        "trials": truth.n_trials,
+        "rows": truth.n_rows,
+        "batch_sizes": len(batch_sizes),
+        "lrs": n_lr,
+        "seeds": seeds,
+        "files": truth.n_trials,
+    }
 
 
 def breakdown(run_dir: Path, n_boot: int) -> dict[str, float]:
@@ -101,25 +115,54 @@ def main() -> int:
         fits = json.loads((report / "fits.json").read_text())
         # The same through the command line, interpreter start and imports included.
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "analysis.report", str(run_dir), "--out", str(Path(tmp) / "cli"),
-                        "--n-boot", str(args.n_boot)], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "analysis.report",
+                str(run_dir),
+                "--out",
+                str(Path(tmp) / "cli"),
+                "--n-boot",
+                str(args.n_boot),
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         cli_seconds = time.perf_counter() - t0
         stages = breakdown(run_dir, args.n_boot) if args.breakdown else None
 
-    print(f"write_report: {seconds:.2f} s ({cpu_seconds:.2f} s CPU) for {size['rows']:,} rows x "
-          f"{args.n_boot} bootstrap resamples; python -m analysis.report: {cli_seconds:.2f} s end to end")
+    print(
+        f"write_report: {seconds:.2f} s ({cpu_seconds:.2f} s CPU) for {size['rows']:,} rows x "
+        f"{args.n_boot} bootstrap resamples; python -m analysis.report: {cli_seconds:.2f} s end to end"
+    )
     if stages:
         for k, v in stages.items():
             print(f"  {k:28s} {v:7.2f} s")
-    figures = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "cli_seconds": round(cli_seconds, 2),
-               "n_boot": args.n_boot, **size, "b_crit_fit": fits["critical_batch"]["b_crit"], "b_crit_true": 256.0}
-    write_result("report", quick=q, out=args.out,
-                 benchmark="analysis.write_report on a synthetic run (bootstrap, figures, HTML)",
-                 goal_text=f"{size['trials']} trials x {args.rows} rows reported in at most {LIMIT_S:.0f} s, "
-                           "in process and through the command line",
-                 checks=[Check("write_report_s", "<=", LIMIT_S, round(seconds, 2)),
-                         Check("cli_s (python -m analysis.report)", "<=", LIMIT_S, round(cli_seconds, 2))],
-                 figures=figures, evidence={"stages_s": stages, "generate_s": round(gen_s, 1)})
+    figures = {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "cli_seconds": round(cli_seconds, 2),
+        "n_boot": args.n_boot,
+        **size,
+        "b_crit_fit": fits["critical_batch"]["b_crit"],
+        "b_crit_true": 256.0,
+    }
+    write_result(
+        "report",
+        quick=q,
+        out=args.out,
+        benchmark="analysis.write_report on a synthetic run (bootstrap, figures, HTML)",
+        goal_text=f"{size['trials']} trials x {args.rows} rows reported in at most {LIMIT_S:.0f} s, "
+        "in process and through the command line",
+        checks=[
+            Check("write_report_s", "<=", LIMIT_S, round(seconds, 2)),
+            Check("cli_s (python -m analysis.report)", "<=", LIMIT_S, round(cli_seconds, 2)),
+        ],
+        figures=figures,
+        evidence={"stages_s": stages, "generate_s": round(gen_s, 1)},
+    )
     return 0
 
 

@@ -53,11 +53,22 @@ def stub_trials(n: int, batch_sizes: tuple[int, ...] = (16, 64, 256, 1024)) -> l
 
     out = []
     for i in range(n):
-        cfg = TrialConfig(batch_size=batch_sizes[i % len(batch_sizes)], micro_batch_size=batch_sizes[i % len(batch_sizes)],
-                          lr=0.001 * (1 + i), seed=0, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-                          warmup_examples=0, max_steps=None, max_examples=1_000_000, cpus=1,
-                          target=Target(value=0.85), stop_at_target=True,
-                          settings={"model": "mlp", "hidden": 256, "val_size": 5000})
+        cfg = TrialConfig(
+            batch_size=batch_sizes[i % len(batch_sizes)],
+            micro_batch_size=batch_sizes[i % len(batch_sizes)],
+            lr=0.001 * (1 + i),
+            seed=0,
+            optimizer="sgd",
+            momentum=0.9,
+            weight_decay=0.0,
+            warmup_examples=0,
+            max_steps=None,
+            max_examples=1_000_000,
+            cpus=1,
+            target=Target(value=0.85),
+            stop_at_target=True,
+            settings={"model": "mlp", "hidden": 256, "val_size": 5000},
+        )
         out.append(Trial("fn", config={CONFIG_KEY: cfg.to_dict()}, trial_id=f"bench_{i:05d}", stub=True))
     return out
 
@@ -67,13 +78,32 @@ def result(trial: Any, step: int, t0: float) -> dict[str, Any]:
     b = 16
     x = 1.0 / step
     return {
-        "step": step, "examples_seen": step * b, "epoch": step * b / 55000, "wall_time_s": 0.01 * step,
-        "train_loss": x, "train_eval_loss": x, "train_eval_accuracy": 1 - x, "val_loss": x, "val_accuracy": 1 - x,
-        "lr_current": 0.01, "grad_noise_scale": 100.0 + step, "node": "node-1",
-        "timestamp": int(t0), "checkpoint_dir_name": None, "done": False, "training_iteration": step,
-        "trial_id": trial.trial_id, "date": "2026-01-01_00-00-00", "time_this_iter_s": 0.01,
-        "time_total_s": 0.01 * step, "pid": 1234, "hostname": "node-1", "node_ip": "127.0.0.1",
-        "config": trial.config, "time_since_restore": 0.01 * step, "iterations_since_restore": step,
+        "step": step,
+        "examples_seen": step * b,
+        "epoch": step * b / 55000,
+        "wall_time_s": 0.01 * step,
+        "train_loss": x,
+        "train_eval_loss": x,
+        "train_eval_accuracy": 1 - x,
+        "val_loss": x,
+        "val_accuracy": 1 - x,
+        "lr_current": 0.01,
+        "grad_noise_scale": 100.0 + step,
+        "node": "node-1",
+        "timestamp": int(t0),
+        "checkpoint_dir_name": None,
+        "done": False,
+        "training_iteration": step,
+        "trial_id": trial.trial_id,
+        "date": "2026-01-01_00-00-00",
+        "time_this_iter_s": 0.01,
+        "time_total_s": 0.01 * step,
+        "pid": 1234,
+        "hostname": "node-1",
+        "node_ip": "127.0.0.1",
+        "config": trial.config,
+        "time_since_restore": 0.01 * step,
+        "iterations_since_restore": step,
     }
 
 
@@ -82,7 +112,7 @@ def feed(sink: Any, trials: list[Any], rows: int, concurrent: int) -> None:
     among them), each ending with on_trial_complete; then the experiment ends."""
     t0 = time.time()
     for g in range(0, len(trials), concurrent):
-        group = trials[g:g + concurrent]
+        group = trials[g : g + concurrent]
         for step in range(1, rows + 1):
             for t in group:
                 sink.on_trial_result(step, trials, t, result(t, step, t0))
@@ -108,9 +138,18 @@ def throughput(name: str, trials: int, rows: int, concurrent: int, profile: bool
         s, c = time.perf_counter() - t0, time.process_time() - c0
         files = len(list(Path(tmp).rglob("*.parquet")))
     n = trials * rows
-    out = {"shape": name, "trials": trials, "rows_per_trial": rows, "concurrent": concurrent, "rows": n,
-           "seconds": round(s, 3), "cpu_s": round(c, 3), "rows_per_cpu_s": round(n / c),
-           "rows_per_s_wall": round(n / s), "files": files}
+    out = {
+        "shape": name,
+        "trials": trials,
+        "rows_per_trial": rows,
+        "concurrent": concurrent,
+        "rows": n,
+        "seconds": round(s, 3),
+        "cpu_s": round(c, 3),
+        "rows_per_cpu_s": round(n / c),
+        "rows_per_s_wall": round(n / s),
+        "files": files,
+    }
     if prof:
         out["profile"] = prof
     return out
@@ -146,8 +185,20 @@ def sweep_child(out: Path, overrides: list[str], profile: bool) -> None:
 
 
 def share_figures(s: dict[str, Any]) -> dict[str, Any]:
-    keep = ("source", "date_utc", "trials", "results", "wall_s", "driver_cpu_s", "sink_cpu_s", "sink_wall_s",
-            "sink_share_of_driver_cpu", "sink_hooks", "sink_flushes", "cpu_by_process_s")
+    keep = (
+        "source",
+        "date_utc",
+        "trials",
+        "results",
+        "wall_s",
+        "driver_cpu_s",
+        "sink_cpu_s",
+        "sink_wall_s",
+        "sink_share_of_driver_cpu",
+        "sink_hooks",
+        "sink_flushes",
+        "cpu_by_process_s",
+    )
     out = {k: s[k] for k in keep if k in s}
     out["sink_share_of_driver_wall"] = round(s["sink_wall_s"] / s["wall_s"], 4)
     out["sink_cpu_per_result_ms"] = round(1000 * s["sink_cpu_s"] / max(1, s["results"]), 3)
@@ -169,13 +220,27 @@ def main() -> int:
         return 0
     q = args.quick
     scale = 20 if q else 1
-    shapes = [("sweep, 2 slots", 200 // scale, 500 // scale, 2),
-              ("100 trials at once", 100 // scale, 1000 // scale, 100 // scale),
-              ("one long trial", 1, 50_000 // scale, 1)]
+    shapes = [
+        ("sweep, 2 slots", 200 // scale, 500 // scale, 2),
+        ("100 trials at once", 100 // scale, 1000 // scale, 100 // scale),
+        ("one long trial", 1, 50_000 // scale, 1),
+    ]
     print("throughput (synthetic results through ParquetSink) ...", flush=True)
     rows = [throughput(*s) for s in shapes]
-    print_table(rows, ["shape", "trials", "rows_per_trial", "concurrent", "rows", "seconds", "cpu_s", "rows_per_cpu_s",
-                       "rows_per_s_wall"])
+    print_table(
+        rows,
+        [
+            "shape",
+            "trials",
+            "rows_per_trial",
+            "concurrent",
+            "rows",
+            "seconds",
+            "cpu_s",
+            "rows_per_cpu_s",
+            "rows_per_s_wall",
+        ],
+    )
     prof = throughput("profiled: " + shapes[0][0], *shapes[0][1:], profile=True)
     slowest = min(rows, key=lambda r: r["rows_per_cpu_s"])
 
@@ -185,29 +250,56 @@ def main() -> int:
         from bench import probe
 
         s = probe.summarize(args.sweep_run)
-        shares[f"{s['trials']}-trial run {args.sweep_run.name}"] = {"source": f"reused run {args.sweep_run}",
-                                                                    **share_figures(s)}
+        shares[f"{s['trials']}-trial run {args.sweep_run.name}"] = {
+            "source": f"reused run {args.sweep_run}",
+            **share_figures(s),
+        }
     if not args.no_sweep:
         shares["fashion-mnist smoke"] = {"source": "run here", **share_figures(sweep_share(args, profile=False))}
         if not q:
             profiled = sweep_share(args, profile=True)
             profile = {"trials": profiled["trials"], "results": profiled["results"], **profiled["profile"]}
     if shares:
-        print_table([{"sweep": k, "trials": v["trials"], "results": v["results"], "driver_cpu_s": v["driver_cpu_s"],
-                      "sink_cpu_s": v["sink_cpu_s"], "share": v["sink_share_of_driver_cpu"]} for k, v in shares.items()])
+        print_table(
+            [
+                {
+                    "sweep": k,
+                    "trials": v["trials"],
+                    "results": v["results"],
+                    "driver_cpu_s": v["driver_cpu_s"],
+                    "sink_cpu_s": v["sink_cpu_s"],
+                    "share": v["sink_share_of_driver_cpu"],
+                }
+                for k, v in shares.items()
+            ]
+        )
     # The machine is shared: the CPU clock (rows per CPU-second of this process: rows/s on one
     # core of its own) is the figure; the wall clock's, beside it, also counts others' load.
-    checks = [Check(f"rows_per_s on one core (slowest shape: {slowest['shape']})", ">=", GOAL_ROWS_PER_S,
-                    slowest["rows_per_cpu_s"])]
+    checks = [
+        Check(
+            f"rows_per_s on one core (slowest shape: {slowest['shape']})",
+            ">=",
+            GOAL_ROWS_PER_S,
+            slowest["rows_per_cpu_s"],
+        )
+    ]
     for k, v in shares.items():
         checks.append(Check(f"sink_share_of_driver_cpu ({k})", "<", GOAL_SHARE, v["sink_share_of_driver_cpu"]))
-    write_result("sink", quick=q, out=args.out,
-                 benchmark="ParquetSink: rows/s through the real callback, and its share of the driver's CPU in a sweep",
-                 goal_text=f">= {GOAL_ROWS_PER_S:,} rows/s and < {GOAL_SHARE:.0%} of the driver's CPU time",
-                 checks=checks,
-                 figures={"rows_per_cpu_s": slowest["rows_per_cpu_s"], "rows_per_s_wall": slowest["rows_per_s_wall"],
-                          "throughput": rows, "driver_share": shares},
-                 evidence={"sink_profile": prof.get("profile"), "driver_profile_smoke_sweep": profile})
+    write_result(
+        "sink",
+        quick=q,
+        out=args.out,
+        benchmark="ParquetSink: rows/s through the real callback, and its share of the driver's CPU in a sweep",
+        goal_text=f">= {GOAL_ROWS_PER_S:,} rows/s and < {GOAL_SHARE:.0%} of the driver's CPU time",
+        checks=checks,
+        figures={
+            "rows_per_cpu_s": slowest["rows_per_cpu_s"],
+            "rows_per_s_wall": slowest["rows_per_s_wall"],
+            "throughput": rows,
+            "driver_share": shares,
+        },
+        evidence={"sink_profile": prof.get("profile"), "driver_profile_smoke_sweep": profile},
+    )
     return 0
 
 

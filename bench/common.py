@@ -36,8 +36,21 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-REQUIRED_KEYS = ("name", "benchmark", "mode", "command", "date_utc", "machine", "versions", "git", "goal",
-                 "goal_met", "figures", "evidence", "bench_wall_s")
+REQUIRED_KEYS = (
+    "name",
+    "benchmark",
+    "mode",
+    "command",
+    "date_utc",
+    "machine",
+    "versions",
+    "git",
+    "goal",
+    "goal_met",
+    "figures",
+    "evidence",
+    "bench_wall_s",
+)
 _T0 = time.perf_counter()
 _LOAD0 = os.getloadavg()
 
@@ -62,8 +75,7 @@ class Check:
         return {">=": m >= self.target, "<=": m <= self.target, "<": m < self.target, ">": m > self.target}[self.op]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"figure": self.figure, "op": self.op, "target": self.target, "measured": self.measured,
-                "met": self.met}
+        return {"figure": self.figure, "op": self.op, "target": self.target, "measured": self.measured, "met": self.met}
 
 
 def machine() -> dict[str, Any]:
@@ -112,16 +124,26 @@ def result_path(name: str, quick: bool, out: Path | None = None) -> Path:
     return out or RESULTS / f"{name}{'_quick' if quick else ''}.json"
 
 
-def write_result(name: str, *, quick: bool, benchmark: str, goal_text: str, checks: Sequence[Check],
-                 figures: dict[str, Any], evidence: dict[str, Any] | None = None,
-                 out: Path | None = None) -> Path:
+def write_result(
+    name: str,
+    *,
+    quick: bool,
+    benchmark: str,
+    goal_text: str,
+    checks: Sequence[Check],
+    figures: dict[str, Any],
+    evidence: dict[str, Any] | None = None,
+    out: Path | None = None,
+) -> Path:
     """Write the results file and print the goal table; returns its path."""
     result = {
         "name": name,
         "benchmark": benchmark,
         "mode": "quick" if quick else "full",
-        "command": " ".join([".venv/bin/python", shlex.quote(os.path.relpath(sys.argv[0], REPO))]
-                            + [shlex.quote(a) for a in sys.argv[1:]]),
+        "command": " ".join(
+            [".venv/bin/python", shlex.quote(os.path.relpath(sys.argv[0], REPO))]
+            + [shlex.quote(a) for a in sys.argv[1:]]
+        ),
         "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "machine": machine(),
         "versions": versions(),
@@ -189,7 +211,7 @@ def _stat(pid: int) -> tuple[int, float] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    f = text[text.rindex(")") + 2:].split()  # fields after "(comm)", starting at state
+    f = text[text.rindex(")") + 2 :].split()  # fields after "(comm)", starting at state
     return int(f[1]), (int(f[11]) + int(f[12])) / _TICK
 
 
@@ -200,10 +222,19 @@ def _kind(pid: int, driver: int) -> str:
         return "gone"
     if pid == driver:
         return "driver"
-    for key, kind in (("gcs_server", "gcs_server"), ("raylet/raylet", "raylet"), ("ray::DashboardAgent", "ray agents"),
-                      ("ray::RuntimeEnvAgent", "ray agents"), ("ray::", "ray workers"), ("default_worker", "ray workers"),
-                      ("setup_worker", "ray workers"), ("dashboard", "ray agents"), ("log_monitor", "ray agents"),
-                      ("monitor.py", "ray agents"), ("cluster.watchdog", "watchdog")):
+    for key, kind in (
+        ("gcs_server", "gcs_server"),
+        ("raylet/raylet", "raylet"),
+        ("ray::DashboardAgent", "ray agents"),
+        ("ray::RuntimeEnvAgent", "ray agents"),
+        ("ray::", "ray workers"),
+        ("default_worker", "ray workers"),
+        ("setup_worker", "ray workers"),
+        ("dashboard", "ray agents"),
+        ("log_monitor", "ray agents"),
+        ("monitor.py", "ray agents"),
+        ("cluster.watchdog", "watchdog"),
+    ):
         if key in cmd:
             return kind
     return "other"
@@ -290,8 +321,9 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 # --------------------------------------------------------------------------- trial timelines
 
 
-def assign_slots(intervals: Iterable[tuple[float, float]], slots: int,
-                 t0: float) -> list[tuple[int, float, float, float]]:
+def assign_slots(
+    intervals: Iterable[tuple[float, float]], slots: int, t0: float
+) -> list[tuple[int, float, float, float]]:
     """Put each (start, end) interval, in start order, on the slot freed most recently before
     its start; returns (slot, start, end, gap) with gap = start - that slot's previous end
     (or - ``t0`` for a slot's first trial)."""
@@ -305,8 +337,9 @@ def assign_slots(intervals: Iterable[tuple[float, float]], slots: int,
     return out
 
 
-def timeline_figures(intervals: Sequence[tuple[float, float]], slots: int, t0: float, t1: float,
-                     work_s: float | None = None) -> dict[str, Any]:
+def timeline_figures(
+    intervals: Sequence[tuple[float, float]], slots: int, t0: float, t1: float, work_s: float | None = None
+) -> dict[str, Any]:
     """Busy fraction and the idle time between trials of a sweep that ran on ``slots`` slots
     from ``t0`` to ``t1`` (the same clock as the intervals)."""
     placed = assign_slots(intervals, slots, t0)
@@ -322,9 +355,11 @@ def timeline_figures(intervals: Sequence[tuple[float, float]], slots: int, t0: f
         slot_end[slot] = max(e, slot_end.get(slot, e))
     # the slot-seconds no trial ran: before each slot's first trial, between trials, after
     # each slot's last trial (a slot that never ran a trial is idle throughout)
-    idle = {"before_first_s": sum(first.get(i, t1) - t0 for i in range(slots)),
-            "between_trials_s": sum(between),
-            "after_last_s": sum(t1 - slot_end.get(i, t1) for i in range(slots))}
+    idle = {
+        "before_first_s": sum(first.get(i, t1) - t0 for i in range(slots)),
+        "between_trials_s": sum(between),
+        "after_last_s": sum(t1 - slot_end.get(i, t1) for i in range(slots)),
+    }
 
     def q(p: float) -> float | None:
         return round(between[min(len(between) - 1, int(p * len(between)))] * 1000, 1) if between else None
@@ -339,8 +374,12 @@ def timeline_figures(intervals: Sequence[tuple[float, float]], slots: int, t0: f
         "first_trial_start_s": round(min(s for _, s, _, _ in placed) - t0, 2),
         "after_last_trial_end_s": round(t1 - last_end, 2),
         "idle_slot_s": {k: round(v, 2) for k, v in idle.items()},
-        "gap_ms": {"median": q(0.5), "mean": round(1000 * sum(between) / len(between), 1) if between else None,
-                   "p90": q(0.9), "max": q(1.0)},
+        "gap_ms": {
+            "median": q(0.5),
+            "mean": round(1000 * sum(between) / len(between), 1) if between else None,
+            "p90": q(0.9),
+            "max": q(1.0),
+        },
     }
     if work_s is not None:
         out["ideal_s"] = round(len(placed) * work_s / slots, 2)

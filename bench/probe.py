@@ -80,7 +80,11 @@ class TimedSink(ParquetSink):
         seg["results"] += 1
         if "first_result" not in seg:
             seg["first_result"], seg["first_iter_s"] = now, result.get("time_this_iter_s")
-        seg["last_result"], seg["since_restore_s"], seg["pid"] = now, result.get("time_since_restore"), result.get("pid")
+        seg["last_result"], seg["since_restore_s"], seg["pid"] = (
+            now,
+            result.get("time_since_restore"),
+            result.get("pid"),
+        )
         t["time_total_s"] = result.get("time_total_s")
         _on_trial_result(self, iteration, trials, trial, result, **info)
 
@@ -106,12 +110,18 @@ class TimedSink(ParquetSink):
         _on_experiment_end(self, trials, **info)
         for tid, rec in self.records.items():
             self.timeline.setdefault(tid, {"results": 0})["batch_size"] = rec.config.batch_size
-        data = {"hooks": {k: {"calls": int(v[0]), "cpu_s": round(v[1], 4), "wall_s": round(v[2], 4)}
-                          for k, v in self.hook_times.items()},
-                "within_hooks": {k: {"calls": int(v[0]), "cpu_s": round(v[1], 4), "wall_s": round(v[2], 4)}
-                                 for k, v in self.flush_times.items()},
-                "flush_every_s": self.flush_every_s,
-                "trials": self.timeline}
+        data = {
+            "hooks": {
+                k: {"calls": int(v[0]), "cpu_s": round(v[1], 4), "wall_s": round(v[2], 4)}
+                for k, v in self.hook_times.items()
+            },
+            "within_hooks": {
+                k: {"calls": int(v[0]), "cpu_s": round(v[1], 4), "wall_s": round(v[2], 4)}
+                for k, v in self.flush_times.items()
+            },
+            "flush_every_s": self.flush_every_s,
+            "trials": self.timeline,
+        }
         (self.run_dir / PROBE_FILE).write_text(json.dumps(data, indent=1) + "\n")
 
 
@@ -146,16 +156,23 @@ def sink_cpu(data: dict[str, Any]) -> tuple[float, float]:
 def tune_intervals(data: dict[str, Any]) -> list[tuple[float, float]]:
     """Each trial segment's time in its trainable as Tune measured it (``time_since_restore``
     at its last result), ending at the driver's receipt of that result (time.time clock)."""
-    return [(seg["last_result"] - seg["since_restore_s"], seg["last_result"])
-            for t in data["trials"].values() for seg in t["segments"]
-            if seg.get("last_result") is not None and seg.get("since_restore_s") is not None]
+    return [
+        (seg["last_result"] - seg["since_restore_s"], seg["last_result"])
+        for t in data["trials"].values()
+        for seg in t["segments"]
+        if seg.get("last_result") is not None and seg.get("since_restore_s") is not None
+    ]
 
 
 def driver_intervals(data: dict[str, Any]) -> list[tuple[float, float]]:
     """Each trial segment from Tune's start of it to its last result, as the driver saw them
     (a trial paused at a rung and then stopped there ends at its last result)."""
-    return [(seg["started"], seg["last_result"]) for t in data["trials"].values() for seg in t["segments"]
-            if "started" in seg and "last_result" in seg]
+    return [
+        (seg["started"], seg["last_result"])
+        for t in data["trials"].values()
+        for seg in t["segments"]
+        if "started" in seg and "last_result" in seg
+    ]
 
 
 # --------------------------------------------------------------------------- cProfile, grouped
@@ -190,7 +207,11 @@ GROUPS: tuple[tuple[str, str], ...] = (
 def _group(filename: str) -> str | None:
     """The group of a function's file; None for the standard library and builtins, whose
     time belongs to whoever called them."""
-    if filename in ("~", "") or filename.startswith("<") or ("/lib/python3" in filename and "site-packages" not in filename):
+    if (
+        filename in ("~", "")
+        or filename.startswith("<")
+        or ("/lib/python3" in filename and "site-packages" not in filename)
+    ):
         return None
     for key, name in GROUPS:
         if key in filename:
@@ -244,8 +265,15 @@ def profiled(fn: Callable[[], Any], top: int = 15) -> tuple[Any, dict[str, Any]]
         "thread_cpu_s": round(total, 3),
         "by_group_s": grouped(stats),
         "sink_hooks_cumulative_s": round(sink_hooks, 3),
-        "top_own_time": [{"function": f"{Path(f[0]).name}:{f[1]}:{f[2]}", "calls": v[1], "own_s": round(v[2], 3),
-                          "cumulative_s": round(v[3], 3)} for f, v in tops],
+        "top_own_time": [
+            {
+                "function": f"{Path(f[0]).name}:{f[1]}:{f[2]}",
+                "calls": v[1],
+                "own_s": round(v[2], 3),
+                "cumulative_s": round(v[3], 3),
+            }
+            for f, v in tops
+        ],
     }
 
 
@@ -273,10 +301,16 @@ def run_instrumented(study: Any, run_dir: Path, profile: bool = False) -> dict[s
         else:
             orchestrator.sweep.run_sweep(study, run_dir)
     t1, ru1, after = time.time(), resource.getrusage(resource.RUSAGE_SELF), tree_cpu()
-    sweep = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0)), "t0": t0, "t1": t1,
-             "slots": slots, "profiled": profile,
-             "driver_cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3),
-             "cpu_by_process_s": cpu_delta(before, after), "profile": prof}
+    sweep = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0)),
+        "t0": t0,
+        "t1": t1,
+        "slots": slots,
+        "profiled": profile,
+        "driver_cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3),
+        "cpu_by_process_s": cpu_delta(before, after),
+        "profile": prof,
+    }
     (Path(run_dir) / SWEEP_FILE).write_text(json.dumps(sweep, indent=1) + "\n")
     return summarize(run_dir)
 

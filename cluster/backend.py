@@ -109,20 +109,30 @@ class Workers:
         """The dry run's line: how many trials fit ``nodes`` nodes of ``cpus`` and ``gpus``."""
         room = nodes * self.per_node(cpus, gpus)
         fit = room // self.count
-        return (f"data-parallel: {self.count} workers per trial ({self._each()}); {where} ({nodes} × {cpus:g} "
-                f"CPUs, {gpus:g} GPUs) holds {room} workers: {fit} trial{'' if fit == 1 else 's'} at once")
+        return (
+            f"data-parallel: {self.count} workers per trial ({self._each()}); {where} ({nodes} × {cpus:g} "
+            f"CPUs, {gpus:g} GPUs) holds {room} workers: {fit} trial{'' if fit == 1 else 's'} at once"
+        )
 
     def check(self, nodes: int, cpus: float, gpus: float, where: str) -> None:
         """Refuse (one line, naming the key) a trial of more workers than the allocation
         holds: Ray would wait for them forever."""
         room = nodes * self.per_node(cpus, gpus)
         if room < self.count:
-            raise UsageError(f"resources.workers_per_trial: {self.count} workers ({self._each()}) do not fit "
-                             f"{where} ({nodes} × {cpus:g} CPUs, {gpus:g} GPUs: room for {room})")
+            raise UsageError(
+                f"resources.workers_per_trial: {self.count} workers ({self._each()}) do not fit "
+                f"{where} ({nodes} × {cpus:g} CPUs, {gpus:g} GPUs: room for {room})"
+            )
 
 
-def follow_lease(backend: Backend, run_dir: Path, lease: Lease, show: Callable[[bool], None],
-                 poll_s: float = 2.0, on_poll: Callable[[], None] | None = None) -> None:
+def follow_lease(
+    backend: Backend,
+    run_dir: Path,
+    lease: Lease,
+    show: Callable[[bool], None],
+    poll_s: float = 2.0,
+    on_poll: Callable[[], None] | None = None,
+) -> None:
     """The follow loop every back-end shares: poll ``is_alive``, show progress."""
     while backend.is_alive(leases.read(run_dir) or lease):
         if on_poll is not None:

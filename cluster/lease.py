@@ -86,8 +86,7 @@ def submitted(run_dir: Path, job_id: str) -> Lease:
 @contextlib.contextmanager
 def held(run_dir: Path, backend: str, job_id: str | None = None) -> Iterator[Lease]:
     """Take the lease for this process, refresh it until the block ends, then release it."""
-    mine = Lease(backend=backend, host=socket.gethostname(), pid=os.getpid(), job_id=job_id,
-                 heartbeat=time.time())
+    mine = Lease(backend=backend, host=socket.gethostname(), pid=os.getpid(), job_id=job_id, heartbeat=time.time())
     write(run_dir, mine)
     stop = threading.Event()
 

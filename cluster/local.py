@@ -1,9 +1,9 @@
 """The local back-end: the sweep runs in the foreground on this machine's Ray.
 
-    from cluster.local import LocalBackend, local_ray
-    LocalBackend().launch(request, resume=False)     # starts a private Ray, runs the driver
-    with local_ray(num_cpus=2):                      # or just the Ray, for a notebook
-        ...
+from cluster.local import LocalBackend, local_ray
+LocalBackend().launch(request, resume=False)     # starts a private Ray, runs the driver
+with local_ray(num_cpus=2):                      # or just the Ray, for a notebook
+    ...
 """
 
 from __future__ import annotations
@@ -37,8 +37,13 @@ def local_ray(num_cpus: int | None = None) -> Iterator[None]:
     dog = watchdog.start(os.getpid(), root)
     try:
         with auth.private_token(root):
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, _temp_dir=str(root / "r"))
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                _temp_dir=str(root / "r"),
+            )
             try:
                 yield
             finally:

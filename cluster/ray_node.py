@@ -115,9 +115,7 @@ def _prepare_node(spec: RayClusterSpec) -> None:
     """Stop leftovers of this job/node (an earlier run of a requeued job), wipe its
     temp dir, and make sure the ports are free."""
     stop_own(spec)
-    if spec.temp_dir.is_symlink() or (
-        spec.temp_dir.exists() and spec.temp_dir.stat().st_uid != os.getuid()
-    ):
+    if spec.temp_dir.is_symlink() or (spec.temp_dir.exists() and spec.temp_dir.stat().st_uid != os.getuid()):
         # /tmp is shared and the name predictable: never follow or adopt another's.
         raise RayStartError(f"{spec.temp_dir} is a symlink or another user's; refusing it")
     if spec.temp_dir.exists():
@@ -230,9 +228,7 @@ def own_pids(spec: RayClusterSpec) -> set[int]:
     for members in sessions.values():
         if any(m is not None and m != spec.marker for _, m, _ in members):
             continue  # another Ray node's session
-        if any(p in found for p, _, _ in members) or all(
-            a and a[0].startswith("ray::") for _, _, a in members
-        ):
+        if any(p in found for p, _, _ in members) or all(a and a[0].startswith("ray::") for _, _, a in members):
             found.update(p for p, _, _ in members)
     return found
 
@@ -290,9 +286,7 @@ def cleanup(job_id: int, node_name: str) -> list[int]:
 # ----------------------------------------------------------------------- waiting
 
 
-def wait_for_nodes(
-    spec: RayClusterSpec, n: int | None = None, timeout: float = 300.0
-) -> list[dict[str, Any]]:
+def wait_for_nodes(spec: RayClusterSpec, n: int | None = None, timeout: float = 300.0) -> list[dict[str, Any]]:
     """Poll the GCS until `n` (default spec.num_nodes) nodes are alive; return them.
 
     Runs in a child process with the token environment, so the caller's own Ray state
@@ -308,9 +302,7 @@ def wait_for_nodes(
     env.pop(MARKER_ENV)  # the poller is not part of the node; stop_own must not see it
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout + 60)
     if res.returncode != 0:
-        raise RayStartError(
-            f"waiting for {n} Ray nodes at {spec.address} failed:\n{res.stderr[-3000:]}"
-        )
+        raise RayStartError(f"waiting for {n} Ray nodes at {spec.address} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -340,9 +332,7 @@ def _poll_nodes(address: str, n: int, timeout: float) -> list[dict[str, Any]]:
                 for i in alive
             ]
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{len(alive)}/{n} nodes alive after {timeout:.0f}s (last error: {error})"
-            )
+            raise TimeoutError(f"{len(alive)}/{n} nodes alive after {timeout:.0f}s (last error: {error})")
         time.sleep(0.5)
 
 

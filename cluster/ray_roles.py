@@ -50,9 +50,9 @@ def _sigterm_exits() -> Iterator[None]:
     """Turn SIGTERM (Slurm's scancel/requeue/time limit) into SystemExit so `finally`
     blocks stop Ray before SIGKILL. Only where nobody (e.g. submitit, which ignores
     SIGTERM) handles it already, and only in the main thread."""
-    own = (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
     )
     if own:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -64,9 +64,7 @@ def _sigterm_exits() -> Iterator[None]:
 
 
 def _raylet_alive(spec: RayClusterSpec) -> bool:
-    return any(
-        Path((procs.cmdline(p) or [""])[0]).name == "raylet" for p in own_pids(spec)
-    )
+    return any(Path((procs.cmdline(p) or [""])[0]).name == "raylet" for p in own_pids(spec))
 
 
 def run_worker(spec: RayClusterSpec, join_timeout: float = 300.0, poll: float = 1.0) -> None:

@@ -92,9 +92,7 @@ class RayClusterSpec:
         return f"{self.job_id}/{self.node_index}/{self.node_name}"
 
     @classmethod
-    def from_slurm(
-        cls, token_file: str | os.PathLike[str], env: Mapping[str, str] | None = None
-    ) -> RayClusterSpec:
+    def from_slurm(cls, token_file: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> RayClusterSpec:
         """The spec of the node this Slurm task runs on, from Slurm's environment.
 
         Needs SLURM_JOB_ID, SLURM_NODEID, SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES,
@@ -139,9 +137,7 @@ def slurm_gpus(env: Mapping[str, str]) -> int:
 
 def slurm_hostnames(nodelist: str) -> list[str]:
     """Expand a Slurm node list (``n[1-2]``) with ``scontrol show hostnames``."""
-    out = subprocess.run(
-        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
     return out.stdout.split()
 
 
@@ -151,9 +147,7 @@ def slurm_node_ip(node: str) -> str:
     A loopback NodeAddr (the dev cluster) maps to this machine's outward IP, which is
     what Ray uses anyway: `ray start` rewrites 127.0.0.1 to it.
     """
-    res = subprocess.run(
-        ["scontrol", "show", "node", node, "--oneliner"], capture_output=True, text=True
-    )
+    res = subprocess.run(["scontrol", "show", "node", node, "--oneliner"], capture_output=True, text=True)
     addr = node
     for item in res.stdout.split():
         if item.startswith("NodeAddr="):

@@ -69,8 +69,13 @@ def parse_time(text: str) -> int:
     return minutes
 
 
-def resources_for(flags: SlurmFlags, cpus_per_trial: float, gpus_per_trial: float,
-                  workers_per_trial: int = 1, refuse_unfit: bool = True) -> SlurmResources:
+def resources_for(
+    flags: SlurmFlags,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    workers_per_trial: int = 1,
+    refuse_unfit: bool = True,
+) -> SlurmResources:
     """Resources from the flags, defaulting to what one trial needs. With
     ``workers_per_trial`` N > 1 the per-trial figures are each worker's, the default is
     each node's share of the N workers, and an allocation that cannot hold them all is
@@ -93,17 +98,24 @@ def resources_for(flags: SlurmFlags, cpus_per_trial: float, gpus_per_trial: floa
         Workers(workers_per_trial, cpus_per_trial, gpus_per_trial).check(nodes, cpus, gpus, "the Slurm allocation")
     # every concurrent trial is a Ray worker process holding one of the node's worker ports
     if math.ceil(cpus / cpus_per_trial) > WORKER_PORTS - 8:
-        raise UsageError(f"--cpus-per-node: {cpus} CPUs / resources.cpus_per_trial = {cpus_per_trial} "
-                         f"would run more trials per node than the {WORKER_PORTS - 8} Ray worker ports "
-                         f"reserved per job; raise cpus_per_trial")
-    return SlurmResources(nodes=nodes, cpus_per_node=cpus, gpus_per_node=gpus,
-                          time_min=parse_time(flags.time or DEFAULT_TIME),
-                          partition=flags.partition, account=flags.account, options=flags)
+        raise UsageError(
+            f"--cpus-per-node: {cpus} CPUs / resources.cpus_per_trial = {cpus_per_trial} "
+            f"would run more trials per node than the {WORKER_PORTS - 8} Ray worker ports "
+            f"reserved per job; raise cpus_per_trial"
+        )
+    return SlurmResources(
+        nodes=nodes,
+        cpus_per_node=cpus,
+        gpus_per_node=gpus,
+        time_min=parse_time(flags.time or DEFAULT_TIME),
+        partition=flags.partition,
+        account=flags.account,
+        options=flags,
+    )
 
 
 def _executor(name: str, run_dir: Path, res: SlurmResources, trainable: str) -> submitit.SlurmExecutor:
-    ex = submitit.SlurmExecutor(folder=Path(run_dir).resolve() / "slurm",
-                                max_num_timeout=MAX_REQUEUES_ON_TIMEOUT)
+    ex = submitit.SlurmExecutor(folder=Path(run_dir).resolve() / "slurm", max_num_timeout=MAX_REQUEUES_ON_TIMEOUT)
     params: dict[str, Any] = dict(
         job_name=f"batchscale-{name}",
         nodes=res.nodes,
@@ -112,14 +124,29 @@ def _executor(name: str, run_dir: Path, res: SlurmResources, trainable: str) -> 
         time=res.time_min,
         signal_delay_s=120,  # USR2 two minutes before the limit: submitit requeues the job
         # the job imports the trainable again from the shared filesystem: say which one
-        setup=["export PYTHONUNBUFFERED=1", f"# trainable: {trainable} (imported from cwd {Path.cwd()})",
-               *res.options.setup],
+        setup=[
+            "export PYTHONUNBUFFERED=1",
+            f"# trainable: {trainable} (imported from cwd {Path.cwd()})",
+            *res.options.setup,
+        ],
     )
     o = res.options
-    params.update({k: v for k, v in (("qos", o.qos), ("constraint", o.constraint), ("mem", o.mem),
-                                     ("mem_per_gpu", o.mem_per_gpu), ("exclude", o.exclude),
-                                     ("mail_user", o.mail_user), ("mail_type", o.mail_type),
-                                     ("exclusive", o.exclusive)) if v is not None})
+    params.update(
+        {
+            k: v
+            for k, v in (
+                ("qos", o.qos),
+                ("constraint", o.constraint),
+                ("mem", o.mem),
+                ("mem_per_gpu", o.mem_per_gpu),
+                ("exclude", o.exclude),
+                ("mail_user", o.mail_user),
+                ("mail_type", o.mail_type),
+                ("exclusive", o.exclusive),
+            )
+            if v is not None
+        }
+    )
     if o.additional_parameters():
         params["additional_parameters"] = o.additional_parameters()
     if res.gpus_per_node:
@@ -154,8 +181,18 @@ def _sbatch_error(stderr: str) -> str:
 
 
 # squeue -j shows a finished job for a while (MinJobAge); these states mean it is over.
-_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-          "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"}
+_ENDED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "SPECIAL_EXIT",
+    "REVOKED",
+}
 
 
 def job_state(job_id: str) -> str | None:
@@ -183,8 +220,9 @@ class SlurmBackend:
 
     def capacity(self, req: SweepRequest) -> str:
         """How many data-parallel trials the allocation holds at once (flags as given)."""
-        res = resources_for(self.flags, req.cpus_per_trial, req.gpus_per_trial, req.workers_per_trial,
-                            refuse_unfit=False)
+        res = resources_for(
+            self.flags, req.cpus_per_trial, req.gpus_per_trial, req.workers_per_trial, refuse_unfit=False
+        )
         return req.workers.line(res.nodes, res.cpus_per_node, res.gpus_per_node, "the Slurm allocation")
 
     def describe(self, req: SweepRequest) -> str:

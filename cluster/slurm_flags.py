@@ -117,10 +117,16 @@ class SlurmFlags:
         group.add_argument("--mail-user", help="where Slurm mails job events")
         group.add_argument("--mail-type", help="which events, e.g. END,FAIL")
         group.add_argument("--exclusive", action="store_const", const=True, default=None, help="whole nodes")
-        group.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                           help="any other sbatch option; repeatable")
-        group.add_argument("--setup", action="append", default=[], metavar="LINE",
-                           help="a shell line run before the job's Python (module load ...); repeatable")
+        group.add_argument(
+            "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option; repeatable"
+        )
+        group.add_argument(
+            "--setup",
+            action="append",
+            default=[],
+            metavar="LINE",
+            help="a shell line run before the job's Python (module load ...); repeatable",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SlurmFlags:

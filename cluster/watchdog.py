@@ -29,8 +29,11 @@ def start(driver_pid: int, remove: Path) -> subprocess.Popen[bytes]:
     """Start a watchdog for ``driver_pid`` (in its own session); returns its process."""
     return subprocess.Popen(
         [sys.executable, "-m", "cluster.watchdog", "--pid", str(driver_pid), "--remove", str(remove)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
 
 

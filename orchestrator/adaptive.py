@@ -110,8 +110,9 @@ class AdaptiveSearcher(Searcher):
         at any batch size <= b (steps to target never grow with B): past that it cannot be
         the best nor a useful neighbour of it, and it ranks as not reached, as it would."""
         factor = self.study.search.adaptive.stop_factor
-        known = [math.exp(v[1]) for bb, br in self.brackets.items() if bb <= b
-                 for v in br.values.values() if v[0] == REACHED]
+        known = [
+            math.exp(v[1]) for bb, br in self.brackets.items() if bb <= b for v in br.values.values() if v[0] == REACHED
+        ]
         if factor <= 0 or not known:
             return None
         return max(1, math.ceil(factor * min(known)))
@@ -171,11 +172,15 @@ class AdaptiveSearcher(Searcher):
         if not rest:
             return None
         b = rest[0]
-        self.brackets[b] = start_bracket(self.grids[b], predict_log_lr(b, self.best_lrs(), self.study.search.adaptive.fit_points))
+        self.brackets[b] = start_bracket(
+            self.grids[b], predict_log_lr(b, self.best_lrs(), self.study.search.adaptive.fit_points)
+        )
         return self.next_point()
 
     def _free_seed(self, b: int, i: int) -> int | None:
-        taken = set(self.seed_values.get((b, i), {})) | {s for (bb, ii, s) in self.trials.values() if (bb, ii) == (b, i)}
+        taken = set(self.seed_values.get((b, i), {})) | {
+            s for (bb, ii, s) in self.trials.values() if (bb, ii) == (b, i)
+        }
         if i in self.brackets[b].values:
             return None
         return next((s for s in range(self.study.search.seeds) if s not in taken), None)
@@ -190,29 +195,48 @@ class AdaptiveSearcher(Searcher):
         return out
 
     def finished(self) -> bool:
-        return len(self.brackets) == len(self.order) and not self.trials and all(br.done() for br in self.brackets.values())
+        return (
+            len(self.brackets) == len(self.order)
+            and not self.trials
+            and all(br.done() for br in self.brackets.values())
+        )
 
     def summary(self) -> dict[str, Any]:
         """What the search did so far, per batch size (RUN_DIR/tune/adaptive.json)."""
         rows = []
         for b, br in self.brackets.items():
             k = br.best()
-            rows.append({"batch_size": b, "centre_lr": self.grids[b][br.centre], "width_steps": br.width,
-                         "lrs_tried": [self.grids[b][i] for i in sorted(br.values)],
-                         "best_lr": None if k is None else self.grids[b][k], "done": br.done()})
+            rows.append(
+                {
+                    "batch_size": b,
+                    "centre_lr": self.grids[b][br.centre],
+                    "width_steps": br.width,
+                    "lrs_tried": [self.grids[b][i] for i in sorted(br.values)],
+                    "best_lr": None if k is None else self.grids[b][k],
+                    "done": br.done(),
+                }
+            )
         grid = len(trial_grid(self.study))
         started = sum(len(br.values) for br in self.brackets.values()) * self.study.search.seeds + len(self.trials)
-        return {"strategy": "adaptive", "trials_started": started, "grid_trials": grid,
-                "batch_sizes_started": len(self.brackets), "batch_sizes": len(self.order), "per_batch": rows}
+        return {
+            "strategy": "adaptive",
+            "trials_started": started,
+            "grid_trials": grid,
+            "batch_sizes_started": len(self.brackets),
+            "batch_sizes": len(self.order),
+            "per_batch": rows,
+        }
 
     # --- state through Tune's checkpoints --------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "max_concurrent": self.max_concurrent,
-                "brackets": [[b, br.state()] for b, br in self.brackets.items()],
-                "trials": {t: list(v) for t, v in self.trials.items()},
-                "reports": {t: [r.steps, r.best, r.prev, r.diverged, r.failed] for t, r in self.reports.items()},
-                "seed_values": [[b, i, [[s, k[0], k[1]] for s, k in v.items()]]
-                                for (b, i), v in self.seed_values.items()]}
+        return {
+            "version": STATE_VERSION,
+            "max_concurrent": self.max_concurrent,
+            "brackets": [[b, br.state()] for b, br in self.brackets.items()],
+            "trials": {t: list(v) for t, v in self.trials.items()},
+            "reports": {t: [r.steps, r.best, r.prev, r.diverged, r.failed] for t, r in self.reports.items()},
+            "seed_values": [[b, i, [[s, k[0], k[1]] for s, k in v.items()]] for (b, i), v in self.seed_values.items()],
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
@@ -223,10 +247,17 @@ class AdaptiveSearcher(Searcher):
         self.reports = {}
         for t, (steps, best, prev, div, failed) in state["reports"].items():
             r = _Trial()
-            r.steps, r.best, r.prev, r.diverged, r.failed = steps, best, None if prev is None else tuple(prev), div, failed
+            r.steps, r.best, r.prev, r.diverged, r.failed = (
+                steps,
+                best,
+                None if prev is None else tuple(prev),
+                div,
+                failed,
+            )
             self.reports[t] = r
-        self.seed_values = {(int(b), int(i)): {int(s): (int(t), float(v)) for s, t, v in vals}
-                            for b, i, vals in state["seed_values"]}
+        self.seed_values = {
+            (int(b), int(i)): {int(s): (int(t), float(v)) for s, t, v in vals} for b, i, vals in state["seed_values"]
+        }
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -306,5 +337,7 @@ def planned_trials(study: Study) -> int:
 def format_plan(study: Study) -> str:
     """The dry run's line on the adaptive search."""
     m = len(trial_grid(study))
-    return (f"adaptive: up to {planned_trials(study)} trials when the LR rule predicts each batch size's "
-            f"optimum (at most {m}); grid would be {m}")
+    return (
+        f"adaptive: up to {planned_trials(study)} trials when the LR rule predicts each batch size's "
+        f"optimum (at most {m}); grid would be {m}"
+    )

@@ -122,15 +122,23 @@ class Bracket:
         return left and right
 
     def state(self) -> dict[str, Any]:
-        return {"n": self.n, "centre": self.centre, "width": self.width,
-                "values": [[i, v[0], v[1]] for i, v in sorted(self.values.items())],
-                "pending": sorted(self.pending)}
+        return {
+            "n": self.n,
+            "centre": self.centre,
+            "width": self.width,
+            "values": [[i, v[0], v[1]] for i, v in sorted(self.values.items())],
+            "pending": sorted(self.pending),
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Bracket:
-        return cls(n=s["n"], centre=s["centre"], width=s["width"],
-                   values={int(i): (int(t), float(v)) for i, t, v in s["values"]},
-                   pending={int(i) for i in s["pending"]})
+        return cls(
+            n=s["n"],
+            centre=s["centre"],
+            width=s["width"],
+            values={int(i): (int(t), float(v)) for i, t, v in s["values"]},
+            pending={int(i) for i in s["pending"]},
+        )
 
 
 def predict_log_lr(batch_size: int, known: Sequence[tuple[int, float]], nearest: int = 4) -> tuple[float, float] | None:
@@ -141,8 +149,10 @@ def predict_log_lr(batch_size: int, known: Sequence[tuple[int, float]], nearest:
     batch size the prior B^0.5 +- 0.5 is used, with two the line through them with half the
     prior's spread; None with none.
     """
-    pts = sorted(((b, lr) for b, lr in known if lr > 0 and math.isfinite(lr)),
-                 key=lambda p: (abs(math.log(p[0] / batch_size)), p[0]))[:nearest]
+    pts = sorted(
+        ((b, lr) for b, lr in known if lr > 0 and math.isfinite(lr)),
+        key=lambda p: (abs(math.log(p[0] / batch_size)), p[0]),
+    )[:nearest]
     if not pts:
         return None
     x = math.log(batch_size)
@@ -172,7 +182,9 @@ def predict_log_lr(batch_size: int, known: Sequence[tuple[int, float]], nearest:
     return centre, sd
 
 
-def start_bracket(grid: Sequence[float], prediction: tuple[float, float] | None, default_width: int | None = None) -> Bracket:
+def start_bracket(
+    grid: Sequence[float], prediction: tuple[float, float] | None, default_width: int | None = None
+) -> Bracket:
     """A bracket on ``grid`` (ascending LRs) centred on ``prediction`` (log LR, sd): the
     initial half-width is the sd in grid steps, at least one; without a prediction the grid's
     centre and a quarter of the grid."""

@@ -1,10 +1,10 @@
 """The ``batchscale`` console script: the launcher, plus the other commands as subcommands.
 
-    batchscale --budget smoke                 # = python -m orchestrator.launch --budget smoke
-    batchscale report RUN_DIR [--out DIR]     # = python -m analysis.report
-    batchscale import SOURCE --out RUN_DIR    # = python -m analysis.import_sweep
-    batchscale follow RUN_DIR                 # = python -m orchestrator.follow
-    batchscale devslurm {up,down,status}      # = python -m cluster.devslurm
+batchscale --budget smoke                 # = python -m orchestrator.launch --budget smoke
+batchscale report RUN_DIR [--out DIR]     # = python -m analysis.report
+batchscale import SOURCE --out RUN_DIR    # = python -m analysis.import_sweep
+batchscale follow RUN_DIR                 # = python -m orchestrator.follow
+batchscale devslurm {up,down,status}      # = python -m cluster.devslurm
 """
 
 from __future__ import annotations

@@ -43,8 +43,10 @@ def follow_run(run_dir: Path) -> int:
         print(f"report: {report}")
         return 0
     logs = sorted((Path(run_dir) / "slurm").glob(f"{held.job_id}_*_log.*")) if held.job_id else []
-    print(f"the sweep of {run_dir} ended without a report; logs: "
-          f"{' '.join(str(p) for p in logs) or run_dir}", file=sys.stderr)
+    print(
+        f"the sweep of {run_dir} ended without a report; logs: {' '.join(str(p) for p in logs) or run_dir}",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -71,8 +71,8 @@ def trial_grid(study: Study) -> list[TrialPoint]:
 def centre_out(n: int) -> list[int]:
     """Indices ``0..n-1`` from the centre outwards, the larger index first on a tie.
 
-        >>> centre_out(9)
-        [4, 5, 3, 6, 2, 7, 1, 8, 0]
+    >>> centre_out(9)
+    [4, 5, 3, 6, 2, 7, 1, 8, 0]
     """
     c = (n - 1) / 2
     return sorted(range(n), key=lambda i: (abs(i - c), -i))
@@ -129,8 +129,7 @@ def format_grid(study: Study) -> str:
         pts = [p for p in grid if p.batch_size == b]
         lrs = sorted({p.lr for p in pts})
         lines.append(
-            f"{b:>7} {pts[0].micro_batch_size:>7}  {study.search.seeds:>5}  "
-            + " ".join(f"{x:.3g}" for x in lrs)
+            f"{b:>7} {pts[0].micro_batch_size:>7}  {study.search.seeds:>5}  " + " ".join(f"{x:.3g}" for x in lrs)
         )
     lines.append(f"{len(grid)} trials ({len(study.search.batch_sizes)} batch sizes)")
     lines.append(format_order(study))
@@ -143,5 +142,7 @@ def format_order(study: Study, first: int = 6) -> str:
     n_lrs = len(lr_values(study, study.search.batch_sizes[0]))
     seeds = ", the seeds of one LR together" if study.search.seeds > 1 else ""
     head = ", ".join(f"B={p.batch_size} lr={p.lr:.3g}" for p in order[:first])
-    return (f"order: within a batch size, LRs by grid position {' '.join(str(i + 1) for i in centre_out(n_lrs))} "
-            f"(centre outwards){seeds}; batch sizes take turns: {head}" + (", ..." if len(order) > first else ""))
+    return (
+        f"order: within a batch size, LRs by grid position {' '.join(str(i + 1) for i in centre_out(n_lrs))} "
+        f"(centre outwards){seeds}; batch sizes take turns: {head}" + (", ..." if len(order) > first else "")
+    )

@@ -41,16 +41,33 @@ def build_parser(prog: str = "python -m orchestrator.launch") -> argparse.Argume
     p.add_argument("--study", help="built-in study name (studies/NAME.toml) or a TOML path; default fashion-mnist")
     p.add_argument("--out", type=Path, help="RUN_DIR (default runs/<study>-<timestamp>)")
     p.add_argument("--budget", choices=("smoke", "full"), default="full", help="smoke: a < 1 min version of the study")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a study key (dotted, TOML value), e.g. search.seeds=3; repeatable")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study key (dotted, TOML value), e.g. search.seeds=3; repeatable",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the trial grid (and sbatch script); run nothing")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--new-trainable", type=Path, metavar="FILE.py",
-                   help="write a commented template of your own trainable to FILE.py and exit")
-    p.add_argument("--force", action="store_true",
-                   help="--resume even though the code, package versions or study differ from the run's")
-    p.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
-                   help="slurm: show progress until the job ends (default: return after submitting)")
+    p.add_argument(
+        "--new-trainable",
+        type=Path,
+        metavar="FILE.py",
+        help="write a commented template of your own trainable to FILE.py and exit",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="--resume even though the code, package versions or study differ from the run's",
+    )
+    p.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="slurm: show progress until the job ends (default: return after submitting)",
+    )
     SlurmFlags.add_to(p.add_argument_group("slurm"))
     return p
 
@@ -83,8 +100,10 @@ def _resolve(args: argparse.Namespace) -> tuple[Study, Path]:
             raise UsageError(f"--resume: the sweep of {args.resume} is still running: {where}{hint}")
         changed = manifest.differences(args.resume, study)
         if changed and not args.force:
-            raise UsageError(f"--resume: {args.resume} was made with other code or settings: "
-                             f"{'; '.join(changed)} (--force continues anyway, mixing them)")
+            raise UsageError(
+                f"--resume: {args.resume} was made with other code or settings: "
+                f"{'; '.join(changed)} (--force continues anyway, mixing them)"
+            )
         return study, args.resume
     if args.force:
         raise UsageError("--force: only with --resume")
@@ -103,7 +122,7 @@ def _new_trainable(path: Path) -> int:
         raise UsageError(f"--new-trainable: {path} exists; not overwriting it")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(Path(template.__file__).read_text())
-    print(f"wrote {path}: in a study file, trainable = \"{path}:train\" (README: Your model)")
+    print(f'wrote {path}: in a study file, trainable = "{path}:train" (README: Your model)')
     return 0
 
 
@@ -127,9 +146,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.laun
         study, run_dir = _resolve(args)
         backend = _backend(args, study)
         res = study.resources  # per worker: the trial itself unless workers_per_trial > 1
-        req = SweepRequest(run_dir=run_dir, name=study.name, trainable=study.trainable,
-                           cpus_per_trial=res.worker_cpus, gpus_per_trial=res.worker_gpus,
-                           workers_per_trial=res.workers_per_trial, drive=run_study)
+        req = SweepRequest(
+            run_dir=run_dir,
+            name=study.name,
+            trainable=study.trainable,
+            cpus_per_trial=res.worker_cpus,
+            gpus_per_trial=res.worker_gpus,
+            workers_per_trial=res.workers_per_trial,
+            drive=run_study,
+        )
         if args.dry_run:
             print(format_grid(study))
             if study.search.strategy == "adaptive":

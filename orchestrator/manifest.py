@@ -84,8 +84,10 @@ def differences(run_dir: Path, study: Study) -> list[str]:
     now = current(study)
     out = []
     if then.get("code_sha256") != now["code_sha256"]:
-        out.append(f"code: commit {str(then.get('git_commit'))[:10]} (sha256 {str(then.get('code_sha256'))[:8]}) "
-                   f"-> commit {str(now['git_commit'])[:10]} (sha256 {now['code_sha256'][:8]})")
+        out.append(
+            f"code: commit {str(then.get('git_commit'))[:10]} (sha256 {str(then.get('code_sha256'))[:8]}) "
+            f"-> commit {str(now['git_commit'])[:10]} (sha256 {now['code_sha256'][:8]})"
+        )
     before, after = _flat(then), _flat(now)
     studies = sorted(k for k in set(before) | set(after) if k.startswith("study."))
     for key in ("python", *(f"packages.{p}" for p in PACKAGES), *studies):

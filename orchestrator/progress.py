@@ -54,35 +54,51 @@ def _fmt_examples(n: float) -> str:
 
 def _fmt_rungs(stops: dict[str, int]) -> str:
     """``{"60000.0": 4, "180000.0": 1}`` -> ``60k:4 180k:1`` (rungs without stops left out)."""
+
     def pos(m: str) -> float:
         return math.inf if m == "?" else float(m)
 
-    return " ".join(f"{m if m == '?' else _fmt_examples(pos(m))}:{n}" for m, n in sorted(stops.items(), key=lambda x: pos(x[0])) if n)
+    return " ".join(
+        f"{m if m == '?' else _fmt_examples(pos(m))}:{n}"
+        for m, n in sorted(stops.items(), key=lambda x: pos(x[0]))
+        if n
+    )
 
 
 def render(snap: dict[str, Any]) -> str:
     """The display text of one snapshot."""
     t = snap["target"]
     done = sum(b["completed"] + b["early_stopped"] + b["diverged"] + b["failed"] for b in snap["batches"])
-    head = (f"{snap['study']}  {done}/{snap['total_trials']} trials done  "
-            f"elapsed {_fmt_s(snap['elapsed_s'])}  "
-            + ("finished" if snap["done"] else f"ETA {_fmt_s(snap['eta_s'])}"))
+    head = f"{snap['study']}  {done}/{snap['total_trials']} trials done  elapsed {_fmt_s(snap['elapsed_s'])}  " + (
+        "finished" if snap["done"] else f"ETA {_fmt_s(snap['eta_s'])}"
+    )
     metric = f"best {t['metric']}"
     es = snap.get("early_stopping")
-    lines = [head, f"{'batch':>7} {'done':>6} {'run':>4} {'stop':>4} {'div':>4} {'fail':>4} {metric:>20} {'reached':>7}"
-             + (f" {'wait':>4} {'saved':>6}  stopped at rung" if es else "")]
+    lines = [
+        head,
+        f"{'batch':>7} {'done':>6} {'run':>4} {'stop':>4} {'div':>4} {'fail':>4} {metric:>20} {'reached':>7}"
+        + (f" {'wait':>4} {'saved':>6}  stopped at rung" if es else ""),
+    ]
     for b in snap["batches"]:
         fin = b["completed"] + b["early_stopped"] + b["diverged"] + b["failed"]
         best = "-" if b["best"] is None else f"{b['best']:.4g}"
         frac = f"{fin}/{b['trials']}"
-        lines.append(f"{b['batch_size']:>7} {frac:>6} {b['running']:>4} {b['early_stopped']:>4} "
-                     f"{b['diverged']:>4} {b['failed']:>4} {best:>20} {b['reached']:>7}"
-                     + (f" {b.get('paused', 0):>4} {_fmt_examples(b.get('saved_examples', 0)):>6}  "
-                        f"{_fmt_rungs(b.get('stopped_at', {}))}" if es else ""))
+        lines.append(
+            f"{b['batch_size']:>7} {frac:>6} {b['running']:>4} {b['early_stopped']:>4} "
+            f"{b['diverged']:>4} {b['failed']:>4} {best:>20} {b['reached']:>7}"
+            + (
+                f" {b.get('paused', 0):>4} {_fmt_examples(b.get('saved_examples', 0)):>6}  "
+                f"{_fmt_rungs(b.get('stopped_at', {}))}"
+                if es
+                else ""
+            )
+        )
     if es:
-        lines.append(f"early stopping ({es['scheduler']}): {es['stopped']} trials stopped, "
-                     f"{_fmt_examples(es['saved_examples'])} examples saved of a "
-                     f"{_fmt_examples(es['budget_examples'])} budget (every trial to its cap)")
+        lines.append(
+            f"early stopping ({es['scheduler']}): {es['stopped']} trials stopped, "
+            f"{_fmt_examples(es['saved_examples'])} examples saved of a "
+            f"{_fmt_examples(es['budget_examples'])} budget (every trial to its cap)"
+        )
     return "\n".join(lines)
 
 
@@ -112,9 +128,15 @@ class LiveDisplay:
 class ProgressCallback(Callback):
     """Keeps the per-batch-size counts and writes/renders snapshots."""
 
-    def __init__(self, run_dir: Path, study: Study, early_stopped: set[str],
-                 display: LiveDisplay | None, every_s: float = 1.0,
-                 stopped_at: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        study: Study,
+        early_stopped: set[str],
+        display: LiveDisplay | None,
+        every_s: float = 1.0,
+        stopped_at: dict[str, float] | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.study = study
         self.early_stopped = early_stopped
@@ -166,8 +188,14 @@ class ProgressCallback(Callback):
 
     # Tune checkpoints callback state: a resumed sweep keeps its counts and best values.
     def get_state(self) -> dict[str, Any]:
-        return {"best": self.best, "reached": self.reached, "examples": self.examples, "diverged": self.diverged,
-                "errored": self.errored, "ended": self.ended}
+        return {
+            "best": self.best,
+            "reached": self.reached,
+            "examples": self.examples,
+            "diverged": self.diverged,
+            "errored": self.errored,
+            "ended": self.ended,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.best, self.reached = state["best"], state["reached"]
@@ -175,10 +203,24 @@ class ProgressCallback(Callback):
         self.ended = state["ended"]
 
     def snapshot(self, trials: list[Trial], done: bool) -> dict[str, Any]:
-        rows: dict[int, dict[str, Any]] = {b: dict(batch_size=b, trials=n, pending=n, running=0, completed=0, early_stopped=0,
-                        diverged=0, failed=0, best=self.best.get(b), reached=len(self.reached.get(b, ())),
-                        paused=0, stopped_at={}, saved_examples=0)
-                for b, n in self.per_batch.items()}
+        rows: dict[int, dict[str, Any]] = {
+            b: dict(
+                batch_size=b,
+                trials=n,
+                pending=n,
+                running=0,
+                completed=0,
+                early_stopped=0,
+                diverged=0,
+                failed=0,
+                best=self.best.get(b),
+                reached=len(self.reached.get(b, ())),
+                paused=0,
+                stopped_at={},
+                saved_examples=0,
+            )
+            for b, n in self.per_batch.items()
+        }
         done_ex = 0
         for tr in trials:
             b = config_of(tr).batch_size
@@ -197,8 +239,11 @@ class ProgressCallback(Callback):
             else:
                 done_ex += self.caps[b]  # a finished trial used (or was spared) its whole budget
                 errored = tr.status == Trial.ERROR or tr.trial_id in self.errored
-                status = decide_status(diverged=tr.trial_id in self.diverged, errored=errored,
-                                       early_stopped=tr.trial_id in self.early_stopped)
+                status = decide_status(
+                    diverged=tr.trial_id in self.diverged,
+                    errored=errored,
+                    early_stopped=tr.trial_id in self.early_stopped,
+                )
                 r[status] += 1
                 if status == "early_stopped":
                     self._count_stop(r, tr.trial_id, b)
@@ -206,12 +251,27 @@ class ProgressCallback(Callback):
         rate = done_ex / elapsed if elapsed > 0 else 0.0
         eta = (self.budget - done_ex) / rate if rate > 0 else None
         kind = scheduler_kind(self.study)
-        early = None if kind == "none" else dict(
-            scheduler=kind, stopped=sum(r["early_stopped"] for r in rows.values()),
-            saved_examples=sum(r["saved_examples"] for r in rows.values()), budget_examples=self.budget)
-        return dict(study=self.study.name, target=self.study.target.model_dump(), done=done,
-                    total_trials=sum(self.per_batch.values()), elapsed_s=elapsed, eta_s=0.0 if done else eta,
-                    updated=time.time(), batches=[rows[b] for b in sorted(rows)], early_stopping=early)
+        early = (
+            None
+            if kind == "none"
+            else dict(
+                scheduler=kind,
+                stopped=sum(r["early_stopped"] for r in rows.values()),
+                saved_examples=sum(r["saved_examples"] for r in rows.values()),
+                budget_examples=self.budget,
+            )
+        )
+        return dict(
+            study=self.study.name,
+            target=self.study.target.model_dump(),
+            done=done,
+            total_trials=sum(self.per_batch.values()),
+            elapsed_s=elapsed,
+            eta_s=0.0 if done else eta,
+            updated=time.time(),
+            batches=[rows[b] for b in sorted(rows)],
+            early_stopping=early,
+        )
 
     def _count_stop(self, row: dict[str, Any], trial_id: str, b: int) -> None:
         """A stopped trial: its rung, and the examples to its cap it did not train."""

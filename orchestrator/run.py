@@ -32,8 +32,7 @@ from orchestrator.tracking import log_fits
 # nothing is lost and --resume continues once it can write again
 _UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
-SUMMARY_COLUMNS = ("batch_size", "best_lr", "lr_on_edge", "steps_to_target", "examples_to_target",
-                   "trials", "reached")
+SUMMARY_COLUMNS = ("batch_size", "best_lr", "lr_on_edge", "steps_to_target", "examples_to_target", "trials", "reached")
 
 
 def summary_text(run_dir: Path) -> str:
@@ -61,8 +60,10 @@ def run_study(run_dir: Path, resume: bool = False, backend: str = "local") -> Pa
     except Exception as e:
         if (cause := unwritable(e)) is None:
             raise
-        raise SweepInterrupted(f"cannot write {cause.filename or run_dir}: {cause.strerror}; "
-                               f"make room, then continue with --resume {run_dir}") from e
+        raise SweepInterrupted(
+            f"cannot write {cause.filename or run_dir}: {cause.strerror}; "
+            f"make room, then continue with --resume {run_dir}"
+        ) from e
     print(f"report: {report / 'report.md'}", flush=True)
     return report
 

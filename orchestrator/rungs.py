@@ -79,13 +79,21 @@ class Rungs:
         return [(m, len(r)) for m, r in zip(self.milestones, self.records)]
 
     def state(self) -> dict[str, Any]:
-        return {"milestones": list(self.milestones), "reduction_factor": self.reduction_factor,
-                "max_t": self.max_t, "records": [dict(r) for r in self.records]}
+        return {
+            "milestones": list(self.milestones),
+            "reduction_factor": self.reduction_factor,
+            "max_t": self.max_t,
+            "records": [dict(r) for r in self.records],
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Rungs:
-        return cls(list(state["milestones"]), float(state["reduction_factor"]), float(state["max_t"]),
-                   [dict(r) for r in state["records"]])
+        return cls(
+            list(state["milestones"]),
+            float(state["reduction_factor"]),
+            float(state["max_t"]),
+            [dict(r) for r in state["records"]],
+        )
 
 
 # Verdicts of ``SyncRungs`` (the scheduler maps them to Tune's CONTINUE / PAUSE / STOP).
@@ -142,8 +150,9 @@ class SyncRungs:
     @classmethod
     def new(cls, grace: float, max_t: float, reduction_factor: float, n_trials: int) -> SyncRungs:
         ms = Rungs.new(grace, max_t, reduction_factor).milestones
-        return cls(ms, float(reduction_factor), float(max_t), int(n_trials), [{} for _ in ms],
-                   [None] * len(ms), set(), {})
+        return cls(
+            ms, float(reduction_factor), float(max_t), int(n_trials), [{} for _ in ms], [None] * len(ms), set(), {}
+        )
 
     def live(self) -> int:
         """Trials of the group that have not ended (including those not started)."""
@@ -236,12 +245,26 @@ class SyncRungs:
         return [(m, len(r)) for m, r in zip(self.milestones, self.records)]
 
     def state(self) -> dict[str, Any]:
-        return {"milestones": list(self.milestones), "reduction_factor": self.reduction_factor,
-                "max_t": self.max_t, "n_trials": self.n_trials, "records": [dict(r) for r in self.records],
-                "cutoffs": list(self.cutoffs), "ended": sorted(self.ended), "stopped": dict(self.stopped)}
+        return {
+            "milestones": list(self.milestones),
+            "reduction_factor": self.reduction_factor,
+            "max_t": self.max_t,
+            "n_trials": self.n_trials,
+            "records": [dict(r) for r in self.records],
+            "cutoffs": list(self.cutoffs),
+            "ended": sorted(self.ended),
+            "stopped": dict(self.stopped),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SyncRungs:
-        return cls(list(state["milestones"]), float(state["reduction_factor"]), float(state["max_t"]),
-                   int(state["n_trials"]), [dict(r) for r in state["records"]], list(state["cutoffs"]),
-                   set(state["ended"]), dict(state["stopped"]))
+        return cls(
+            list(state["milestones"]),
+            float(state["reduction_factor"]),
+            float(state["max_t"]),
+            int(state["n_trials"]),
+            [dict(r) for r in state["records"]],
+            list(state["cutoffs"]),
+            set(state["ended"]),
+            dict(state["stopped"]),
+        )

@@ -141,8 +141,10 @@ class _PerBatchSize(FIFOScheduler):
         return {g: r.counts() for g, r in sorted(self._groups().items())}
 
     def debug_string(self) -> str:
-        return type(self).__name__ + " " + " ".join(
-            f"B={b}:" + ",".join(str(n) for _, n in rungs) for b, rungs in self.rung_summary().items()
+        return (
+            type(self).__name__
+            + " "
+            + " ".join(f"B={b}:" + ",".join(str(n) for _, n in rungs) for b, rungs in self.rung_summary().items())
         )
 
     def rung_positions(self) -> dict[int, list[float]]:
@@ -164,11 +166,13 @@ class _PerBatchSize(FIFOScheduler):
             rungs = []
             for k, m in enumerate(milestones):
                 here = g.records[k] if g is not None and k < len(g.records) else {}
-                rungs.append({
-                    "examples": m,
-                    "recorded": sum(1 for t in here if self._batch_of.get(t) == b),
-                    "stopped": sum(1 for t, r in self.stopped_at.items() if r == m and self._batch_of.get(t) == b),
-                })
+                rungs.append(
+                    {
+                        "examples": m,
+                        "recorded": sum(1 for t in here if self._batch_of.get(t) == b),
+                        "stopped": sum(1 for t, r in self.stopped_at.items() if r == m and self._batch_of.get(t) == b),
+                    }
+                )
             batches.append({"batch_size": b, "max_examples": self._caps[b], "rungs": rungs})
         return {
             "version": RECORD_VERSION,
@@ -183,8 +187,11 @@ class _PerBatchSize(FIFOScheduler):
         }
 
     def _common_state(self) -> dict[str, Any]:
-        return {"batch_of": dict(self._batch_of), "early_stopped": sorted(self.early_stopped),
-                "stopped_at": dict(self.stopped_at)}
+        return {
+            "batch_of": dict(self._batch_of),
+            "early_stopped": sorted(self.early_stopped),
+            "stopped_at": dict(self.stopped_at),
+        }
 
     def _load_common(self, state: dict[str, Any]) -> None:
         self._batch_of.update(state["batch_of"])
@@ -235,8 +242,7 @@ class PerBatchSizeASHA(_PerBatchSize):
         # A trial that ended because it reached the target never reaches the later rungs;
         # without it there, slow trials are only compared with each other and bad
         # learning rates run to the cap.
-        if (trial.trial_id not in self.early_stopped and math.isfinite(value)
-                and config_of(trial).ends_at(result)):
+        if trial.trial_id not in self.early_stopped and math.isfinite(value) and config_of(trial).ends_at(result):
             rungs.credit(trial.trial_id, t, value)
 
     def _groups(self) -> dict[int, Rungs | SyncRungs]:

@@ -67,8 +67,9 @@ def _float(v: Any) -> float | None:
 class ParquetSink(Callback):
     """Writes curves as trials report and ``trials.parquet`` when the sweep ends."""
 
-    def __init__(self, run_dir: Path, study_name: str, early_stopped: set[str] | None = None,
-                 flush_every_s: float = 2.0) -> None:
+    def __init__(
+        self, run_dir: Path, study_name: str, early_stopped: set[str] | None = None, flush_every_s: float = 2.0
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.curves_dir = self.run_dir / "curves"
         self.study = study_name
@@ -112,10 +113,15 @@ class ParquetSink(Callback):
         # Tune is about to save trial checkpoints that may be newer than the last flush:
         # write every pending row first, or a resume after a crash would skip them.
         self.flush_all()
-        meta = {t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "error": r.error,
-                    "sharpness": r.sharpness} for t, r in self.records.items()}
-        return {"ended": sorted(self.ended), "meta": meta,
-                "configs": {t: r.config.to_dict() for t, r in self.records.items()}}
+        meta = {
+            t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "error": r.error, "sharpness": r.sharpness}
+            for t, r in self.records.items()
+        }
+        return {
+            "ended": sorted(self.ended),
+            "meta": meta,
+            "configs": {t: r.config.to_dict() for t, r in self.records.items()},
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.ended = set(state["ended"])
@@ -189,29 +195,38 @@ class ParquetSink(Callback):
             rows = [rec.rows[s] for s in sorted(rec.rows)]
             last = rows[-1] if rows else {}
             val_losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
-            accs = [r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])]
+            accs = [
+                r["val_accuracy"]
+                for r in rows
+                if r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])
+            ]
             cfg = rec.config
-            out.append({
-                "trial_id": rec.trial_id,
-                "study": self.study,
-                "batch_size": cfg.batch_size,
-                "micro_batch_size": cfg.micro_batch_size,
-                "lr": cfg.lr,
-                "seed": cfg.seed,
-                "optimizer": cfg.optimizer,
-                "status": decide_status(diverged=rec.diverged, errored=rec.failed,
-                                        early_stopped=rec.trial_id in self.early_stopped),
-                "steps": int(last.get("step", 0)),
-                "examples_seen": int(last.get("examples_seen", 0)),
-                "wall_time_s": float(last.get("wall_time_s") or 0.0),
-                "final_val_loss": val_losses[-1] if val_losses else None,
-                "best_val_accuracy": max(accs) if accs else None,
-                "sharpness": rec.sharpness,
-                "node": rec.node,
-                "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
-                "error": rec.error,
-            })
-        return pa.Table.from_pylist(sorted(out, key=lambda r: (r["batch_size"], r["lr"], r["seed"])), schema=TRIALS_SCHEMA)
+            out.append(
+                {
+                    "trial_id": rec.trial_id,
+                    "study": self.study,
+                    "batch_size": cfg.batch_size,
+                    "micro_batch_size": cfg.micro_batch_size,
+                    "lr": cfg.lr,
+                    "seed": cfg.seed,
+                    "optimizer": cfg.optimizer,
+                    "status": decide_status(
+                        diverged=rec.diverged, errored=rec.failed, early_stopped=rec.trial_id in self.early_stopped
+                    ),
+                    "steps": int(last.get("step", 0)),
+                    "examples_seen": int(last.get("examples_seen", 0)),
+                    "wall_time_s": float(last.get("wall_time_s") or 0.0),
+                    "final_val_loss": val_losses[-1] if val_losses else None,
+                    "best_val_accuracy": max(accs) if accs else None,
+                    "sharpness": rec.sharpness,
+                    "node": rec.node,
+                    "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
+                    "error": rec.error,
+                }
+            )
+        return pa.Table.from_pylist(
+            sorted(out, key=lambda r: (r["batch_size"], r["lr"], r["seed"])), schema=TRIALS_SCHEMA
+        )
 
     def flush_all(self) -> None:
         for rec in self.records.values():
@@ -221,4 +236,3 @@ class ParquetSink(Callback):
         """Flush every trial and write ``trials.parquet``."""
         self.flush_all()
         write_atomic(self.run_dir / "trials.parquet", self.trials_table())
-

@@ -192,12 +192,16 @@ class Resources(_Strict):
         if n == 1:
             return
         if self.worker_gpus != int(self.worker_gpus):
-            raise UsageError(f"resources.gpus_per_worker: {self.worker_gpus} GPUs per worker with workers_per_trial "
-                             f"= {n}; a data-parallel worker takes whole GPUs (NCCL runs one rank per GPU)")
+            raise UsageError(
+                f"resources.gpus_per_worker: {self.worker_gpus} GPUs per worker with workers_per_trial "
+                f"= {n}; a data-parallel worker takes whole GPUs (NCCL runs one rank per GPU)"
+            )
         for b in batch_sizes:
             if b % n:
-                raise UsageError(f"resources.workers_per_trial: {n} workers do not divide search.batch_sizes "
-                                 f"value {b} (each worker trains on an equal share of every batch)")
+                raise UsageError(
+                    f"resources.workers_per_trial: {n} workers do not divide search.batch_sizes "
+                    f"value {b} (each worker trains on an equal share of every batch)"
+                )
 
 
 # The pip extra that brings each tracker's package (pyproject.toml's optional dependencies).
@@ -343,8 +347,9 @@ def _check_metrics(study: Study) -> None:
         keys.append(("early_stopping.metric", study.early_stopping.metric))
     for key, metric in keys:
         if metric not in known:
-            raise UsageError(f"{key}: {metric!r} is not reported by trainable {study.trainable} "
-                             f"(it reports {', '.join(known)})")
+            raise UsageError(
+                f"{key}: {metric!r} is not reported by trainable {study.trainable} (it reports {', '.join(known)})"
+            )
 
 
 def load_study(
@@ -366,4 +371,3 @@ def load_study(
 
         study = validate(shrink(study.model_dump(mode="python", exclude_none=True)))
     return study
-

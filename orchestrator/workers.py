@@ -81,8 +81,14 @@ class _Worker:
     def ping(self) -> bool:
         return True
 
-    def run(self, load_train: Callable[[], Callable[..., None]], config: dict[str, Any],
-            checkpoint: dict[str, Any] | None, rank: int, master: tuple[str, int]) -> tuple[str, str | None]:
+    def run(
+        self,
+        load_train: Callable[[], Callable[..., None]],
+        config: dict[str, Any],
+        checkpoint: dict[str, Any] | None,
+        rank: int,
+        master: tuple[str, int],
+    ) -> tuple[str, str | None]:
         """Train as ``rank``; returns ("done", None) or ("error", the exception's last line)."""
         from orchestrator.adapter import error_line
 
@@ -126,14 +132,19 @@ class WorkerGroup:
         pg = ray.util.get_current_placement_group()
         bundles = pg.bundle_specs if pg is not None else []
         if pg is None or len(bundles) != config.world_size:
-            raise RuntimeError(f"world_size {config.world_size} needs a placement group of as many worker "
-                               f"bundles (the sweep's tune.with_resources); found {len(bundles)}")
+            raise RuntimeError(
+                f"world_size {config.world_size} needs a placement group of as many worker "
+                f"bundles (the sweep's tune.with_resources); found {len(bundles)}"
+            )
         self.config = config
         self.workers: list[Any] = [  # actor handles (Ray's stubs type methods without .remote)
             # threaded: next and ping answer while run trains
-            _WorkerActor.options(max_concurrency=4, num_cpus=b.get("CPU", 0), num_gpus=b.get("GPU", 0),
-                                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i))
-            .remote()
+            _WorkerActor.options(
+                max_concurrency=4,
+                num_cpus=b.get("CPU", 0),
+                num_gpus=b.get("GPU", 0),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
+            ).remote()
             for i, b in enumerate(bundles)
         ]
         try:
@@ -152,19 +163,26 @@ class WorkerGroup:
     def _get(self, refs: Any, timeout: float | None = None) -> Any:
         try:
             return ray.get(refs, timeout=timeout)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError,
-                ray.exceptions.GetTimeoutError) as e:
+        except (
+            ray.exceptions.RayActorError,
+            ray.exceptions.ActorUnschedulableError,
+            ray.exceptions.GetTimeoutError,
+        ) as e:
             raise WorkerLost(f"a worker of the trial is gone: {type(e).__name__}") from e
 
-    def run(self, load_train: Callable[[], Callable[..., None]],
-            report: Callable[[dict[str, Any], dict[str, Any] | None], None]) -> None:
+    def run(
+        self,
+        load_train: Callable[[], Callable[..., None]],
+        report: Callable[[dict[str, Any], dict[str, Any] | None], None],
+    ) -> None:
         """Train on every rank; hand rank 0's reports to ``report`` in order. Returns when
         rank 0's trainable has returned; raises ``WorkerFailed`` or ``WorkerLost``."""
         config, checkpoint = self.config.to_dict(), self.config.checkpoint
         config_ref = ray.put(config)
         checkpoint_ref = ray.put(checkpoint)
-        outcomes = {w.run.remote(load_train, config_ref, checkpoint_ref, r, self.master): r
-                    for r, w in enumerate(self.workers)}
+        outcomes = {
+            w.run.remote(load_train, config_ref, checkpoint_ref, r, self.master): r for r, w in enumerate(self.workers)
+        }
         lead = self.workers[0]
         pending: ray.ObjectRef | None = lead.next.remote(False)
         while True:

@@ -12,9 +12,22 @@ import pytest
 
 from support import launch
 
-SMOKE = ("--cluster", "local", "--study", "nqm", "--budget", "smoke", "--set", "target.value=2.6",
-         "--set", "tracking.mlflow=true", "--set", "tracking.tensorboard=true",
-         "--set", 'tracking.wandb="offline"')
+SMOKE = (
+    "--cluster",
+    "local",
+    "--study",
+    "nqm",
+    "--budget",
+    "smoke",
+    "--set",
+    "target.value=2.6",
+    "--set",
+    "tracking.mlflow=true",
+    "--set",
+    "tracking.tensorboard=true",
+    "--set",
+    'tracking.wandb="offline"',
+)
 
 _runs: dict[str, Path | str] = {}
 
@@ -24,7 +37,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if "run" not in _runs:
         run_dir = tmp_path_factory.mktemp("shared-smoke") / "run"
         r = launch(*SMOKE, "--out", str(run_dir), timeout=300)
-        _runs["run"] = run_dir if r.returncode == 0 else f"the shared smoke run failed ({r.returncode}): {r.stderr[-3000:]}"
+        _runs["run"] = (
+            run_dir if r.returncode == 0 else f"the shared smoke run failed ({r.returncode}): {r.stderr[-3000:]}"
+        )
         _runs["stdout"], _runs["stderr"] = r.stdout, r.stderr
     got = _runs["run"]
     if isinstance(got, str):

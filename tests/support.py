@@ -31,18 +31,33 @@ def write_tiny_fashion_mnist(directory: Path, n: int = 1200, seed: int = 0) -> P
     return directory
 
 
-def launch(*args: str, cwd: Path = REPO, timeout: float = 600,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def launch(
+    *args: str, cwd: Path = REPO, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m orchestrator.launch ARGS`` in a subprocess (``env`` added to os.environ)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "orchestrator.launch", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # Test-only defaults for calling a trainable directly with a few keys (a study supplies every
 # field; these never reach a real trial).
-_TEST_DEFAULTS: dict[str, Any] = dict(seed=0, optimizer="sgd", momentum=0.0, weight_decay=0.0,
-                                      warmup_examples=0, max_steps=None, max_examples=None, cpus=1)
+_TEST_DEFAULTS: dict[str, Any] = dict(
+    seed=0,
+    optimizer="sgd",
+    momentum=0.0,
+    weight_decay=0.0,
+    warmup_examples=0,
+    max_steps=None,
+    max_examples=None,
+    cpus=1,
+)
 
 
 def trial(config: dict[str, Any]) -> TrialConfig:
@@ -55,8 +70,10 @@ def trial(config: dict[str, Any]) -> TrialConfig:
     kw = {**_TEST_DEFAULTS, **{k: v for k, v in flat.items() if k in names}}
     kw.setdefault("micro_batch_size", kw["batch_size"])
     value = flat.pop("target_value", None)
-    target = Target(metric=flat.pop("target_metric", "val_loss"), mode=flat.pop("target_mode", "min"),
-                    value=0.0 if value is None else value)
+    target = Target(
+        metric=flat.pop("target_metric", "val_loss"),
+        mode=flat.pop("target_mode", "min"),
+        value=0.0 if value is None else value,
+    )
     settings = {k: v for k, v in flat.items() if k not in names}
-    return TrialConfig(**kw, target=target, stop_at_target=value is not None, settings=settings,
-                       checkpoint=checkpoint)
+    return TrialConfig(**kw, target=target, stop_at_target=value is not None, settings=settings, checkpoint=checkpoint)

@@ -24,9 +24,7 @@ T = TypeVar("T")
 
 
 def _slurm(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv), env={**os.environ, **env}, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
 
 
 def _refused(env: dict[str, str], *args: str) -> str:
@@ -82,9 +80,7 @@ def test_unknown_account_is_refused_up_front(slurm_env: dict[str, str]) -> None:
 def test_qos_the_user_may_not_use_is_refused(slurm_env: dict[str, str]) -> None:
     res = _test_only(slurm_env, "--qos=restricted")
     assert res.returncode == 1 and "Invalid qos specification" in res.stderr
-    assert "Batch job submission failed: Invalid qos specification" in _refused(
-        slurm_env, "--qos=restricted"
-    )
+    assert "Batch job submission failed: Invalid qos specification" in _refused(slurm_env, "--qos=restricted")
 
 
 def test_time_over_the_qos_limit_is_refused(slurm_env: dict[str, str]) -> None:

@@ -16,14 +16,23 @@ from orchestrator.tune_config import CONFIG_KEY
 
 
 def study(**search):
-    return validate({
-        "name": "nqm-adaptive", "trainable": "nqm", "trainable_config": {"dim": 100},
-        "search": {"batch_sizes": [1, 4, 16, 64, 256], "lr": {"min": 2**-7, "max": 4.0, "points": 19},
-                   "momentum": 0.0, "strategy": "adaptive", **search},
-        "budget": {"max_steps": 1000},
-        "target": {"metric": "val_loss", "mode": "min", "value": 0.05},
-        "early_stopping": {"scheduler": "none"},
-    })
+    return validate(
+        {
+            "name": "nqm-adaptive",
+            "trainable": "nqm",
+            "trainable_config": {"dim": 100},
+            "search": {
+                "batch_sizes": [1, 4, 16, 64, 256],
+                "lr": {"min": 2**-7, "max": 4.0, "points": 19},
+                "momentum": 0.0,
+                "strategy": "adaptive",
+                **search,
+            },
+            "budget": {"max_steps": 1000},
+            "target": {"metric": "val_loss", "mode": "min", "value": 0.05},
+            "early_stopping": {"scheduler": "none"},
+        }
+    )
 
 
 def fake_steps(b: int, lr: float) -> float | None:

@@ -14,7 +14,7 @@ from analysis.generalization import RUNNING, TRAIN_EVAL
 from analysis.synthetic import write_synthetic_run
 
 BATCHES = (32, 64, 128, 256, 512)
-TRUE_GAP = 0.02 + 0.01 * np.log2(np.array(BATCHES) / 32)   # synthetic.py's val - final-weights train loss
+TRUE_GAP = 0.02 + 0.01 * np.log2(np.array(BATCHES) / 32)  # synthetic.py's val - final-weights train loss
 LAG = 0.1  # the running mean's lag above the final weights' loss: larger than every gap
 
 
@@ -26,7 +26,8 @@ def test_gap_uses_train_eval_loss_when_the_curves_have_it(tmp_path: Path) -> Non
     assert gap == pytest.approx(TRUE_GAP, abs=1e-9)
     # The running mean would have given the biased gap, negative at every batch size.
     biased = a.trials.groupby("batch_size").apply(
-        lambda t: (t["final_val_loss"] - t["final_train_loss"]).mean(), include_groups=False)
+        lambda t: (t["final_val_loss"] - t["final_train_loss"]).mean(), include_groups=False
+    )
     assert (biased < 0).all()
     md = report_text(a, tmp_path)
     assert "`train_eval_loss`, both of the final weights" in md

@@ -60,23 +60,32 @@ def readme_sweep(path: Path) -> None:
     rows = []
     rng = np.random.default_rng(0)
     for bs in (64, 128, 256, 512):
-        s_star = 400 * (1 + 256 / bs)                      # S(B) with B_crit = 256
+        s_star = 400 * (1 + 256 / bs)  # S(B) with B_crit = 256
         for lr in (0.05, 0.1, 0.2, 0.4):
             s_trial = s_star * np.exp((np.log(lr / (0.1 * np.sqrt(bs / 64)))) ** 2 + rng.normal(0, 0.05))
             for it in np.unique(np.geomspace(10, 3 * s_star, 8).astype(int)):
                 loss = 0.3 + 0.2 * np.log(s_trial / it)
-                rows.append({"bs": bs, "learning_rate": lr, "iteration": it,
-                             "eval/loss": round(float(np.maximum(loss, 0.05)), 4)})
+                rows.append(
+                    {
+                        "bs": bs,
+                        "learning_rate": lr,
+                        "iteration": it,
+                        "eval/loss": round(float(np.maximum(loss, 0.05)), 4),
+                    }
+                )
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
-README_COMMAND = ("python -m analysis.import_sweep sweep.csv --out runs/imported --map batch_size=bs "
-                  "--map lr=learning_rate --map step=iteration --map val_loss=eval/loss "
-                  "--target-metric val_loss --target-mode min --target-value 0.3")
+README_COMMAND = (
+    "python -m analysis.import_sweep sweep.csv --out runs/imported --map batch_size=bs "
+    "--map lr=learning_rate --map step=iteration --map val_loss=eval/loss "
+    "--target-metric val_loss --target-mode min --target-value 0.3"
+)
 
 
-def test_the_readme_example_imports_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_example_imports_and_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     readme = (REPO / "README.md").read_text()
     assert "## Analysing a sweep you already ran" in readme
     assert README_COMMAND in readme.replace(" \\\n    ", " ")
@@ -97,9 +106,21 @@ def test_a_mapping_file_does_what_the_flags_do(tmp_path: Path) -> None:
     readme_sweep(tmp_path / "sweep.csv")
     (tmp_path / "map.toml").write_text(
         'name = "theirs"\n[columns]\nbatch_size = "bs"\nlr = "learning_rate"\nstep = "iteration"\n'
-        'val_loss = "eval/loss"\n[target]\nmetric = "val_loss"\nmode = "min"\nvalue = 0.3\n')
-    assert batchscale(["import", str(tmp_path / "sweep.csv"), "--out", str(tmp_path / "a"),
-                       "--mapping", str(tmp_path / "map.toml")]) == 0
+        'val_loss = "eval/loss"\n[target]\nmetric = "val_loss"\nmode = "min"\nvalue = 0.3\n'
+    )
+    assert (
+        batchscale(
+            [
+                "import",
+                str(tmp_path / "sweep.csv"),
+                "--out",
+                str(tmp_path / "a"),
+                "--mapping",
+                str(tmp_path / "map.toml"),
+            ]
+        )
+        == 0
+    )
     flags = README_COMMAND.split()[6:]  # the --map and --target flags
     assert main([str(tmp_path / "sweep.csv"), "--out", str(tmp_path / "b"), *flags, "--name", "theirs"]) == 0
     a, b = load_run(tmp_path / "a"), load_run(tmp_path / "b")
@@ -109,12 +130,14 @@ def test_a_mapping_file_does_what_the_flags_do(tmp_path: Path) -> None:
 
 def test_final_values_one_row_per_trial(tmp_path: Path) -> None:
     # Final values per (batch_size, lr): steps is each trial's length; reached if acc >= 0.85.
-    pd.DataFrame({
-        "batch_size": [64, 64, 64, 256, 256, 256, 1024, 1024, 1024],
-        "lr": [0.01, 0.02, 0.04] * 3,
-        "steps": [5000, 4000, 6000, 2000, 1500, 1800, 1200, 1300, 1100],
-        "val_accuracy": [0.86, 0.87, 0.84, 0.9, 0.86, 0.88, 0.8, 0.85, 0.84],
-    }).to_csv(tmp_path / "final.csv", index=False)
+    pd.DataFrame(
+        {
+            "batch_size": [64, 64, 64, 256, 256, 256, 1024, 1024, 1024],
+            "lr": [0.01, 0.02, 0.04] * 3,
+            "steps": [5000, 4000, 6000, 2000, 1500, 1800, 1200, 1300, 1100],
+            "val_accuracy": [0.86, 0.87, 0.84, 0.9, 0.86, 0.88, 0.8, 0.85, 0.84],
+        }
+    ).to_csv(tmp_path / "final.csv", index=False)
     assert main([str(tmp_path / "final.csv"), "--kind", "final", "--out", str(tmp_path / "run"), *TARGET]) == 0
     s = per_batch_summary(load_run(tmp_path / "run")).set_index("batch_size")
     assert s["steps_to_target"].to_dict() == {64: 4000, 256: 1500, 1024: 1300}
@@ -124,25 +147,32 @@ def test_final_values_one_row_per_trial(tmp_path: Path) -> None:
 GOOD = "batch_size,lr,seed,step,val_accuracy\n64,0.1,0,10,0.5\n64,0.1,0,20,0.9\n128,0.1,0,10,0.6\n"
 
 
-@pytest.mark.parametrize("csv,extra,expect", [
-    ("batch_size,seed,step,val_accuracy\n64,0,10,0.5\n", [], ["column 'lr' is missing"]),
-    (GOOD, ["--map", "step=iteration"], ["column 'iteration'", "--map step=iteration"]),
-    (GOOD.replace("64,0.1,0,20", "64,abc,0,20"), [], ["line 3", "column 'lr'", "'abc' is not a number"]),
-    (GOOD.replace("0.9\n", "high\n"), [], ["line 3", "column 'val_accuracy'", "'high' is not a number"]),
-    (GOOD.replace("val_accuracy", "acc").replace("0.9\n", "high\n"), ["--map", "val_accuracy=acc"],
-     ["line 3", "column 'val_accuracy' (from 'acc')", "'high' is not a number"]),
-    (GOOD.replace("64,0.1,0,20", "64,0.1,0,10"), [], ["line 3", "repeats step 10", "first at line 2"]),
-    (GOOD.replace("128,0.1", "128.5,0.1"), [], ["line 4", "column 'batch_size'", "is not an integer"]),
-    (GOOD.replace("64,0.1,0,20,0.9", "64,0.1,0,,0.9"), [], ["line 3", "column 'step'", "is empty"]),
-    (GOOD.replace("128,0.1", "128,-0.1"), [], ["line 4", "column 'lr'", "is not positive"]),
-    (GOOD.replace(",val_accuracy", ",val_loss"), [], ["column 'val_accuracy' (the target metric) is missing"]),
-    ("batch_size,lr,step,val_accuracy,status\n64,0.1,10,0.5,done\n", [], ["line 2", "column 'status'", "'done'"]),
-    (GOOD, ["--kind", "final"], ["line 3", "appears again", "first at line 2"]),
-    (GOOD, ["--map", "step"], ["--map expects COLUMN=SOURCE_COLUMN"]),
-    (GOOD, ["--target-mode", "sideways"], ["--target-mode"]),
-])
-def test_bad_input_exits_2_naming_column_and_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                 csv: str, extra: list[str], expect: list[str]) -> None:
+@pytest.mark.parametrize(
+    "csv,extra,expect",
+    [
+        ("batch_size,seed,step,val_accuracy\n64,0,10,0.5\n", [], ["column 'lr' is missing"]),
+        (GOOD, ["--map", "step=iteration"], ["column 'iteration'", "--map step=iteration"]),
+        (GOOD.replace("64,0.1,0,20", "64,abc,0,20"), [], ["line 3", "column 'lr'", "'abc' is not a number"]),
+        (GOOD.replace("0.9\n", "high\n"), [], ["line 3", "column 'val_accuracy'", "'high' is not a number"]),
+        (
+            GOOD.replace("val_accuracy", "acc").replace("0.9\n", "high\n"),
+            ["--map", "val_accuracy=acc"],
+            ["line 3", "column 'val_accuracy' (from 'acc')", "'high' is not a number"],
+        ),
+        (GOOD.replace("64,0.1,0,20", "64,0.1,0,10"), [], ["line 3", "repeats step 10", "first at line 2"]),
+        (GOOD.replace("128,0.1", "128.5,0.1"), [], ["line 4", "column 'batch_size'", "is not an integer"]),
+        (GOOD.replace("64,0.1,0,20,0.9", "64,0.1,0,,0.9"), [], ["line 3", "column 'step'", "is empty"]),
+        (GOOD.replace("128,0.1", "128,-0.1"), [], ["line 4", "column 'lr'", "is not positive"]),
+        (GOOD.replace(",val_accuracy", ",val_loss"), [], ["column 'val_accuracy' (the target metric) is missing"]),
+        ("batch_size,lr,step,val_accuracy,status\n64,0.1,10,0.5,done\n", [], ["line 2", "column 'status'", "'done'"]),
+        (GOOD, ["--kind", "final"], ["line 3", "appears again", "first at line 2"]),
+        (GOOD, ["--map", "step"], ["--map expects COLUMN=SOURCE_COLUMN"]),
+        (GOOD, ["--target-mode", "sideways"], ["--target-mode"]),
+    ],
+)
+def test_bad_input_exits_2_naming_column_and_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], csv: str, extra: list[str], expect: list[str]
+) -> None:
     (tmp_path / "in.csv").write_text(csv)
     target = TARGET[:2] + TARGET[4:] if "--target-mode" in extra else TARGET
     out = tmp_path / "run"
@@ -201,8 +231,21 @@ def test_tensorboard_runs_named_by_pattern(tmp_path: Path) -> None:
             for step in (10, 100, 200, 400, 800, 1600):
                 w.add_scalar("eval/acc", float(np.clip(0.85 + 0.1 * np.log(step / s_trial), 0, 1)), step)
                 w.add_scalar("lr", lr, step)
-    assert main([str(tmp_path / "logs"), "--out", str(tmp_path / "run"), "--map", "val_accuracy=eval/acc",
-                 "--run-pattern", r"bs(?P<batch_size>\d+)_lr(?P<lr>[0-9.e-]+)", *TARGET]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "logs"),
+                "--out",
+                str(tmp_path / "run"),
+                "--map",
+                "val_accuracy=eval/acc",
+                "--run-pattern",
+                r"bs(?P<batch_size>\d+)_lr(?P<lr>[0-9.e-]+)",
+                *TARGET,
+            ]
+        )
+        == 0
+    )
     run = load_run(tmp_path / "run")
     assert set(run.curves["trial_id"]) == {"bs64_lr0.1", "bs64_lr0.2", "bs256_lr0.2", "bs256_lr0.4"}
     assert "lr/scalar" in run.curves.columns
@@ -224,12 +267,18 @@ def test_tensorboard_runs_described_by_hparams(tmp_path: Path) -> None:
                 w.add_scalar("val_accuracy", 0.8 + 0.02 * np.log10(step) * (1 + i), step)
     assert main([str(tmp_path / "logs"), "--out", str(tmp_path / "run"), "--map", "lr=learning_rate", *TARGET]) == 0
     t = load_run(tmp_path / "run").curves.groupby("trial_id")[["batch_size", "lr", "seed"]].first()
-    assert t.to_dict("index") == {"run0": {"batch_size": 32, "lr": 0.05, "seed": 0},
-                                  "run1": {"batch_size": 128, "lr": 0.1, "seed": 0}}
+    assert t.to_dict("index") == {
+        "run0": {"batch_size": 32, "lr": 0.05, "seed": 0},
+        "run1": {"batch_size": 128, "lr": 0.1, "seed": 0},
+    }
 
 
 def test_the_module_runs_from_the_shell(tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text(GOOD.replace("0.9\n", "x\n"))
-    proc = subprocess.run([sys.executable, "-m", "analysis.import_sweep", "in.csv", "--out", "run", *TARGET],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis.import_sweep", "in.csv", "--out", "run", *TARGET],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and re.search(r"line 3: column 'val_accuracy'", proc.stderr)

@@ -19,7 +19,7 @@ from analysis.results import Analysis, fits_json
 from analysis.synthetic import write_synthetic_run
 
 B = np.array([32, 64, 128, 256, 512, 1024, 2048], dtype=float)
-LINEAR = (lambda b: 0.01 * np.asarray(b) / 32)
+LINEAR = lambda b: 0.01 * np.asarray(b) / 32
 CriticalBatchInput = tuple[pd.DataFrame, Resamples]
 
 
@@ -36,8 +36,9 @@ def one_trial_per_batch(b: np.ndarray, steps: np.ndarray, n_boot: int = 50) -> C
     """A per-batch summary and its bootstrap for a sweep with one trial per batch size: every
     resample draws that trial, so every row repeats the data."""
     per_batch = pd.DataFrame({"batch_size": b, "steps_to_target": steps})
-    boot = Resamples(b, np.tile(steps, (n_boot, 1)), np.full((n_boot, b.size), np.nan),
-                     np.zeros((n_boot, b.size), dtype=bool))
+    boot = Resamples(
+        b, np.tile(steps, (n_boot, 1)), np.full((n_boot, b.size), np.nan), np.zeros((n_boot, b.size), dtype=bool)
+    )
     return per_batch, boot
 
 
@@ -48,6 +49,7 @@ def test_one_trial_per_batch_size_gets_a_residual_interval(tmp_path: Path) -> No
     c = a.critical
     # Before: the percentile interval of resamples that all repeat the data is [x, x].
     from analysis.critical import critical_batch_batched
+
     r = critical_batch_batched(a.boot.batch_sizes, a.boot.steps)
     lo_b, hi_b = percentile_ci(r.b_crit)
     assert lo_b == pytest.approx(hi_b) == pytest.approx(c.b_crit)
@@ -77,8 +79,8 @@ def test_residual_interval_covers_the_truth() -> None:
         lo, hi = c.b_crit_ci95
         covered += (lo is None or lo <= 256) and (hi is None or hi >= 256)
         widths.append((hi or np.inf) / (lo or 1e-9))
-    assert covered >= 45, covered          # >= 90% of 50 (nominal 95%)
-    assert min(widths) > 1.05              # never a zero-width interval
+    assert covered >= 45, covered  # >= 90% of 50 (nominal 95%)
+    assert min(widths) > 1.05  # never a zero-width interval
 
 
 def test_no_scatter_gives_null_with_the_reason() -> None:
@@ -93,13 +95,20 @@ def test_three_points_leave_one_degree_of_freedom_and_a_wide_interval() -> None:
     c = critical_with_intervals(*one_trial_per_batch(b, 1000 * (1 + 256 / b) * np.exp([0.05, -0.05, 0.03])))
     assert c.ci_method == PROFILE
     lo, hi = c.b_crit_ci95
-    assert lo is None or hi is None or hi / lo > 5       # F(1, 1) is 161: little is known
+    assert lo is None or hi is None or hi / lo > 5  # F(1, 1) is 161: little is known
 
 
 def test_a_single_decisive_trial_at_one_batch_size_switches_to_the_residual_method(tmp_path: Path) -> None:
     # Only at B = 2048 is the budget so tight that a single trial (the one at eta*) gets there.
-    write_synthetic_run(tmp_path, lr_law=LINEAR, lr_grid=lambda b: LINEAR(b) * np.exp(0.6 * np.arange(-4, 5)),
-                        kappa=2.0, budget=[3, 3, 3, 3, 3, 3, 1.4], noise=0.05, rng_seed=4)
+    write_synthetic_run(
+        tmp_path,
+        lr_law=LINEAR,
+        lr_grid=lambda b: LINEAR(b) * np.exp(0.6 * np.arange(-4, 5)),
+        kappa=2.0,
+        budget=[3, 3, 3, 3, 3, 3, 1.4],
+        noise=0.05,
+        rng_seed=4,
+    )
     a = analyse(load_run(tmp_path), n_boot=100)
     assert a.per_batch.set_index("batch_size").loc[2048, "reached"] == 1
     assert a.critical.ci_method == PROFILE and "B = 2048" in a.critical.ci_note
@@ -115,8 +124,15 @@ def test_several_trials_per_batch_size_keep_the_bootstrap(tmp_path: Path) -> Non
 
 def _trials(batch_size: int, steps: list[float], seeds: list[int]) -> BatchTrials:
     n = len(steps)
-    return BatchTrials(batch_size, np.array([0.0]), np.zeros(n, dtype=np.int64), np.array(steps, dtype=float),
-                       np.full(n, np.inf), np.arange(n), np.array(seeds, dtype=float))
+    return BatchTrials(
+        batch_size,
+        np.array([0.0]),
+        np.zeros(n, dtype=np.int64),
+        np.array(steps, dtype=float),
+        np.full(n, np.inf),
+        np.arange(n),
+        np.array(seeds, dtype=float),
+    )
 
 
 def test_hierarchical_bootstrap_draws_seeds_once_for_every_batch_size() -> None:
@@ -125,7 +141,7 @@ def test_hierarchical_bootstrap_draws_seeds_once_for_every_batch_size() -> None:
     h = resample(batches, n_boot=400, seed=1)
     assert h.method == HIERARCHICAL and h.n_seeds == 2
     assert np.array_equal(h.steps[:, 0] == 100, h.steps[:, 1] == 60)
-    assert 0.6 < np.mean(h.steps[:, 0] == 100) < 0.9          # P(seed 0 drawn) = 3/4
+    assert 0.6 < np.mean(h.steps[:, 0] == 100) < 0.9  # P(seed 0 drawn) = 3/4
     flat = resample(batches, n_boot=400, seed=1, hierarchical=False)
     assert flat.method == TRIALS
     assert not np.array_equal(flat.steps[:, 0] == 100, flat.steps[:, 1] == 60)
@@ -140,8 +156,9 @@ def test_hierarchical_bootstrap_resamples_trials_within_a_seed() -> None:
 
 
 def test_several_seeds_use_the_hierarchical_bootstrap_and_say_so(tmp_path: Path) -> None:
-    write_synthetic_run(tmp_path, lr_law=LINEAR, seeds=3, rng_seed=6, lr_grid=np.geomspace(1e-3, 10, 9),
-                        evals_per_trial=15)
+    write_synthetic_run(
+        tmp_path, lr_law=LINEAR, seeds=3, rng_seed=6, lr_grid=np.geomspace(1e-3, 10, 9), evals_per_trial=15
+    )
     a = analyse(load_run(tmp_path), n_boot=60)
     fits = json.loads(json.dumps(fits_json(a)))
     assert fits["bootstrap"]["method"] == HIERARCHICAL

@@ -19,18 +19,36 @@ from analysis.synthetic import write_synthetic_run
 
 REPO = Path(__file__).resolve().parent.parent
 B_CRIT = 256.0
-LINEAR = (lambda b: 0.01 * np.asarray(b) / 32)
-SQRT = (lambda b: 0.02 * np.sqrt(np.asarray(b) / 32))
+LINEAR = lambda b: 0.01 * np.asarray(b) / 32
+SQRT = lambda b: 0.02 * np.sqrt(np.asarray(b) / 32)
 
 # The contract's example (CONTRACTS.md, report/fits.json), to compare key structure with.
 CONTRACT_FITS = {
     "target": {"metric": "val_accuracy", "mode": "max", "value": 0.85},
-    "per_batch": [{"batch_size": 16, "best_lr": 0.05, "lr_on_edge": False, "steps_to_target": 9000,
-                   "examples_to_target": 144000, "trials": 9, "reached": 6}],
-    "critical_batch": {"b_crit": 700.0, "b_crit_ci95": [560.0, 880.0], "s_min": 1200.0,
-                       "e_min": 840000.0, "n_points": 8},
-    "lr_scaling": {"exponent": 0.52, "exponent_ci95": [0.41, 0.63], "preferred_rule": "sqrt",
-                   "aicc": {"linear": 0.0, "sqrt": 0.0, "power": 0.0, "saturating": 0.0}},
+    "per_batch": [
+        {
+            "batch_size": 16,
+            "best_lr": 0.05,
+            "lr_on_edge": False,
+            "steps_to_target": 9000,
+            "examples_to_target": 144000,
+            "trials": 9,
+            "reached": 6,
+        }
+    ],
+    "critical_batch": {
+        "b_crit": 700.0,
+        "b_crit_ci95": [560.0, 880.0],
+        "s_min": 1200.0,
+        "e_min": 840000.0,
+        "n_points": 8,
+    },
+    "lr_scaling": {
+        "exponent": 0.52,
+        "exponent_ci95": [0.41, 0.63],
+        "preferred_rule": "sqrt",
+        "aicc": {"linear": 0.0, "sqrt": 0.0, "power": 0.0, "saturating": 0.0},
+    },
     "regimes": {"perfect_scaling_up_to": 256, "diminishing_returns_up_to": 2048},
     "noise_scale": {"b_simple": 650.0},
 }
@@ -41,8 +59,11 @@ def missing_keys(fits: object, contract: object, path: str = "") -> list[str]:
     if isinstance(contract, dict):
         if not isinstance(fits, dict):
             return [path or "."]
-        return [m for k, v in contract.items()
-                for m in ([f"{path}.{k}"] if k not in fits else missing_keys(fits[k], v, f"{path}.{k}"))]
+        return [
+            m
+            for k, v in contract.items()
+            for m in ([f"{path}.{k}"] if k not in fits else missing_keys(fits[k], v, f"{path}.{k}"))
+        ]
     if isinstance(contract, list) and contract and isinstance(contract[0], dict):
         if not isinstance(fits, list):
             return [path]
@@ -80,8 +101,15 @@ def test_linear_law_full_report(tmp_path: Path) -> None:
     for p in fits["per_batch"]:
         assert p["best_lr"] == pytest.approx(0.01 * p["batch_size"] / 32, rel=0.35)
         assert p["examples_to_target"] == pytest.approx(p["steps_to_target"] * p["batch_size"])
-    for stem in ("steps_vs_batch", "examples_vs_batch", "lr_vs_batch", "heatmap", "learning_curves",
-                 "generalization_gap", "noise_scale"):
+    for stem in (
+        "steps_vs_batch",
+        "examples_vs_batch",
+        "lr_vs_batch",
+        "heatmap",
+        "learning_curves",
+        "generalization_gap",
+        "noise_scale",
+    ):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 10_000
         assert (out / "figures" / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
     for stem in ("per_batch", "fits"):
@@ -131,6 +159,7 @@ def test_optima_on_the_grid_edge_are_flagged_and_left_out(tmp_path: Path) -> Non
     assert a.lr_scaling.n_points == 5
     assert fits_json(a)["lr_scaling"]["exponent"] == pytest.approx(1.0, abs=0.15)
     from analysis.document import caveats
+
     assert any("grid's edge at B = 1024, 2048" in c for c in caveats(a))
 
 
@@ -154,7 +183,12 @@ def test_one_batch_size_gives_null_fits_and_a_report(tmp_path: Path) -> None:
     assert_contract_shape(fits)
     assert len(fits["per_batch"]) == 1 and fits["per_batch"][0]["steps_to_target"] is not None
     assert {k: fits["critical_batch"][k] for k in CONTRACT_FITS["critical_batch"]} == {
-        "b_crit": None, "b_crit_ci95": None, "s_min": None, "e_min": None, "n_points": 1}
+        "b_crit": None,
+        "b_crit_ci95": None,
+        "s_min": None,
+        "e_min": None,
+        "n_points": 1,
+    }
     assert fits["lr_scaling"]["exponent"] is None and fits["lr_scaling"]["preferred_rule"] is None
     assert set(fits["lr_scaling"]["aicc"].values()) == {None}
     assert fits["regimes"] == {"perfect_scaling_up_to": None, "diminishing_returns_up_to": None}
@@ -180,8 +214,9 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "curves" in err and len(err.strip().splitlines()) == 1
-    proc = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "nope")],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis.report", str(tmp_path / "nope")], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "nope" in proc.stderr
 
 

@@ -50,12 +50,15 @@ def test_surge_data_are_recognised_with_b_noise(seed: int, b_noise: float) -> No
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("rule,law", [
-    ("constant", lambda b: np.full(b.shape, 0.05)),
-    ("sqrt", lambda b: 0.01 * np.sqrt(b / 32)),
-    ("linear", lambda b: 0.01 * b / 32),
-    ("saturating", lambda b: 0.8 / (1 + 300 / b)),
-])
+@pytest.mark.parametrize(
+    "rule,law",
+    [
+        ("constant", lambda b: np.full(b.shape, 0.05)),
+        ("sqrt", lambda b: 0.01 * np.sqrt(b / 32)),
+        ("linear", lambda b: 0.01 * b / 32),
+        ("saturating", lambda b: 0.8 / (1 + 300 / b)),
+    ],
+)
 def test_each_rule_is_named_on_its_own_data(seed: int, rule: str, law: object) -> None:
     fit = fit_lr_rules(B, noisy(law(B), seed, 0.03), sigma_floor=GRID_SIGMA)  # type: ignore[operator]
     assert fit.preferred_rule == rule
@@ -91,12 +94,15 @@ def test_without_an_interval_the_choice_says_it_is_unchecked() -> None:
     assert fit.preferred_rule == "sqrt"
 
 
-@pytest.mark.parametrize("name,law,rule", [
-    ("surge", lambda b: surge(b, 256.0), "surge"),
-    ("flat", lambda b: np.full(np.shape(b), 0.05), "constant"),
-    ("sqrt", lambda b: 0.02 * np.sqrt(np.asarray(b) / 32), "sqrt"),
-    ("linear", lambda b: 0.01 * np.asarray(b) / 32, "linear"),
-])
+@pytest.mark.parametrize(
+    "name,law,rule",
+    [
+        ("surge", lambda b: surge(b, 256.0), "surge"),
+        ("flat", lambda b: np.full(np.shape(b), 0.05), "constant"),
+        ("sqrt", lambda b: 0.02 * np.sqrt(np.asarray(b) / 32), "sqrt"),
+        ("linear", lambda b: 0.01 * np.asarray(b) / 32, "linear"),
+    ],
+)
 def test_end_to_end_rule_from_synthetic_sweeps(tmp_path: Path, name: str, law: object, rule: str) -> None:
     write_synthetic_run(tmp_path, lr_law=law, rng_seed=2, evals_per_trial=20)  # type: ignore[arg-type]
     a = analyse(load_run(tmp_path), n_boot=100)

@@ -15,11 +15,21 @@ from analysis.load import RunError
 from analysis.steps import trial_table
 
 CURVE_TYPES = {
-    "study": pa.string(), "trial_id": pa.string(), "batch_size": pa.int64(),
-    "micro_batch_size": pa.int64(), "lr": pa.float64(), "seed": pa.int64(), "step": pa.int64(),
-    "examples_seen": pa.int64(), "epoch": pa.float64(), "wall_time_s": pa.float64(),
-    "train_loss": pa.float64(), "val_loss": pa.float64(), "val_accuracy": pa.float64(),
-    "lr_current": pa.float64(), "grad_noise_scale": pa.float64(),
+    "study": pa.string(),
+    "trial_id": pa.string(),
+    "batch_size": pa.int64(),
+    "micro_batch_size": pa.int64(),
+    "lr": pa.float64(),
+    "seed": pa.int64(),
+    "step": pa.int64(),
+    "examples_seen": pa.int64(),
+    "epoch": pa.float64(),
+    "wall_time_s": pa.float64(),
+    "train_loss": pa.float64(),
+    "val_loss": pa.float64(),
+    "val_accuracy": pa.float64(),
+    "lr_current": pa.float64(),
+    "grad_noise_scale": pa.float64(),
 }
 
 
@@ -27,22 +37,40 @@ def write_study(run_dir: Path, metric: str = "val_accuracy", mode: str = "max", 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "study.toml").write_text(
         f'name = "hand"\ntrainable = "nqm"\n[search]\nbatch_sizes = [32, 64]\n'
-        f'lr = {{ min = 0.01, max = 1.0, points = 3 }}\n'
-        f'[target]\nmetric = "{metric}"\nmode = "{mode}"\nvalue = {value}\n')
+        f"lr = {{ min = 0.01, max = 1.0, points = 3 }}\n"
+        f'[target]\nmetric = "{metric}"\nmode = "{mode}"\nvalue = {value}\n'
+    )
 
 
-def write_trial(run_dir: Path, trial_id: str, batch_size: int, lr: float, steps: list[int],
-                acc: list[float | None] | None = None, val_loss: list[float | None] | None = None,
-                wall: list[float] | None = None, with_batch_column: bool = True,
-                gns_type: pa.DataType = pa.float64()) -> None:
+def write_trial(
+    run_dir: Path,
+    trial_id: str,
+    batch_size: int,
+    lr: float,
+    steps: list[int],
+    acc: list[float | None] | None = None,
+    val_loss: list[float | None] | None = None,
+    wall: list[float] | None = None,
+    with_batch_column: bool = True,
+    gns_type: pa.DataType = pa.float64(),
+) -> None:
     n = len(steps)
     cols = {
-        "study": ["hand"] * n, "trial_id": [trial_id] * n, "batch_size": [batch_size] * n,
-        "micro_batch_size": [batch_size] * n, "lr": [lr] * n, "seed": [0] * n, "step": steps,
-        "examples_seen": [s * batch_size for s in steps], "epoch": [s * batch_size / 6e4 for s in steps],
-        "wall_time_s": wall or [float(s) / 10 for s in steps], "train_loss": [1.0 / (1 + s) for s in steps],
-        "val_loss": val_loss or [1.2 / (1 + s) for s in steps], "val_accuracy": acc or [None] * n,
-        "lr_current": [lr] * n, "grad_noise_scale": [None] * n,
+        "study": ["hand"] * n,
+        "trial_id": [trial_id] * n,
+        "batch_size": [batch_size] * n,
+        "micro_batch_size": [batch_size] * n,
+        "lr": [lr] * n,
+        "seed": [0] * n,
+        "step": steps,
+        "examples_seen": [s * batch_size for s in steps],
+        "epoch": [s * batch_size / 6e4 for s in steps],
+        "wall_time_s": wall or [float(s) / 10 for s in steps],
+        "train_loss": [1.0 / (1 + s) for s in steps],
+        "val_loss": val_loss or [1.2 / (1 + s) for s in steps],
+        "val_accuracy": acc or [None] * n,
+        "lr_current": [lr] * n,
+        "grad_noise_scale": [None] * n,
     }
     schema = pa.schema([(k, gns_type if k == "grad_noise_scale" else t) for k, t in CURVE_TYPES.items()])
     table = pa.table({k: pa.array(v, schema.field(k).type) for k, v in cols.items()}, schema=schema)
@@ -84,12 +112,17 @@ def test_never_reached_and_diverged_trials_do_not_reach(tmp_path: Path) -> None:
     write_trial(tmp_path, "slow", 32, 0.01, [10, 100], acc=[0.5, 0.6])
     write_trial(tmp_path, "boom", 32, 1.0, [10, 100], acc=[0.9, None])
     write_trial(tmp_path, "ok", 32, 0.1, [10, 100], acc=[0.8, 0.9])
-    trials = pa.table({
-        "trial_id": ["slow", "boom", "ok", "lost"], "study": ["hand"] * 4, "batch_size": [32, 32, 32, 32],
-        "lr": [0.01, 1.0, 0.1, 0.3], "seed": [0, 0, 0, 0],
-        "status": ["early_stopped", "diverged", "completed", "failed"],
-        "sharpness": pa.array([None, None, 3.0, None], pa.float64()),
-    })
+    trials = pa.table(
+        {
+            "trial_id": ["slow", "boom", "ok", "lost"],
+            "study": ["hand"] * 4,
+            "batch_size": [32, 32, 32, 32],
+            "lr": [0.01, 1.0, 0.1, 0.3],
+            "seed": [0, 0, 0, 0],
+            "status": ["early_stopped", "diverged", "completed", "failed"],
+            "sharpness": pa.array([None, None, 3.0, None], pa.float64()),
+        }
+    )
     pq.write_table(trials, tmp_path / "trials.parquet")
     t = trial_table(load_run(tmp_path)).set_index("trial_id")
     assert not t.loc["slow", "reached"] and np.isnan(t.loc["slow", "steps_to_target"])

@@ -17,11 +17,25 @@ import pyarrow.parquet as pq
 
 from support import REPO, launch
 
-STUDY = ["--study", "nqm", "--set", 'early_stopping.scheduler="asha"', "--set", "early_stopping.grace_examples=2000",
-         "--set", "search.batch_sizes=[4, 64]", "--set", "search.lr={min = 0.0078125, max = 2.0, points = 7}",
-         "--set", "budget.max_steps=20000", "--set", "trainable_config.dim=1000",
-         # one trial at a time on the 2 CPUs of the local Ray: the trial order is the grid's
-         "--set", "resources.cpus_per_trial=2"]
+STUDY = [
+    "--study",
+    "nqm",
+    "--set",
+    'early_stopping.scheduler="asha"',
+    "--set",
+    "early_stopping.grace_examples=2000",
+    "--set",
+    "search.batch_sizes=[4, 64]",
+    "--set",
+    "search.lr={min = 0.0078125, max = 2.0, points = 7}",
+    "--set",
+    "budget.max_steps=20000",
+    "--set",
+    "trainable_config.dim=1000",
+    # one trial at a time on the 2 CPUs of the local Ray: the trial order is the grid's
+    "--set",
+    "resources.cpus_per_trial=2",
+]
 
 
 def _stopped(run_dir: Path) -> set[tuple[int, float]]:
@@ -46,9 +60,14 @@ def test_asha_stops_the_same_trials_after_an_interruption(tmp_path: Path) -> Non
     assert 0 < len(expected) < 14, expected  # ASHA did decide something
 
     run_dir = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.launch", *STUDY, "--out", str(run_dir)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.launch", *STUDY, "--out", str(run_dir)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 120
     while _done(run_dir) < 6 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

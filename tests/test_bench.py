@@ -19,13 +19,24 @@ import pytest
 from support import REPO
 
 # one batch size, two learning rates, 30 steps: two trials of a second or two
-TINY_STUDY = ["--set", "search.batch_sizes=[256]", "--set", "search.lr={min=0.02, max=0.04, points=2}",
-              "--set", "budget.max_steps=30"]
+TINY_STUDY = [
+    "--set",
+    "search.batch_sizes=[256]",
+    "--set",
+    "search.lr={min=0.02, max=0.04, points=2}",
+    "--set",
+    "budget.max_steps=30",
+]
 
 
 def run_bench(script: str, out: Path, *args: str, timeout: float = 180) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, f"bench/{script}", "--quick", "--out", str(out), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, f"bench/{script}", "--quick", "--out", str(out), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
     check_format(result)
@@ -68,8 +79,18 @@ def test_demo(demo: tuple[dict[str, Any], Path]) -> None:
 
 def test_orchestration(demo: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
     _, run = demo
-    r = run_bench("bench_orchestration.py", tmp_path / "o.json", "--trials", "4", "--work-s", "0.1",
-                  "--reports", "2", "--fashion-run", str(run))
+    r = run_bench(
+        "bench_orchestration.py",
+        tmp_path / "o.json",
+        "--trials",
+        "4",
+        "--work-s",
+        "0.1",
+        "--reports",
+        "2",
+        "--fashion-run",
+        str(run),
+    )
     assert r["name"] == "orchestration" and len(r["goal"]["checks"]) == 2
     one = r["figures"]["one_second_trials"]
     for arm in ("batchscale", "stock_tune"):

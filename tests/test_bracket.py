@@ -31,6 +31,7 @@ def run(br: Bracket, f, parallel: bool = True) -> list[int]:
 def bowl(opt: float, cap: int | None = None):
     def f(i: int) -> Key:
         return DIVERGED if cap is not None and i >= cap else (REACHED, (i - opt) ** 2)
+
     return f
 
 

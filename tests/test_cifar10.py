@@ -18,8 +18,18 @@ from trainables import get
 from trainables.cifar10 import FILES, TrainableConfig, preflight
 from trainables.schedule import eval_steps
 
-ROW = {"step", "examples_seen", "epoch", "wall_time_s", "train_loss", "val_loss", "val_accuracy",
-       "lr_current", "train_eval_loss", "train_eval_accuracy"}
+ROW = {
+    "step",
+    "examples_seen",
+    "epoch",
+    "wall_time_s",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "lr_current",
+    "train_eval_loss",
+    "train_eval_accuracy",
+}
 
 
 def write_cifar(directory: Path, per_batch: int = 32, test: int = 64, seed: int = 0) -> Path:
@@ -33,8 +43,15 @@ def write_cifar(directory: Path, per_batch: int = 32, test: int = 64, seed: int 
         for k in range(10):
             x[labels == k, k % 3, 3 * k : 3 * k + 5, :] += 150
         with (directory / name).open("wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels.tolist(),
-                         b"data": x.reshape(n, 3072), b"filenames": [b"x.png"] * n}, f)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels.tolist(),
+                    b"data": x.reshape(n, 3072),
+                    b"filenames": [b"x.png"] * n,
+                },
+                f,
+            )
     return directory
 
 
@@ -44,8 +61,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
-    return {"batch_size": 32, "lr": 0.2, "momentum": 0.85, "max_steps": 6, "warmup_examples": 64,
-            "data_dir": str(data_dir), "widths": [4, 8, 8], "tta": 0, "eval_ratio": 2.0, **kw}
+    return {
+        "batch_size": 32,
+        "lr": 0.2,
+        "momentum": 0.85,
+        "max_steps": 6,
+        "warmup_examples": 64,
+        "data_dir": str(data_dir),
+        "widths": [4, 8, 8],
+        "tta": 0,
+        "eval_ratio": 2.0,
+        **kw,
+    }
 
 
 def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
@@ -108,7 +135,9 @@ def _launch(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> s
     return err
 
 
-def test_missing_or_malformed_data_is_exit_2_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_or_malformed_data_is_exit_2_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _launch(tmp_path, tmp_path / "nowhere", capsys)
     assert str(tmp_path / "nowhere") in err and "data_batch_1" in err and "test_batch" in err
     partial = write_cifar(tmp_path / "partial", per_batch=4, test=4)

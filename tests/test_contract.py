@@ -33,8 +33,16 @@ def test_a_nan_metric_never_reaches_the_target_anywhere(tmp_path: Path) -> None:
     t = Target(metric="val_accuracy", mode="max", value=0.5)
     assert t.reached(0.6) and not t.reached(float("nan")) and not t.reached(None) and not t.reached(math.inf)
     assert list(t.reached(np.array([np.nan, 0.4, 0.7]))) == [False, False, True]
-    cfg = trial({"batch_size": 8, "lr": 0.1, "max_steps": 10, "target_metric": "val_accuracy",
-                 "target_mode": "max", "target_value": 0.5})
+    cfg = trial(
+        {
+            "batch_size": 8,
+            "lr": 0.1,
+            "max_steps": 10,
+            "target_metric": "val_accuracy",
+            "target_mode": "max",
+            "target_value": 0.5,
+        }
+    )
     assert not cfg.ends_at({"val_accuracy": float("nan")}) and cfg.ends_at({"val_accuracy": 0.6})
 
     # the progress display: a NaN result is no best value and no target reached
@@ -45,8 +53,17 @@ def test_a_nan_metric_never_reaches_the_target_anywhere(tmp_path: Path) -> None:
     assert progress.best == {} and progress.reached == {}
 
     # the analysis: the first crossing skips the NaN evaluation before it
-    curves = pd.DataFrame({"trial_id": "a", "batch_size": 16, "lr": 0.1, "seed": 0, "step": [1, 2, 3, 4],
-                           "examples_seen": [16, 32, 48, 64], "val_accuracy": [0.1, np.nan, 0.2, 0.9]})
+    curves = pd.DataFrame(
+        {
+            "trial_id": "a",
+            "batch_size": 16,
+            "lr": 0.1,
+            "seed": 0,
+            "step": [1, 2, 3, 4],
+            "examples_seen": [16, 32, 48, 64],
+            "val_accuracy": [0.1, np.nan, 0.2, 0.9],
+        }
+    )
     trials = pd.DataFrame({"trial_id": ["a"], "batch_size": [16], "lr": [0.1], "seed": [0], "status": ["completed"]})
     run = Run(curves, trials, {"name": "x", "target": t.model_dump()}, tmp_path)
     row = trial_table(run).iloc[0]
@@ -57,8 +74,9 @@ def test_one_cap_and_a_target_on_the_last_step() -> None:
     """The trainable, the study's examples cap, the scheduler's budget end and the
     progress budget all use ``step_cap``; a trial reaching the target exactly at its cap
     ends there, at the target, and is not early-stopped."""
-    study = load_study("nqm", overrides=["search.batch_sizes=[64]", "budget.max_steps=500",
-                                          "budget.max_examples=20000"])
+    study = load_study(
+        "nqm", overrides=["search.batch_sizes=[64]", "budget.max_steps=500", "budget.max_examples=20000"]
+    )
     cap = step_cap(64, 500, 20_000)
     assert cap == 312 == 20_000 // 64
     assert study.budget.examples_cap(64) == cap * 64
@@ -74,12 +92,13 @@ def test_one_cap_and_a_target_on_the_last_step() -> None:
     at_last = cfg.__class__(**{**cfg.__dict__, "target": target})
     assert [at_last.ends_at(r) for r in rows].index(True) == len(rows) - 1
 
-    sched = PerBatchSizeASHA(metric="val_loss", mode="min", grace_examples=64, reduction_factor=3,
-                             max_examples_by_batch={64: cap * 64})
+    sched = PerBatchSizeASHA(
+        metric="val_loss", mode="min", grace_examples=64, reduction_factor=3, max_examples_by_batch={64: cap * 64}
+    )
     tr = _tune_trial("last", at_last)
     sched.on_trial_add(None, tr)
     assert sched.on_trial_result(None, tr, rows[-1]) == "STOP"  # the budget's end...
-    assert sched.early_stopped == set()                          # ...is not early stopping
+    assert sched.early_stopped == set()  # ...is not early stopping
 
 
 def test_diverged_then_errored_is_diverged_in_the_sink_and_the_progress(tmp_path: Path) -> None:

@@ -31,8 +31,16 @@ from trainables.schedule import eval_steps
 STEPS = 24
 # What must equal N = 1's step by step. grad_noise_scale is an estimate from each rank's
 # first micro-batch (|G_small|² averaged over ranks): the same expectation, not the same number.
-SAME = ("train_loss", "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy", "epoch",
-        "lr_current", "sharpness")
+SAME = (
+    "train_loss",
+    "train_eval_loss",
+    "train_eval_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "epoch",
+    "lr_current",
+    "sharpness",
+)
 REL = 1e-4
 MEASURED: dict[str, float] = {}  # the largest relative differences seen, printed at the end
 
@@ -50,9 +58,19 @@ def report_measured():
 
 def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
     """B = 64 on the MLP (no batch norm), 24 steps, an evaluation on each log-spaced step."""
-    return {"batch_size": 64, "micro_batch_size": 64, "lr": 0.05, "seed": 3, "momentum": 0.9,
-            "max_steps": STEPS, "data_dir": str(data_dir), "val_size": 200, "hidden": 64,
-            "sharpness_examples": 64, **kw}
+    return {
+        "batch_size": 64,
+        "micro_batch_size": 64,
+        "lr": 0.05,
+        "seed": 3,
+        "momentum": 0.9,
+        "max_steps": STEPS,
+        "data_dir": str(data_dir),
+        "val_size": 200,
+        "hidden": 64,
+        "sharpness_examples": 64,
+        **kw,
+    }
 
 
 def run(cfg: TrialConfig) -> tuple[list[dict], list[dict | None]]:
@@ -146,17 +164,23 @@ def test_two_gloo_ranks_train_the_curve_of_one_process(data_dir: Path, tmp_path:
 
 def dp_study(data_dir: Path, trainable: str = "fashion_mnist") -> Study:
     """B = 64 (no accumulation at 2 workers) and B = 256 (2 micro-batches of 64 per worker)."""
-    return validate({
-        "name": "dp",
-        "trainable": trainable,
-        "trainable_config": {"data_dir": str(data_dir), "val_size": 200, "hidden": 64, "sharpness_examples": 64},
-        "search": {"batch_sizes": [64, 256], "lr": {"min": 0.05, "max": 0.05, "points": 1}, "momentum": 0.9,
-                   "seeds": 1},
-        "budget": {"max_steps": STEPS, "stop_at_target": False, "max_micro_batch": 64},
-        "target": {"metric": "val_loss", "mode": "min", "value": 0.01},
-        "early_stopping": {"scheduler": "none"},
-        "resources": {"workers_per_trial": 2, "cpus_per_worker": 1},
-    })
+    return validate(
+        {
+            "name": "dp",
+            "trainable": trainable,
+            "trainable_config": {"data_dir": str(data_dir), "val_size": 200, "hidden": 64, "sharpness_examples": 64},
+            "search": {
+                "batch_sizes": [64, 256],
+                "lr": {"min": 0.05, "max": 0.05, "points": 1},
+                "momentum": 0.9,
+                "seeds": 1,
+            },
+            "budget": {"max_steps": STEPS, "stop_at_target": False, "max_micro_batch": 64},
+            "target": {"metric": "val_loss", "mode": "min", "value": 0.01},
+            "early_stopping": {"scheduler": "none"},
+            "resources": {"workers_per_trial": 2, "cpus_per_worker": 1},
+        }
+    )
 
 
 def reference(study: Study) -> dict[int, list[dict]]:
@@ -241,7 +265,7 @@ def test_tune_two_worker_trials_match_one_process_and_survive_a_dead_worker(data
     first, second = runs.values()  # rank 0 ran twice: before and after the crash
     assert first[-1] == 10 and 1 < second[0] <= 11  # not from step 0
     steps = eval_steps(STEPS, 1.05)
-    assert second == steps[steps.index(second[0]):]  # then every evaluation once, to the end
+    assert second == steps[steps.index(second[0]) :]  # then every evaluation once, to the end
 
 
 # --------------------------------------------------------------------------- bad input
@@ -255,15 +279,26 @@ def launch_main(capsys, tmp_path: Path, *args: str) -> tuple[int, str]:
 BASE = ["--set", "search.batch_sizes=[64, 256]", "--set", "budget.max_steps=5"]
 
 
-@pytest.mark.parametrize("sets,key,says", [
-    (["resources.workers_per_trial=0"], "resources.workers_per_trial", "greater than or equal to 1"),
-    (["resources.workers_per_trial=3"], "resources.workers_per_trial", "batch_sizes value 64"),
-    (["resources.workers_per_trial=2", "resources.gpus_per_worker=0.5"], "resources.gpus_per_worker", "whole GPUs"),
-    ([f"resources.workers_per_trial={2 * (os.cpu_count() or 1)}", "resources.cpus_per_worker=1",
-      f"search.batch_sizes=[{64 * (os.cpu_count() or 1)}]"], "resources.workers_per_trial", "this machine"),
-])
-def test_bad_input_is_one_line_exit_2_no_run_dir(capsys, data_dir: Path, tmp_path: Path, sets: list[str],
-                                                 key: str, says: str) -> None:
+@pytest.mark.parametrize(
+    "sets,key,says",
+    [
+        (["resources.workers_per_trial=0"], "resources.workers_per_trial", "greater than or equal to 1"),
+        (["resources.workers_per_trial=3"], "resources.workers_per_trial", "batch_sizes value 64"),
+        (["resources.workers_per_trial=2", "resources.gpus_per_worker=0.5"], "resources.gpus_per_worker", "whole GPUs"),
+        (
+            [
+                f"resources.workers_per_trial={2 * (os.cpu_count() or 1)}",
+                "resources.cpus_per_worker=1",
+                f"search.batch_sizes=[{64 * (os.cpu_count() or 1)}]",
+            ],
+            "resources.workers_per_trial",
+            "this machine",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_run_dir(
+    capsys, data_dir: Path, tmp_path: Path, sets: list[str], key: str, says: str
+) -> None:
     args = [*BASE, "--set", f"trainable_config.data_dir='{data_dir}'"]
     for s in sets:
         args += ["--set", s]
@@ -273,25 +308,55 @@ def test_bad_input_is_one_line_exit_2_no_run_dir(capsys, data_dir: Path, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_slurm_refuses_more_workers_than_the_allocation_before_sbatch(capsys, data_dir: Path,
-                                                                      tmp_path: Path) -> None:
+def test_slurm_refuses_more_workers_than_the_allocation_before_sbatch(capsys, data_dir: Path, tmp_path: Path) -> None:
     """2 workers of 1 CPU on one node of 1 CPU: refused before anything reaches Slurm."""
-    code, err = launch_main(capsys, tmp_path, "--cluster", "slurm", "--nodes", "1", "--cpus-per-node", "1",
-                            *BASE, "--set", f"trainable_config.data_dir='{data_dir}'",
-                            "--set", "resources.workers_per_trial=2", "--set", "resources.cpus_per_worker=1")
+    code, err = launch_main(
+        capsys,
+        tmp_path,
+        "--cluster",
+        "slurm",
+        "--nodes",
+        "1",
+        "--cpus-per-node",
+        "1",
+        *BASE,
+        "--set",
+        f"trainable_config.data_dir='{data_dir}'",
+        "--set",
+        "resources.workers_per_trial=2",
+        "--set",
+        "resources.cpus_per_worker=1",
+    )
     assert code == 2 and err.count("\n") == 1, err
-    assert err.startswith("error: resources.workers_per_trial: 2 workers (1 CPU each) do not fit the Slurm "
-                          "allocation (1 × 1 CPUs, 0 GPUs: room for 1)"), err
+    assert err.startswith(
+        "error: resources.workers_per_trial: 2 workers (1 CPU each) do not fit the Slurm "
+        "allocation (1 × 1 CPUs, 0 GPUs: room for 1)"
+    ), err
     assert not (tmp_path / "run").exists()
 
 
 def test_dry_run_says_how_many_trials_fit(capsys, tmp_path: Path) -> None:
-    code = main(["--dry-run", "--cluster", "slurm", "--nodes", "2", "--cpus-per-node", "3",
-                 "--set", "resources.workers_per_trial=2", "--set", "resources.cpus_per_worker=1"])
+    code = main(
+        [
+            "--dry-run",
+            "--cluster",
+            "slurm",
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "3",
+            "--set",
+            "resources.workers_per_trial=2",
+            "--set",
+            "resources.cpus_per_worker=1",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    assert ("data-parallel: 2 workers per trial (1 CPU each); the Slurm allocation (2 × 3 CPUs, 0 GPUs) "
-            "holds 6 workers: 3 trials at once") in out
+    assert (
+        "data-parallel: 2 workers per trial (1 CPU each); the Slurm allocation (2 × 3 CPUs, 0 GPUs) "
+        "holds 6 workers: 3 trials at once"
+    ) in out
     assert "#SBATCH --nodes=2" in out and "#SBATCH --cpus-per-task=3" in out
     code = main(["--dry-run", "--set", "resources.workers_per_trial=2", "--set", "resources.cpus_per_worker=1"])
     out = capsys.readouterr().out
@@ -380,9 +445,29 @@ def test_slurm_two_workers_one_per_node_resume_after_a_requeue(slurm_env, data_d
     study.write_text(SLURM_STUDY.format(spy=tmp_path / "dpspy.py", data=data_dir, steps=SLURM_STEPS))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{REPO}:{tmp_path}"}
-    r = subprocess.run([sys.executable, str(tmp_path / "dpspy.py"), "--cluster", "slurm", "--study", str(study),
-                        "--nodes", "2", "--cpus-per-node", "1", "--time", "00:15:00", "--out", str(run_dir)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(tmp_path / "dpspy.py"),
+            "--cluster",
+            "slurm",
+            "--study",
+            str(study),
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "1",
+            "--time",
+            "00:15:00",
+            "--out",
+            str(run_dir),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     job = job_id_of(r.stdout)
 
@@ -409,10 +494,17 @@ def test_slurm_two_workers_one_per_node_resume_after_a_requeue(slurm_env, data_d
 
     ckpt_step = int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"])
     subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True)
-    follow = subprocess.run([sys.executable, "-m", "orchestrator.follow", str(run_dir)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    follow = subprocess.run(
+        [sys.executable, "-m", "orchestrator.follow", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert follow.returncode == 0, follow.stderr[-3000:]
-    slurm_log = (run_dir / "slurm" / f"{job}_0_log.err").read_text() + (run_dir / "slurm" / f"{job}_0_log.out").read_text()
+    slurm_log = (run_dir / "slurm" / f"{job}_0_log.err").read_text() + (
+        run_dir / "slurm" / f"{job}_0_log.out"
+    ).read_text()
     assert f"Requeued job {job}" in slurm_log and slurm_log.count("Starting with JobEnvironment") == 2
 
     trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
@@ -423,7 +515,9 @@ def test_slurm_two_workers_one_per_node_resume_after_a_requeue(slurm_env, data_d
         pid, rank, node, step = line.split()
         runs.setdefault((pid, rank), []).append((node, int(step)))
     attempts = {rank: [v for (_, r), v in runs.items() if r == rank] for rank in "01"}
-    assert [len(a) for a in attempts.values()] == [2, 2], "each rank should have run twice: before and after the requeue"
+    assert [len(a) for a in attempts.values()] == [2, 2], (
+        "each rank should have run twice: before and after the requeue"
+    )
     for r0, r1 in zip(attempts["0"], attempts["1"]):
         nodes0, nodes1 = {n for n, _ in r0}, {n for n, _ in r1}
         assert len(nodes0) == len(nodes1) == 1 and nodes0 | nodes1 == {"n1", "n2"}  # one worker per node
@@ -431,13 +525,24 @@ def test_slurm_two_workers_one_per_node_resume_after_a_requeue(slurm_env, data_d
     before, after = ([s for _, s in v] for v in rank0)
     assert ckpt_step < after[0] <= before[-1] + 1  # from that checkpoint or a later one, not step 0
     steps = eval_steps(SLURM_STEPS, 1.05)
-    assert after == steps[steps.index(after[0]):]
+    assert after == steps[steps.index(after[0]) :]
 
     curves = curves_by_batch(run_dir)[64]
     assert [r["step"] for r in curves] == steps
-    cfg = trial({"batch_size": 64, "micro_batch_size": 64, "lr": 0.05, "seed": 0, "momentum": 0.9,
-                 "max_steps": SLURM_STEPS, "data_dir": str(data_dir), "val_size": 200, "hidden": 256,
-                 "sharpness_examples": 64})
+    cfg = trial(
+        {
+            "batch_size": 64,
+            "micro_batch_size": 64,
+            "lr": 0.05,
+            "seed": 0,
+            "momentum": 0.9,
+            "max_steps": SLURM_STEPS,
+            "data_dir": str(data_dir),
+            "val_size": 200,
+            "hidden": 256,
+            "sharpness_examples": 64,
+        }
+    )
     # 1000 steps take the tiny task's losses to ~1e-6, where float32 reduction-order noise
     # (2 ranks × 32 vs 64 in one pass) is a relative 1e-4: there, equal to within 1e-6
     assert_rows_match(run(cfg)[0], curves, "on Slurm", abs_tol=1e-6)

@@ -27,9 +27,7 @@ pytestmark = pytest.mark.slurm
 
 
 def _run(env: dict[str, str], *argv: str, timeout: float = 60) -> str:
-    res = subprocess.run(
-        list(argv), env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
-    )
+    res = subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"{argv} failed: {res.stderr}"
     return res.stdout
 
@@ -40,7 +38,7 @@ def test_two_node_sbatch_runs_one_task_per_node(devslurm: ds.DevSlurm, tmp_path:
     script.write_text(
         "#!/bin/bash\n"
         "#SBATCH --nodes=2 --ntasks-per-node=1 --gres=gpu:2\n"
-        'srun bash -c \'echo "$SLURMD_NODENAME $SLURM_NODEID gpus=$CUDA_VISIBLE_DEVICES"\'\n'
+        "srun bash -c 'echo \"$SLURMD_NODENAME $SLURM_NODEID gpus=$CUDA_VISIBLE_DEVICES\"'\n"
     )
     job_id = _run(devslurm.env, "sbatch", "--parsable", f"--output={out}", str(script)).strip()
     info = ds.wait_job(job_id, timeout=120, path=devslurm.state_dir)

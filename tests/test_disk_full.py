@@ -36,9 +36,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_full_disk_stops_the_sweep_and_resume_finishes_it(small_disk: Path) -> None:
     run_dir = small_disk / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.launch", "--budget", "smoke", "--out", str(run_dir)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.launch", "--budget", "smoke", "--out", str(run_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 120
     while len(list((run_dir / "curves").rglob("*.parquet"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -23,15 +23,20 @@ from trainables.schedule import eval_steps
 
 # 2 batch sizes x 3 LRs of the smoke study, slowed down by a short eval spacing so that
 # kills land in the middle of training, sink writes and Tune snapshots
-STUDY = ["--budget", "smoke", "--set", "search.batch_sizes=[16, 64]",
-         "--set", "early_stopping.scheduler=\"none\""]
+STUDY = ["--budget", "smoke", "--set", "search.batch_sizes=[16, 64]", "--set", 'early_stopping.scheduler="none"']
 
 
 def _start(run_dir: Path, resume: bool) -> subprocess.Popen[str]:
     args = ["--resume", str(run_dir)] if resume else [*STUDY, "--out", str(run_dir)]
-    return subprocess.Popen([sys.executable, "-m", "orchestrator.launch", *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.launch", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
 
 
 def _rows(run_dir: Path) -> int:

@@ -21,17 +21,24 @@ def ray_instance():
 
 def test_a_raising_trial_is_failed_with_its_reason_and_not_retried(tmp_path: Path) -> None:
     # nqm refuses adamw in its first line: a deterministic bug of the trial's own code
-    study = validate({
-        "name": "fails", "trainable": "nqm", "trainable_config": {"dim": 100},
-        "search": {"batch_sizes": [8, 64], "lr": {"min": 0.1, "max": 0.1, "points": 1}, "optimizer": "adamw"},
-        "budget": {"max_steps": 50}, "target": {"metric": "val_loss", "mode": "min", "value": 0.0},
-        "early_stopping": {"scheduler": "none"},
-    })
+    study = validate(
+        {
+            "name": "fails",
+            "trainable": "nqm",
+            "trainable_config": {"dim": 100},
+            "search": {"batch_sizes": [8, 64], "lr": {"min": 0.1, "max": 0.1, "points": 1}, "optimizer": "adamw"},
+            "budget": {"max_steps": 50},
+            "target": {"metric": "val_loss", "mode": "min", "value": 0.0},
+            "early_stopping": {"scheduler": "none"},
+        }
+    )
     run_sweep(study, tmp_path / "run")
     trials = pq.read_table(tmp_path / "run" / "trials.parquet").to_pandas()
     assert sorted(trials.batch_size) == [8, 64]
     assert set(trials.status) == {"failed"}
-    assert set(trials.error) == {"ValueError: nqm supports optimizer 'sgd' only (got 'adamw'); "
-                                 "use trainable_config.precondition to model adaptive optimizers"}
+    assert set(trials.error) == {
+        "ValueError: nqm supports optimizer 'sgd' only (got 'adamw'); "
+        "use trainable_config.precondition to model adaptive optimizers"
+    }
     # Tune never saw an error, so it retried nothing (it writes error.txt per failure)
     assert not list((tmp_path / "run" / "tune").rglob("error.txt"))

@@ -19,8 +19,19 @@ from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
 
 # What every evaluation row reports (contract "curves/ columns"); the last one adds sharpness.
 ROW_KEYS = {"step", "examples_seen", *METRIC_COLUMNS}
-assert {"step", "examples_seen", "epoch", "wall_time_s", "train_loss", "train_eval_loss", "train_eval_accuracy",
-        "val_loss", "val_accuracy", "lr_current", "grad_noise_scale"} == ROW_KEYS
+assert {
+    "step",
+    "examples_seen",
+    "epoch",
+    "wall_time_s",
+    "train_loss",
+    "train_eval_loss",
+    "train_eval_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr_current",
+    "grad_noise_scale",
+} == ROW_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +40,20 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
-    return {"batch_size": 256, "micro_batch_size": 256, "lr": 0.05, "seed": 3, "optimizer": "sgd",
-            "momentum": 0.9, "weight_decay": 0.0, "warmup_examples": 0, "max_steps": 20,
-            "data_dir": str(data_dir), "val_size": 200, **kw}
+    return {
+        "batch_size": 256,
+        "micro_batch_size": 256,
+        "lr": 0.05,
+        "seed": 3,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "warmup_examples": 0,
+        "max_steps": 20,
+        "data_dir": str(data_dir),
+        "val_size": 200,
+        **kw,
+    }
 
 
 def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
@@ -126,8 +148,18 @@ def test_divergence_stops_at_once(data_dir: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_stops_at_target_and_reports_the_contract_columns(data_dir: Path) -> None:
-    rows, ckpts = run(config(data_dir, lr=0.1, batch_size=32, micro_batch_size=32, max_steps=400,
-                             target_metric="val_accuracy", target_mode="max", target_value=0.6))
+    rows, ckpts = run(
+        config(
+            data_dir,
+            lr=0.1,
+            batch_size=32,
+            micro_batch_size=32,
+            max_steps=400,
+            target_metric="val_accuracy",
+            target_mode="max",
+            target_value=0.6,
+        )
+    )
     assert rows[-1]["val_accuracy"] >= 0.6
     assert all(r["val_accuracy"] < 0.6 for r in rows[:-1])
     assert rows[-1]["step"] < 400
@@ -172,9 +204,20 @@ def test_noise_scale_finite_positive_and_grows_as_loss_falls() -> None:
     """McCandlish et al.: B_simple grows as training progresses (real Fashion-MNIST)."""
     from trainables.fashion_mnist import DEFAULT_DATA_DIR
 
-    rows, _ = run({"batch_size": 128, "micro_batch_size": 32, "lr": 0.05, "seed": 0, "optimizer": "sgd",
-                   "momentum": 0.9, "max_steps": 1500, "data_dir": DEFAULT_DATA_DIR,
-                   "noise_scale_every": 5, "sharpness_examples": 0})
+    rows, _ = run(
+        {
+            "batch_size": 128,
+            "micro_batch_size": 32,
+            "lr": 0.05,
+            "seed": 0,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "max_steps": 1500,
+            "data_dir": DEFAULT_DATA_DIR,
+            "noise_scale_every": 5,
+            "sharpness_examples": 0,
+        }
+    )
     measured = [(r["step"], r["val_loss"], r["grad_noise_scale"]) for r in rows if r["step"] >= 100]
     assert all(b is not None and 0 < b < float("inf") for _, _, b in measured)
     early = [b for s, _, b in measured if s <= 200]
@@ -203,8 +246,9 @@ def test_sharpness_reported_on_the_last_evaluation(data_dir: Path) -> None:
     assert rows[-1]["sharpness"] != pytest.approx(sharpness_of(ckpts[0]["model"]), rel=1e-2)
     other = fixed_subset(len(data.x_train), 256, seed=1)
     model = model_of(data_dir, ckpts[-1]["model"])
-    on_other = top_hessian_eigenvalue(lambda: F.cross_entropy(model(data.x_train[other]), data.y_train[other]),
-                                      list(model.parameters()), max_iter=20)
+    on_other = top_hessian_eigenvalue(
+        lambda: F.cross_entropy(model(data.x_train[other]), data.y_train[other]), list(model.parameters()), max_iter=20
+    )
     assert rows[-1]["sharpness"] != pytest.approx(on_other, rel=1e-4)
 
     rows_off, _ = run(config(data_dir, max_steps=30, sharpness_examples=0))

@@ -23,8 +23,17 @@ from trainables.gpt import TrainableConfig, build_model, preflight
 from trainables.loop import LoopConfig, lr_factor
 from trainables.schedule import eval_steps
 
-ROW = {"step", "examples_seen", "epoch", "wall_time_s", "train_loss", "val_loss", "val_accuracy",
-       "lr_current", "tokens_seen"}
+ROW = {
+    "step",
+    "examples_seen",
+    "epoch",
+    "wall_time_s",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "lr_current",
+    "tokens_seen",
+}
 TEXT = "The quick brown fox jumps over the lazy dog. Größe, naïve café — ünïcödé. " * 200
 
 
@@ -36,10 +45,24 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
-    return {"batch_size": 8, "lr": 3e-3, "optimizer": "adamw", "momentum": 0.9, "weight_decay": 0.1,
-            "max_steps": 6, "warmup_examples": 16, "data_dir": str(data_dir / "tokens"),
-            "text_file": str(data_dir / "input.txt"), "size": "tiny", "n_layer": 1, "n_embd": 32,
-            "seq_len": 32, "eval_sequences": 16, "eval_ratio": 2.0, **kw}
+    return {
+        "batch_size": 8,
+        "lr": 3e-3,
+        "optimizer": "adamw",
+        "momentum": 0.9,
+        "weight_decay": 0.1,
+        "max_steps": 6,
+        "warmup_examples": 16,
+        "data_dir": str(data_dir / "tokens"),
+        "text_file": str(data_dir / "input.txt"),
+        "size": "tiny",
+        "n_layer": 1,
+        "n_embd": 32,
+        "seq_len": 32,
+        "eval_sequences": 16,
+        "eval_ratio": 2.0,
+        **kw,
+    }
 
 
 def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
@@ -114,9 +137,13 @@ def _launch(tmp_path: Path, capsys: pytest.CaptureFixture[str], *sets: str) -> s
     return err
 
 
-def test_missing_or_malformed_data_is_exit_2_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_or_malformed_data_is_exit_2_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = tmp_path / "empty"
-    err = _launch(tmp_path, capsys, f"trainable_config.data_dir={empty}", f"trainable_config.text_file={tmp_path}/no.txt")
+    err = _launch(
+        tmp_path, capsys, f"trainable_config.data_dir={empty}", f"trainable_config.text_file={tmp_path}/no.txt"
+    )
     assert f"{tmp_path}/no.txt" in err and "no such file" in err
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1") * 100)
@@ -160,8 +187,10 @@ def test_two_gloo_ranks_train_the_curve_of_one_process(data_dir: Path, tmp_path:
     ports = [sock.getsockname()[1] for sock in socks]
     for sock in socks:
         sock.close()
-    jobs = [("plain", config(data_dir, max_steps=4, micro_batch_size=4), ports[0]),
-            ("accumulated", config(data_dir, max_steps=4, micro_batch_size=2), ports[1])]
+    jobs = [
+        ("plain", config(data_dir, max_steps=4, micro_batch_size=4), ports[0]),
+        ("accumulated", config(data_dir, max_steps=4, micro_batch_size=2), ports[1]),
+    ]
     out = tmp_path / "rank0.pkl"
     mp.spawn(_rank_main, args=(jobs, str(out)), nprocs=2, join=True)
     for name, (rows, checkpointed) in pickle.loads(out.read_bytes()).items():

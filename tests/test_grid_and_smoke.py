@@ -59,18 +59,31 @@ def test_rule_centred_lr_grid_from_set(rule: str) -> None:
 
 
 def test_rule_centred_lr_grid_from_a_study_dict_and_the_dry_run(tmp_path: Path, capsys) -> None:
-    study = validate({
-        "name": "rule", "trainable": "nqm", "trainable_config": {"dim": 10},
-        "search": {"batch_sizes": [8, 32, 2048], "lr": {"rule": "linear", "base_batch": 32, "base_lr": 0.05,
-                                                          "decades": 0.5, "points": 5}},
-        "budget": {"max_steps": 10}, "target": {"metric": "val_loss", "mode": "min", "value": 0.1},
-    })
+    study = validate(
+        {
+            "name": "rule",
+            "trainable": "nqm",
+            "trainable_config": {"dim": 10},
+            "search": {
+                "batch_sizes": [8, 32, 2048],
+                "lr": {"rule": "linear", "base_batch": 32, "base_lr": 0.05, "decades": 0.5, "points": 5},
+            },
+            "budget": {"max_steps": 10},
+            "target": {"metric": "val_loss", "mode": "min", "value": 0.1},
+        }
+    )
     for b in (8, 32, 2048):
         assert lr_values(study, b) == pytest.approx(rule_grid("linear", b, 32, 0.05, 0.5, 5), rel=1e-5)
     # points = 1: the rule's prediction itself
-    one = validate({**study.model_dump(exclude_none=True),
-                    "search": {**study.search.model_dump(), "lr": {"rule": "sqrt", "base_batch": 32, "base_lr": 0.05,
-                                                                   "points": 1}}})
+    one = validate(
+        {
+            **study.model_dump(exclude_none=True),
+            "search": {
+                **study.search.model_dump(),
+                "lr": {"rule": "sqrt", "base_batch": 32, "base_lr": 0.05, "points": 1},
+            },
+        }
+    )
     assert lr_values(one, 2048) == [pytest.approx(0.05 * 8.0)]
 
     # the launcher's dry run lists the same grid per batch size (3 significant digits)
@@ -89,16 +102,24 @@ def test_rule_centred_lr_grid_from_a_study_dict_and_the_dry_run(tmp_path: Path, 
 def test_smoke_constants_are_the_documented_caps() -> None:
     # README and orchestrator/smoke.py: 3 batch sizes, 3 LRs, 1 seed, <= 20,000 examples,
     # <= 150 steps, ASHA grace <= 5,000 examples
-    assert (smoke.SMOKE_BATCH_SIZES, smoke.SMOKE_LRS, smoke.SMOKE_MAX_EXAMPLES, smoke.SMOKE_MAX_STEPS,
-            smoke.SMOKE_GRACE_EXAMPLES) == (3, 3, 20_000, 150, 5_000)
+    assert (
+        smoke.SMOKE_BATCH_SIZES,
+        smoke.SMOKE_LRS,
+        smoke.SMOKE_MAX_EXAMPLES,
+        smoke.SMOKE_MAX_STEPS,
+        smoke.SMOKE_GRACE_EXAMPLES,
+    ) == (3, 3, 20_000, 150, 5_000)
 
 
-@pytest.mark.parametrize("name,overrides", [
-    ("fashion-mnist", []),
-    ("fashion-mnist", ["search.seeds=3", "budget.max_examples=100000000"]),
-    ("fashion-mnist", [RULE % "sqrt"]),
-    ("nqm", []),
-])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("fashion-mnist", []),
+        ("fashion-mnist", ["search.seeds=3", "budget.max_examples=100000000"]),
+        ("fashion-mnist", [RULE % "sqrt"]),
+        ("nqm", []),
+    ],
+)
 def test_budget_smoke_shrinks_to_the_caps(name: str, overrides: list[str]) -> None:
     full = load_study(name, overrides)
     small = load_study(name, overrides, budget="smoke")
@@ -127,9 +148,16 @@ def test_budget_smoke_shrinks_to_the_caps(name: str, overrides: list[str]) -> No
 
 
 def test_budget_smoke_keeps_what_is_already_small() -> None:
-    small = load_study("fashion-mnist", ["search.batch_sizes=[32, 64]", "budget.max_examples=5000",
-                                         "search.lr={min=0.01, max=0.1, points=2}",
-                                         "early_stopping.grace_examples=1000"], budget="smoke")
+    small = load_study(
+        "fashion-mnist",
+        [
+            "search.batch_sizes=[32, 64]",
+            "budget.max_examples=5000",
+            "search.lr={min=0.01, max=0.1, points=2}",
+            "early_stopping.grace_examples=1000",
+        ],
+        budget="smoke",
+    )
     assert small.search.batch_sizes == [32, 64]
     assert lr_values(small, 32) == [0.01, 0.1]
     assert small.budget.max_examples == 5000 and small.early_stopping.grace_examples == 1000
@@ -155,7 +183,7 @@ def no_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir.mkdir()
     marker = tmp_path / "sbatch-called"
     fake = bin_dir / "sbatch"
-    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\nexit 1\n")
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {marker}\nexit 1\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return marker
@@ -167,29 +195,48 @@ def sbatch_lines(stdout: str) -> set[str]:
 
 def test_slurm_dry_run_gpus_and_cpus_per_node(tmp_path: Path, no_sbatch: Path) -> None:
     out = tmp_path / "run"
-    r = launch("--cluster", "slurm", "--dry-run", "--gpus-per-node", "2", "--cpus-per-node", "4",
-               "--set", "resources.gpus_per_trial=0.5", "--out", str(out))
+    r = launch(
+        "--cluster",
+        "slurm",
+        "--dry-run",
+        "--gpus-per-node",
+        "2",
+        "--cpus-per-node",
+        "4",
+        "--set",
+        "resources.gpus_per_trial=0.5",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     lines = sbatch_lines(r.stdout)
-    assert {"#SBATCH --gpus-per-node=2", "#SBATCH --cpus-per-task=4", "#SBATCH --nodes=1",
-            "#SBATCH --ntasks-per-node=1"} <= lines, lines
+    assert {
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=1",
+    } <= lines, lines
     assert "81 trials (9 batch sizes)" in r.stdout
     assert not no_sbatch.exists() and not out.exists()  # nothing submitted, nothing written
 
 
-@pytest.mark.parametrize("sets,flags,gpus,cpus", [
-    # 0.5 GPU per trial on 2 GPUs: 4 trials per node, each with its cpus_per_trial
-    (["resources.gpus_per_trial=0.5"], ["--gpus-per-node", "2"], 2, 4),
-    (["resources.gpus_per_trial=0.5", "resources.cpus_per_trial=1.5"], ["--gpus-per-node", "2"], 2, 6),
-    (["resources.gpus_per_trial=0.25", "resources.cpus_per_trial=2"], ["--gpus-per-node", "1"], 1, 8),
-    # no --gpus-per-node: enough GPUs for one trial, and CPUs for the trials they hold
-    (["resources.gpus_per_trial=0.5", "resources.cpus_per_trial=3"], [], 1, 6),
-    (["resources.gpus_per_trial=2"], [], 2, 1),
-    # a CPU-only study: no GPU line, one trial's CPUs
-    (["resources.cpus_per_trial=3"], [], 0, 3),
-])
+@pytest.mark.parametrize(
+    "sets,flags,gpus,cpus",
+    [
+        # 0.5 GPU per trial on 2 GPUs: 4 trials per node, each with its cpus_per_trial
+        (["resources.gpus_per_trial=0.5"], ["--gpus-per-node", "2"], 2, 4),
+        (["resources.gpus_per_trial=0.5", "resources.cpus_per_trial=1.5"], ["--gpus-per-node", "2"], 2, 6),
+        (["resources.gpus_per_trial=0.25", "resources.cpus_per_trial=2"], ["--gpus-per-node", "1"], 1, 8),
+        # no --gpus-per-node: enough GPUs for one trial, and CPUs for the trials they hold
+        (["resources.gpus_per_trial=0.5", "resources.cpus_per_trial=3"], [], 1, 6),
+        (["resources.gpus_per_trial=2"], [], 2, 1),
+        # a CPU-only study: no GPU line, one trial's CPUs
+        (["resources.cpus_per_trial=3"], [], 0, 3),
+    ],
+)
 def test_slurm_dry_run_default_cpus_follow_the_trials_per_node(
-        sets: list[str], flags: list[str], gpus: int, cpus: int, tmp_path: Path, no_sbatch: Path, capsys) -> None:
+    sets: list[str], flags: list[str], gpus: int, cpus: int, tmp_path: Path, no_sbatch: Path, capsys
+) -> None:
     args = ["--cluster", "slurm", "--dry-run", *flags, "--out", str(tmp_path / "run")]
     for s in sets:
         args += ["--set", s]

@@ -67,9 +67,20 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
-    return {"batch_size": 8, "lr": 0.05, "momentum": 0.9, "max_steps": 4, "data_dir": str(data_dir),
-            "image_size": 32, "num_classes": 3, "width": 4, "layers": [1, 1], "workers": 0,
-            "eval_ratio": 2.0, **kw}
+    return {
+        "batch_size": 8,
+        "lr": 0.05,
+        "momentum": 0.9,
+        "max_steps": 4,
+        "data_dir": str(data_dir),
+        "image_size": 32,
+        "num_classes": 3,
+        "width": 4,
+        "layers": [1, 1],
+        "workers": 0,
+        "eval_ratio": 2.0,
+        **kw,
+    }
 
 
 def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
@@ -132,8 +143,12 @@ def test_lars_from_8k_and_resnet50_is_torchvisions() -> None:
     from trainables.optim import LARS
 
     small = torch.nn.Linear(2, 2)
-    assert isinstance(_optimizer(small, trial({"batch_size": 8192, "lr": 1.0, "max_steps": 1}), TrainableConfig()), LARS)
-    assert isinstance(_optimizer(small, trial({"batch_size": 4096, "lr": 1.0, "max_steps": 1}), TrainableConfig()), torch.optim.SGD)
+    assert isinstance(
+        _optimizer(small, trial({"batch_size": 8192, "lr": 1.0, "max_steps": 1}), TrainableConfig()), LARS
+    )
+    assert isinstance(
+        _optimizer(small, trial({"batch_size": 4096, "lr": 1.0, "max_steps": 1}), TrainableConfig()), torch.optim.SGD
+    )
     model = resnet50()
     assert sum(p.numel() for p in model.parameters()) == 25_557_032  # torchvision's resnet50
     assert 3 * forward_flops(model, torch.zeros(1, 3, 224, 224)) / 1e9 == pytest.approx(24.5, rel=0.01)
@@ -149,8 +164,9 @@ def _launch(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], *ext
     return err
 
 
-def test_missing_or_malformed_data_is_exit_2_naming_the_path(tmp_path: Path, folders: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_or_malformed_data_is_exit_2_naming_the_path(
+    tmp_path: Path, folders: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _launch(tmp_path, tmp_path / "nowhere", capsys)
     assert str(tmp_path / "nowhere") in err and "train/" in err
     err = _launch(tmp_path, tmp_path / "nowhere", capsys, "--cluster", "slurm")  # before any sbatch

@@ -23,7 +23,14 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert not (home / ".ray" / "auth_token").exists()
 
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "curves", "lease.json", "manifest.json", "report", "study.toml", "trials.parquet", "tune"]
+        "curves",
+        "lease.json",
+        "manifest.json",
+        "report",
+        "study.toml",
+        "trials.parquet",
+        "tune",
+    ]
     held = json.loads((run_dir / "lease.json").read_text())
     assert held["backend"] == "local" and held["released"] is True
     study = tomllib.loads((run_dir / "study.toml").read_text())
@@ -56,7 +63,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["batch_size", "best_lr"])
     cols = lines[head].split()
-    printed = [dict(zip(cols, ln.split())) for ln in lines[head + 1: head + 1 + len(fits["per_batch"])]]
+    printed = [dict(zip(cols, ln.split())) for ln in lines[head + 1 : head + 1 + len(fits["per_batch"])]]
     for row, p in zip(printed, fits["per_batch"], strict=True):
         assert int(row["batch_size"]) == p["batch_size"]
         assert float(row["best_lr"]) == pytest.approx(p["best_lr"], rel=1e-3)

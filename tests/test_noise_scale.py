@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from support import trial
 from trainables import nqm
 from trainables.noise_scale import (
     NoiseScaleEstimator,
@@ -53,8 +54,8 @@ def test_estimators_are_unbiased_on_gaussian_gradients() -> None:
 def test_ema_ratio_recovers_b_simple_on_gaussian_gradients() -> None:
     rng = np.random.default_rng(1)
     g = np.zeros(50)
-    g[:5] = 0.2                                   # |G|² = 0.2
-    sd = np.full(50, 2.0)                         # tr(Σ) = 200 -> B_simple = 1000
+    g[:5] = 0.2  # |G|² = 0.2
+    sd = np.full(50, 2.0)  # tr(Σ) = 200 -> B_simple = 1000
     small, big = _synthetic(rng, g, sd, b_small=256, k=4, reps=3000)
     est = NoiseScaleEstimator()
     for s, b in zip(small, big):
@@ -75,13 +76,13 @@ def test_estimator_bias_correction_none_and_state() -> None:
     assert est.b_simple == pytest.approx(5.0)
     # the ratio of EMAs, not the EMA of ratios: (10+30)/(2+1) rather than mean(5, 30)
     two = NoiseScaleEstimator(beta=0.5)
-    two.update(2.0 + 10.0 / 4, 2.0 + 10.0 / 8, 4, 8)   # |G|²=2, tr=10
-    two.update(1.0 + 30.0 / 4, 1.0 + 30.0 / 8, 4, 8)   # |G|²=1, tr=30
-    w = np.array([0.5 * 0.5, 0.5]) / 0.75           # bias-corrected EMA weights
+    two.update(2.0 + 10.0 / 4, 2.0 + 10.0 / 8, 4, 8)  # |G|²=2, tr=10
+    two.update(1.0 + 30.0 / 4, 1.0 + 30.0 / 8, 4, 8)  # |G|²=1, tr=30
+    w = np.array([0.5 * 0.5, 0.5]) / 0.75  # bias-corrected EMA weights
     assert two.b_simple == pytest.approx((w @ [10, 30]) / (w @ [2, 1]))
     # |G|² estimate <= 0 (noise-dominated): no ratio
     neg = NoiseScaleEstimator()
-    neg.update(1.0, 0.4, 4, 8)                         # (8*0.4 - 4*1.0)/4 < 0
+    neg.update(1.0, 0.4, 4, 8)  # (8*0.4 - 4*1.0)/4 < 0
     assert neg.grad_sq_norm < 0 and neg.b_simple is None
     restored = NoiseScaleEstimator()
     restored.load_state_dict(est.state_dict())
@@ -91,7 +92,7 @@ def test_estimator_bias_correction_none_and_state() -> None:
 def test_grad_sq_norm_of_torch_parameters() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
-    frozen = torch.nn.Parameter(torch.ones(2))     # never used: its .grad stays None
+    frozen = torch.nn.Parameter(torch.ones(2))  # never used: its .grad stays None
     model(torch.randn(8, 5)).pow(2).mean().backward()
     grads = [p.grad for p in model.parameters()] + [frozen.grad]
     manual = sum(float((p.grad.double() ** 2).sum()) for p in model.parameters())
@@ -104,8 +105,18 @@ def test_nqm_sampled_estimate_at_fixed_start_point() -> None:
     dim = 1000
     h = nqm.curvatures(dim)
     rows = []
-    nqm.train({"batch_size": 16, "lr": 0.0, "seed": 0, "max_steps": 3000, "dim": dim, "mode": "sampled",
-               "noise_scale_every": 1}, lambda m, checkpoint=None: rows.append(m))
+    nqm.train(
+        trial({
+            "batch_size": 16,
+            "lr": 0.0,
+            "seed": 0,
+            "max_steps": 3000,
+            "dim": dim,
+            "mode": "sampled",
+            "noise_scale_every": 1,
+        }),
+        lambda m, checkpoint=None: rows.append(m),
+    )
     assert rows[-1]["grad_noise_scale"] == pytest.approx(h.sum() / (h @ h), rel=0.1)
 
 
@@ -115,11 +126,21 @@ def test_nqm_estimate_at_a_trained_point_matches_analytic_b_simple() -> None:
     dim, B = 1000, 4096
     h = nqm.curvatures(dim)
     ckpts = []
-    nqm.train({"batch_size": 64, "lr": 0.5, "seed": 0, "max_steps": 5000, "dim": dim, "mode": "sampled",
-               "noise_scale_every": 0}, lambda m, checkpoint=None: ckpts.append(checkpoint))
+    nqm.train(
+        trial({
+            "batch_size": 64,
+            "lr": 0.5,
+            "seed": 0,
+            "max_steps": 5000,
+            "dim": dim,
+            "mode": "sampled",
+            "noise_scale_every": 0,
+        }),
+        lambda m, checkpoint=None: ckpts.append(checkpoint),
+    )
     x = ckpts[-1]["state"]["x"]
     grad = h * x
-    analytic = h.sum() / (grad @ grad)            # tr(Σ)/|G|², Σ = H per example
+    analytic = h.sum() / (grad @ grad)  # tr(Σ)/|G|², Σ = H per example
     assert analytic > 300
     rng, est, sd = np.random.default_rng(0), NoiseScaleEstimator(), np.sqrt(h / B)
     for _ in range(3000):

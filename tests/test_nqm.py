@@ -91,8 +91,15 @@ def test_expected_recursion_equals_closed_form() -> None:
 
 def test_momentum_jump_equals_stepwise_recursion_with_warmup_and_preconditioning() -> None:
     dim, B, lr, beta, p, warm = 64, 8, 0.3, 0.9, 0.5, 160  # warmup: 20 steps
-    cfg = {"batch_size": B, "lr": lr, "momentum": beta, "warmup_examples": warm, "max_steps": 3000,
-           "dim": dim, "precondition": p}
+    cfg = {
+        "batch_size": B,
+        "lr": lr,
+        "momentum": beta,
+        "warmup_examples": warm,
+        "max_steps": 3000,
+        "dim": dim,
+        "precondition": p,
+    }
     rows, _ = _run(cfg)
     h = nqm.curvatures(dim)
     m = np.stack([np.ones(dim), np.zeros(dim), np.zeros(dim)])
@@ -114,8 +121,15 @@ def test_momentum_recursion_matches_monte_carlo() -> None:
     # Under-damped heavy ball with warmup: the cross moment E[xu] matters, so a sign or
     # convention error in the 3×3 recursion would show up far outside the tolerance.
     dim, runs = 16, 400
-    cfg = {"batch_size": 4, "lr": 0.2, "momentum": 0.9, "warmup_examples": 40, "max_steps": 120,
-           "dim": dim, "noise_scale_every": 0}
+    cfg = {
+        "batch_size": 4,
+        "lr": 0.2,
+        "momentum": 0.9,
+        "warmup_examples": 40,
+        "max_steps": 120,
+        "dim": dim,
+        "noise_scale_every": 0,
+    }
     expected, _ = _run(cfg)
     xs, losses = [], []
     for seed in range(runs):
@@ -175,11 +189,14 @@ def test_sampled_mode_is_seeded_and_measuring_does_not_change_the_curve() -> Non
     assert all(r["grad_noise_scale"] is None for r in c) and a[-1]["grad_noise_scale"] > 0
 
 
-@pytest.mark.parametrize("extra", [
-    {},                                                       # closed-form jumps
-    {"momentum": 0.9, "warmup_examples": 3000},               # warmup, then matrix powers
-    {"momentum": 0.9, "mode": "sampled", "precondition": 0.3},  # RNG streams + EMA state
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},  # closed-form jumps
+        {"momentum": 0.9, "warmup_examples": 3000},  # warmup, then matrix powers
+        {"momentum": 0.9, "mode": "sampled", "precondition": 0.3},  # RNG streams + EMA state
+    ],
+)
 def test_resume_continues_the_same_curve(extra: dict) -> None:
     cfg = {"batch_size": 32, "lr": 0.05, "seed": 1, "max_steps": 2000, "dim": 300, **extra}
     full, ckpts = _run(cfg)
@@ -187,7 +204,7 @@ def test_resume_continues_the_same_curve(extra: dict) -> None:
     ckpt = pickle.loads(pickle.dumps(ckpts[k]))  # the orchestrator pickles it (torch.save)
     resumed, _ = _run({**cfg, "_checkpoint": ckpt})
     drop = lambda rows: [{k_: v for k_, v in r.items() if k_ != "wall_time_s"} for r in rows]
-    assert drop(resumed) == drop(full[k + 1:])
+    assert drop(resumed) == drop(full[k + 1 :])
     assert resumed[0]["wall_time_s"] >= ckpt["elapsed"]
     with pytest.raises(ValueError, match="checkpoint"):
         _run({**cfg, "lr": 0.06, "_checkpoint": ckpt})
@@ -232,10 +249,10 @@ def tables() -> dict[str, dict[int, float]]:
 def test_steps_to_target_perfect_scaling_then_saturation(tables: dict) -> None:
     for name, s in tables.items():
         assert all(math.isfinite(v) for v in s.values()), name
-        assert s[1] / s[2] == pytest.approx(2.0, rel=0.15), name       # S ∝ 1/B at small B
-        assert s[65536] / s[32768] > 0.9, name                          # flat at large B
+        assert s[1] / s[2] == pytest.approx(2.0, rel=0.15), name  # S ∝ 1/B at small B
+        assert s[65536] / s[32768] > 0.9, name  # flat at large B
         values = [s[b] for b in BATCHES]
-        assert all(x >= y for x, y in zip(values, values[1:])), name    # never worse with larger B
+        assert all(x >= y for x, y in zip(values, values[1:])), name  # never worse with larger B
 
 
 def test_momentum_and_preconditioning_raise_the_critical_batch_size(tables: dict) -> None:
@@ -265,5 +282,5 @@ def test_builtin_study_target_is_reachable_with_interior_best_lr() -> None:
         steps = [_steps_to_target({**cfg, "lr": lr}, study.target.value) for lr in lrs]
         best = int(np.argmin(steps))
         assert math.isfinite(steps[best]), B
-        assert 0 < best < len(lrs) - 1, (B, lrs[best])          # the optimum is interior
-        assert not math.isfinite(steps[-1])                       # the grid reaches instability
+        assert 0 < best < len(lrs) - 1, (B, lrs[best])  # the optimum is interior
+        assert not math.isfinite(steps[-1])  # the grid reaches instability

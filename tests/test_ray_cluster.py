@@ -60,13 +60,18 @@ def report() -> None:
 """
 
 # A driver that finds the cluster and its token in the environment only.
-DRIVER = CHECKS + """
+DRIVER = (
+    CHECKS
+    + """
 ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
 report()
 """
+)
 
 # One Slurm task of a job (srun, one per node): the roles cluster.job.SweepJob plays.
-SLURM_TASK = CHECKS + """
+SLURM_TASK = (
+    CHECKS
+    + """
 import sys
 from cluster.ray_roles import head, run_worker
 from cluster.ray_spec import RayClusterSpec, connect
@@ -82,6 +87,7 @@ if spec.is_head:
 else:
     run_worker(spec, join_timeout=120)
 """
+)
 
 
 def _job_ids(n: int) -> list[int]:
@@ -124,9 +130,7 @@ def run_driver(
     """Run DRIVER in a fresh interpreter with exactly the given auth environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update({"HOME": str(home), "RAY_ADDRESS": address, **env_extra})
-    return subprocess.run(
-        [sys.executable, "-c", DRIVER], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-c", DRIVER], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def driver_result(res: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -141,11 +145,7 @@ def test_ports_of_nearby_jobs_never_overlap() -> None:
     from cluster import ports
 
     base = 7_133_000
-    blocks = {
-        (j, i): set(RayPorts.for_node(j, i).all())
-        for j in range(base, base + ports.JOB_SLOTS)
-        for i in range(2)
-    }
+    blocks = {(j, i): set(RayPorts.for_node(j, i).all()) for j in range(base, base + ports.JOB_SLOTS) for i in range(2)}
     everything = [p for b in blocks.values() for p in b]
     assert len(everything) == len(set(everything))  # pairwise disjoint
     assert all(len(b) == ports.BLOCK - ports.NAMED_RESERVED + 9 for b in blocks.values())
@@ -161,9 +161,7 @@ def test_own_pids_trusts_a_recorded_session_only_when_it_looks_like_ours(tmp_pat
     spec = make_spec(_job_ids(1)[0], tmp_path / "t", node_name="s")
     spec.temp_dir.mkdir(mode=0o700)
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    orphan = subprocess.Popen(
-        ["ray::DashboardAgent", "60"], executable="sleep", start_new_session=True
-    )
+    orphan = subprocess.Popen(["ray::DashboardAgent", "60"], executable="sleep", start_new_session=True)
     try:
         (spec.temp_dir / "sessions").write_text(f"{stranger.pid}\n{orphan.pid}\n")
         found = ray_node.own_pids(spec)
@@ -178,9 +176,7 @@ def test_own_pids_trusts_a_recorded_session_only_when_it_looks_like_ours(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def head_a(
-    job_ids: list[int], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RayClusterSpec]:
+def head_a(job_ids: list[int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayClusterSpec]:
     spec = make_spec(job_ids[0], tmp_path_factory.mktemp("a") / "ray.token", node_name="a")
     ray_node.start_head(spec)
     yield spec
@@ -221,9 +217,7 @@ def test_connect_works_even_after_ray_was_imported(head_a: RayClusterSpec, home:
     assert "NODES 1" in res.stdout
 
 
-def test_client_without_the_token_is_refused(
-    head_a: RayClusterSpec, home: Path, tmp_path: Path
-) -> None:
+def test_client_without_the_token_is_refused(head_a: RayClusterSpec, home: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.token"
     wrong.write_text("0" * 64)
     wrong.chmod(0o600)
@@ -233,9 +227,7 @@ def test_client_without_the_token_is_refused(
     }
     # Ray retries the GCS for ~20 s before giving up: run both at once.
     with ThreadPoolExecutor(2) as pool:
-        futures = {
-            k: pool.submit(run_driver, env, home, head_a.address) for k, env in attempts.items()
-        }
+        futures = {k: pool.submit(run_driver, env, home, head_a.address) for k, env in attempts.items()}
         results = {k: f.result() for k, f in futures.items()}
     for name, res in results.items():
         assert res.returncode != 0, f"{name}: connected without the right token"
@@ -245,9 +237,7 @@ def test_client_without_the_token_is_refused(
         )
 
 
-def test_dashboard_is_not_exposed_and_ports_are_explicit(
-    head_a: RayClusterSpec, home: Path
-) -> None:
+def test_dashboard_is_not_exposed_and_ports_are_explicit(head_a: RayClusterSpec, home: Path) -> None:
     # Run a driver first so worker processes (which listen too) exist.
     driver_result(run_driver(client_env(head_a), home, head_a.address))
     pids = ray_node.own_pids(head_a)
@@ -317,9 +307,7 @@ def test_restart_of_the_same_job_replaces_stale_state(job_ids: list[int], tmp_pa
     assert not spec.temp_dir.exists()
 
 
-def test_worker_joins_and_leaves_when_the_head_stops(
-    job_ids: list[int], tmp_path: Path, home: Path
-) -> None:
+def test_worker_joins_and_leaves_when_the_head_stops(job_ids: list[int], tmp_path: Path, home: Path) -> None:
     """Two Ray nodes of one job on this machine (as on the dev Slurm cluster)."""
     token = tmp_path / "d.token"
     head_spec = make_spec(job_ids[3], token, node_name="h", num_nodes=2)
@@ -353,9 +341,7 @@ def test_worker_joins_and_leaves_when_the_head_stops(
 
 
 @pytest.mark.slurm
-def test_two_node_slurm_job_runs_a_secure_ray_head_and_worker(
-    slurm_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_two_node_slurm_job_runs_a_secure_ray_head_and_worker(slurm_env: dict[str, str], tmp_path: Path) -> None:
     """sbatch on the dev cluster, one srun task per node playing its role: head() on n1
     (the driver connects in-process and sees both nodes), run_worker() on n2."""
     task = tmp_path / "task.py"
@@ -402,9 +388,7 @@ def test_two_node_slurm_job_runs_a_secure_ray_head_and_worker(
 
 
 @pytest.mark.slurm
-def test_epilog_stops_ray_left_behind_by_a_cancelled_job(
-    slurm_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_epilog_stops_ray_left_behind_by_a_cancelled_job(slurm_env: dict[str, str], tmp_path: Path) -> None:
     """proctrack/linuxproc can't see Ray's daemonized processes; the dev cluster's
     epilog (ray_node.cleanup) stops them when the job ends."""
     started = tmp_path / "started"
@@ -430,9 +414,7 @@ def test_epilog_stops_ray_left_behind_by_a_cancelled_job(
         while not started.exists():
             assert time.monotonic() < deadline, (tmp_path / "out").read_text()
             time.sleep(0.5)
-        node = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True
-        ).stdout.strip()
+        node = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
         temp_dir = default_temp_dir(int(job_id), node)
         sessions = {int(x) for x in (temp_dir / "sessions").read_text().split()}
         ray_pids = {p for p in procs.all_pids() if procs.session_id(p) in sessions}

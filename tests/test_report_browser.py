@@ -25,8 +25,9 @@ COLUMN_IN = 3.3
 MIN_PT = 7.0
 SCRIPT = 0.7  # mathtext sets sub- and superscripts at 0.7 of their base size
 
-needs_chromium = pytest.mark.skipif(browser.chromium() is None,
-                                    reason="chromium is not installed (make test installs it: apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(
+    browser.chromium() is None, reason="chromium is not installed (make test installs it: apt-get install chromium)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +123,10 @@ def _figure_stem(report: Path, title: str) -> str:
 def test_the_probe_sees_a_broken_image(report: Path, tmp_path: Path) -> None:
     good = base64.b64encode((report / "figures" / "heatmap.png").read_bytes()).decode()
     page = tmp_path / "page.html"
-    page.write_text(f'<!DOCTYPE html><html><body><img alt="good" src="data:image/png;base64,{good}">'
-                    '<img alt="bad" src="data:image/png;base64,iVBORw0KGgoAAAAbroken"></body></html>')
+    page.write_text(
+        f'<!DOCTYPE html><html><body><img alt="good" src="data:image/png;base64,{good}">'
+        '<img alt="bad" src="data:image/png;base64,iVBORw0KGgoAAAAbroken"></body></html>'
+    )
     assert browser.rendered(page).broken() == ["bad"]
 
 
@@ -177,7 +180,7 @@ def test_figures_readable_at_a_column_width(report: Path) -> None:
 
 def _lightness(hex_colour: str) -> float:
     """CIE L* of an sRGB colour."""
-    rgb = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    rgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
     y = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
     return 116 * y ** (1 / 3) - 16 if y > 216 / 24389 else 24389 / 27 * y

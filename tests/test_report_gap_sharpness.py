@@ -36,13 +36,14 @@ def test_report_gap_and_sharpness_match_the_run_files(tmp_path: Path) -> None:
     for row in table.itertuples():
         if not np.isfinite(row.best_trial_lr):
             continue
-        same = trials[(trials.batch_size == row.batch_size) & np.isclose(trials.lr, row.best_trial_lr)
-                      & (trials.status != "diverged")]
+        same = trials[
+            (trials.batch_size == row.batch_size)
+            & np.isclose(trials.lr, row.best_trial_lr)
+            & (trials.status != "diverged")
+        ]
         gaps = last.loc[same.trial_id, "val"] - last.loc[same.trial_id, "train"]
         assert row.generalization_gap == pytest.approx(float(gaps.mean()), rel=1e-9)
         assert row.sharpness == pytest.approx(float(same.sharpness.mean()), rel=1e-9)
         checked += 1
     assert checked >= 5
     assert "sharpness" in (out / "report.md").read_text().lower()
-
-

@@ -67,16 +67,27 @@ def test_interrupt_then_resume(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     log1, log2 = tmp_path / "results-1.jsonl", tmp_path / "results-2.jsonl"
     proc = spy_launch(
-        "--out", str(run_dir),
-        "--set", "search.batch_sizes=[8, 2048]",
-        "--set", "search.lr={min=0.01, max=0.01, points=1}",
-        "--set", f"budget.max_steps={MAX_STEPS}",
-        "--set", "budget.stop_at_target=false",
-        "--set", "early_stopping.scheduler='none'",
-        "--set", f"trainable_config.data_dir='{data}'",
-        "--set", "trainable_config.val_size=500",
-        "--set", "trainable_config.sharpness_examples=0",
-        results_log=log1, checkpoint_every_s=0.0, popen=True,
+        "--out",
+        str(run_dir),
+        "--set",
+        "search.batch_sizes=[8, 2048]",
+        "--set",
+        "search.lr={min=0.01, max=0.01, points=1}",
+        "--set",
+        f"budget.max_steps={MAX_STEPS}",
+        "--set",
+        "budget.stop_at_target=false",
+        "--set",
+        "early_stopping.scheduler='none'",
+        "--set",
+        f"trainable_config.data_dir='{data}'",
+        "--set",
+        "trainable_config.val_size=500",
+        "--set",
+        "trainable_config.sharpness_examples=0",
+        results_log=log1,
+        checkpoint_every_s=0.0,
+        popen=True,
     )
 
     def files() -> dict[int, Path]:
@@ -92,9 +103,14 @@ def test_interrupt_then_resume(tmp_path: Path) -> None:
     while time.monotonic() < deadline and proc.poll() is None:
         f = files()
         # B=8 has ended in Tune (not merely flushed its last row) and B=2048 runs with a checkpoint
-        if 8 in f and 2048 in f and last_step(f[8]) == MAX_STEPS and tune_says(8).get("completed") == 1 \
-                and tune_says(2048).get("running") == 1 \
-                and list((run_dir / "tune" / "sweep" / f[2048].stem).glob("checkpoint_*/state.pt")):
+        if (
+            8 in f
+            and 2048 in f
+            and last_step(f[8]) == MAX_STEPS
+            and tune_says(8).get("completed") == 1
+            and tune_says(2048).get("running") == 1
+            and list((run_dir / "tune" / "sweep" / f[2048].stem).glob("checkpoint_*/state.pt"))
+        ):
             ready = True
             break
         time.sleep(0.1)

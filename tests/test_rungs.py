@@ -23,8 +23,10 @@ def test_async_rungs_name_the_rung_they_stop_at() -> None:
     assert r.decide("d", 95, 5.0) is False
 
 
-@pytest.mark.parametrize(("n", "rf", "kept"), [(1, 3, 1), (2, 3, 1), (3, 3, 1), (4, 3, 2), (7, 3, 3), (9, 3, 3),
-                                              (10, 3, 4), (9, 2, 5), (8, 4, 2)])
+@pytest.mark.parametrize(
+    ("n", "rf", "kept"),
+    [(1, 3, 1), (2, 3, 1), (3, 3, 1), (4, 3, 2), (7, 3, 3), (9, 3, 3), (10, 3, 4), (9, 2, 5), (8, 4, 2)],
+)
 def test_a_rung_keeps_the_best_ceil_n_over_rf(n: int, rf: float, kept: int) -> None:
     assert keep_count(n, rf) == kept == math.ceil(n / rf)
 
@@ -37,8 +39,13 @@ def curve(value: float, t: float) -> float:
 MILESTONES = (10.0, 30.0, 90.0)
 
 
-def play(order: list[str], values: dict[str, float], ends: dict[str, float] | None = None,
-         rungs: SyncRungs | None = None, slots: int = 2) -> SyncRungs:
+def play(
+    order: list[str],
+    values: dict[str, float],
+    ends: dict[str, float] | None = None,
+    rungs: SyncRungs | None = None,
+    slots: int = 2,
+) -> SyncRungs:
     """Run a group through ``SyncRungs`` like the scheduler does: ``slots`` trials at a time
     from ``order``, each reporting at t = 11, 12, ... and waiting at a rung when told. A
     trial in ``ends`` ends by itself at that time (target reached: credited). Checks, at

@@ -24,14 +24,27 @@ from support import trial as trial_config
 
 
 def trial(tid: str, batch_size: int) -> Trial:
-    cfg = trial_config({"batch_size": batch_size, "lr": 0.1, "max_steps": 100, "target_metric": "val_accuracy",
-                        "target_mode": "max", "target_value": 0.9})
+    cfg = trial_config(
+        {
+            "batch_size": batch_size,
+            "lr": 0.1,
+            "max_steps": 100,
+            "target_metric": "val_accuracy",
+            "target_mode": "max",
+            "target_value": 0.9,
+        }
+    )
     return Trial("fn", config={CONFIG_KEY: cfg.to_dict()}, trial_id=tid, stub=True)
 
 
 def scheduler() -> PerBatchSizeASHA:
-    return PerBatchSizeASHA(metric="val_loss", mode="min", grace_examples=100, reduction_factor=3,
-                            max_examples_by_batch={16: 2700, 1024: 2700})
+    return PerBatchSizeASHA(
+        metric="val_loss",
+        mode="min",
+        grace_examples=100,
+        reduction_factor=3,
+        max_examples_by_batch={16: 2700, 1024: 2700},
+    )
 
 
 def result(examples: int, val_loss: float, acc: float = 0.5) -> dict:
@@ -107,8 +120,12 @@ def test_asha_records_the_rung_it_stopped_a_trial_at() -> None:
     assert s.early_stopped == {"b", "c"}
     rec = s.record()
     b16 = next(b for b in rec["batches"] if b["batch_size"] == 16)
-    assert [(r["examples"], r["recorded"], r["stopped"]) for r in b16["rungs"]] == [(100, 2, 1), (300, 2, 1),
-                                                                                   (900, 0, 0), (2700, 0, 0)]
+    assert [(r["examples"], r["recorded"], r["stopped"]) for r in b16["rungs"]] == [
+        (100, 2, 1),
+        (300, 2, 1),
+        (900, 0, 0),
+        (2700, 0, 0),
+    ]
     assert rec["stopped_at"] == {"b": 100.0, "c": 300.0} and rec["scheduler"] == "asha"
 
 
@@ -133,9 +150,14 @@ class FakeTune:
 
 
 def sha(n_per_batch: int = 3) -> PerBatchSizeSHA:
-    return PerBatchSizeSHA(metric="val_loss", mode="min", grace_examples=100, reduction_factor=3,
-                           max_examples_by_batch={16: 2700, 1024: 2700},
-                           trials_by_batch={16: n_per_batch, 1024: n_per_batch})
+    return PerBatchSizeSHA(
+        metric="val_loss",
+        mode="min",
+        grace_examples=100,
+        reduction_factor=3,
+        max_examples_by_batch={16: 2700, 1024: 2700},
+        trials_by_batch={16: n_per_batch, 1024: n_per_batch},
+    )
 
 
 def test_sha_pauses_at_a_rung_until_its_batch_size_is_there() -> None:
@@ -223,11 +245,18 @@ def test_the_sweep_writes_the_record_the_report_reads(tmp_path: Path) -> None:
     SchedulerState(s, tmp_path).on_experiment_end([])
     record = json.loads((tmp_path / "tune" / "early_stopping.json").read_text())
     assert record["stopped_at"] == {"s0": 100.0, "s2": 100.0} and record["scheduler"] == "sha"
-    trials = pd.DataFrame({"trial_id": ["s0", "s1", "s2"], "batch_size": [16] * 3,
-                           "status": ["early_stopped", "completed", "early_stopped"],
-                           "examples_seen": [120, 900, 120]})
-    study = {"budget": {"max_examples": 2720}, "early_stopping": {"scheduler": "sha", "grace_examples": 100,
-                                                                  "reduction_factor": 3}}
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["s0", "s1", "s2"],
+            "batch_size": [16] * 3,
+            "status": ["early_stopped", "completed", "early_stopped"],
+            "examples_seen": [120, 900, 120],
+        }
+    )
+    study = {
+        "budget": {"max_examples": 2720},
+        "early_stopping": {"scheduler": "sha", "grace_examples": 100, "reduction_factor": 3},
+    }
     section = early_stopping_section(tmp_path, trials, study)
     assert section is not None
     row = section.table.iloc[0]

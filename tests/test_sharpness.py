@@ -33,8 +33,8 @@ def test_quadratic_with_known_spectrum() -> None:
 
     est = top_hessian_eigenvalue(loss, [w1, w2])
     assert est == pytest.approx(true_top, rel=0.01)
-    assert top_hessian_eigenvalue(loss, [w1, w2]) == est              # fixed seed: reproducible
-    assert w1.grad is None and w2.grad is None                         # .grad left untouched
+    assert top_hessian_eigenvalue(loss, [w1, w2]) == est  # fixed seed: reproducible
+    assert w1.grad is None and w2.grad is None  # .grad left untouched
     # the HVP itself is exact
     v = [torch.ones(30, dtype=torch.float64), torch.zeros(20, dtype=torch.float64)]
     grads = torch.autograd.grad(loss(), [w1, w2], create_graph=True)
@@ -99,11 +99,11 @@ def test_early_stop_bounds_the_cost(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_linear_regression_least_squares() -> None:
     gen = torch.Generator().manual_seed(1)
     n, d = 200, 8
-    x = torch.randn(n, d, generator=gen) * torch.linspace(0.3, 3.0, d)   # anisotropic features
+    x = torch.randn(n, d, generator=gen) * torch.linspace(0.3, 3.0, d)  # anisotropic features
     y = torch.randn(n, generator=gen)
     model = torch.nn.Linear(d, 1, bias=False)
     loss = lambda: 0.5 * ((model(x).squeeze(1) - y) ** 2).mean()
-    h = x.T @ x / n                       # Hessian of the mean ½ squared error
+    h = x.T @ x / n  # Hessian of the mean ½ squared error
     est = top_hessian_eigenvalue(loss, list(model.parameters()))  # defaults: ≤ 20 HVPs
     assert est == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=0.01)
 

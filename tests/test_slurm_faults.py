@@ -27,8 +27,13 @@ pytestmark = pytest.mark.slurm
 
 
 def _follow(run_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.follow", str(run_dir)], cwd=REPO,
-                          capture_output=True, text=True, timeout=400)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.follow", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
 
 
 def _no_step_missing(run_dir: Path) -> None:
@@ -51,8 +56,16 @@ def test_a_worker_node_dies_and_its_trials_finish_on_the_other(slurm_env, tmp_pa
     r = launch(*SMOKE, "--out", str(run_dir))
     assert r.returncode == 0, r.stderr[-2000:]
     job = job_id_of(r.stdout)
-    n2 = RayClusterSpec(job_id=int(job), node_index=1, node_name="n2", head_host="", node_ip="", num_nodes=2,
-                        token_file=Path("/dev/null"), num_cpus=0)
+    n2 = RayClusterSpec(
+        job_id=int(job),
+        node_index=1,
+        node_name="n2",
+        head_host="",
+        node_ip="",
+        num_nodes=2,
+        token_file=Path("/dev/null"),
+        num_cpus=0,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # a trial is running on n2: a Ray worker there runs it
         if any((procs.cmdline(p) or [""])[0].startswith("ray::ImplicitFunc") for p in own_pids(n2)):
@@ -87,8 +100,19 @@ def test_scancel_then_resume_and_no_resume_while_the_job_lives(slurm_env, tmp_pa
     assert not (run_dir / "trials.parquet").exists()
     before = read_curves(run_dir / "curves").to_pandas()
 
-    again = launch("--cluster", "slurm", "--resume", str(run_dir), "--nodes", "2", "--cpus-per-node", "1",
-                   "--time", "00:15:00", "--follow")
+    again = launch(
+        "--cluster",
+        "slurm",
+        "--resume",
+        str(run_dir),
+        "--nodes",
+        "2",
+        "--cpus-per-node",
+        "1",
+        "--time",
+        "00:15:00",
+        "--follow",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     second = job_id_of(again.stdout)
     assert second != job
@@ -107,17 +131,18 @@ SLURM_BAD_INPUT = [
     (["--study", "no-such-study"], "--study"),
     (["--time", "8h"], "--time"),
     (["--nodes", "0"], "--nodes"),
-    (["--nodes", "3"], "sbatch refused the job"),                # the partition has 2 nodes
+    (["--nodes", "3"], "sbatch refused the job"),  # the partition has 2 nodes
     (["--partition", "nosuchpartition"], "sbatch refused the job"),
-    (["--gpus-per-node", "5"], "sbatch refused the job"),        # the nodes have 2 GPUs each
-    (["--account", "ghost"], "Invalid account"),                 # the dev cluster enforces accounting
+    (["--gpus-per-node", "5"], "sbatch refused the job"),  # the nodes have 2 GPUs each
+    (["--account", "ghost"], "Invalid account"),  # the dev cluster enforces accounting
     (["--cpus-per-node", "1", "--set", "resources.cpus_per_trial=2"], "--cpus-per-node"),
 ]
 
 
 @pytest.mark.parametrize("flags,key", SLURM_BAD_INPUT)
-def test_bad_input_on_the_slurm_path_submits_nothing(slurm_env, tmp_path: Path, capsys, flags: list[str],
-                                                     key: str) -> None:
+def test_bad_input_on_the_slurm_path_submits_nothing(
+    slurm_env, tmp_path: Path, capsys, flags: list[str], key: str
+) -> None:
     from test_slurm_launch import squeue_ids
 
     from orchestrator.launch import main

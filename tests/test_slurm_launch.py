@@ -72,9 +72,14 @@ def test_two_sweeps_at_once_follow_and_token(slurm_env, tmp_path: Path) -> None:
     """Sweep A with --follow and sweep B submitted beside it on the same two nodes: both
     complete, trials ran on n1 and n2, and a client without the token is refused."""
     a, b = tmp_path / "a", tmp_path / "b"
-    follow = subprocess.Popen([sys.executable, "-m", "orchestrator.launch", *SMOKE, "--out", str(a), "--follow"],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.launch", *SMOKE, "--out", str(a), "--follow"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     rb = launch(*SMOKE, "--out", str(b))
     assert rb.returncode == 0, rb.stderr[-2000:]
     job_b = job_id_of(rb.stdout)
@@ -90,8 +95,9 @@ def test_two_sweeps_at_once_follow_and_token(slurm_env, tmp_path: Path) -> None:
     code = f"import ray; ray.init(address='{gcs}'); print('CONNECTED', len(ray.nodes())); ray.shutdown()"
 
     def probe(extra: dict[str, str]) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", code], env={**env, **extra},
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, timeout=120
+        )
 
     # a client with some other token (a fresh one of its own) is refused by the job's GCS
     without = probe({**auth.client_env(auth.write_token(tmp_path / "other.token")), "HOME": str(tmp_path)})
@@ -125,22 +131,41 @@ def _dashboard_ports(job_id: int) -> set[int]:
 
 def test_dry_run_shows_sbatch_and_submits_nothing(slurm_env, tmp_path: Path) -> None:
     before = squeue_ids()
-    r = launch("--cluster", "slurm", "--nodes", "2", "--time", "01:30:00", "--partition", "debug",
-               "--dry-run", "--out", str(tmp_path / "run"))
+    r = launch(
+        "--cluster",
+        "slurm",
+        "--nodes",
+        "2",
+        "--time",
+        "01:30:00",
+        "--partition",
+        "debug",
+        "--dry-run",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert r.returncode == 0, r.stderr
-    for line in ("#SBATCH --nodes=2", "#SBATCH --time=90", "#SBATCH --partition=debug",
-                 "#SBATCH --ntasks-per-node=1", "#SBATCH --signal=USR2@120"):
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --time=90",
+        "#SBATCH --partition=debug",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --signal=USR2@120",
+    ):
         assert line in r.stdout
     assert "81 trials" in r.stdout
     assert squeue_ids() == before
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flags,says", [
-    (["--partition", "nosuchpartition"], "partition"),
-    (["--nodes", "3"], "node"),
-    (["--account", "ghost"], "invalid account"),  # the dev cluster enforces accounting (slurmdbd)
-])
+@pytest.mark.parametrize(
+    "flags,says",
+    [
+        (["--partition", "nosuchpartition"], "partition"),
+        (["--nodes", "3"], "node"),
+        (["--account", "ghost"], "invalid account"),  # the dev cluster enforces accounting (slurmdbd)
+    ],
+)
 def test_sbatch_refusal_is_one_line_exit_2(slurm_env, tmp_path: Path, flags: list[str], says: str) -> None:
     before = squeue_ids()
     out = tmp_path / "run"
@@ -171,8 +196,13 @@ def test_requeued_job_resumes_the_sweep(slurm_env, tmp_path: Path) -> None:
         time.sleep(0.5)
     assert len(list((run_dir / "curves").rglob("*.parquet"))) >= 3, "the sweep never got going"
     subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True)
-    follow = subprocess.run([sys.executable, "-m", "orchestrator.follow", str(run_dir)],
-                            cwd=REPO, capture_output=True, text=True, timeout=400)
+    follow = subprocess.run(
+        [sys.executable, "-m", "orchestrator.follow", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert follow.returncode == 0, follow.stderr[-3000:]
     log = (run_dir / "slurm" / f"{job}_0_log.err").read_text() + (run_dir / "slurm" / f"{job}_0_log.out").read_text()
     assert "Calling checkpoint method" in log and f"Requeued job {job}" in log

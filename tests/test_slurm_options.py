@@ -12,23 +12,51 @@ import pytest
 from orchestrator.launch import main
 from support import launch
 
-OPTIONS = ["--qos", "short", "--constraint", "fast", "--mem", "2G", "--exclude", "n9", "--reservation", "r1",
-           "--mail-user", "me@lab.example", "--mail-type", "END,FAIL", "--exclusive", "--sbatch", "licenses=scratch:1",
-           "--setup", "module load cuda/12.4"]
+OPTIONS = [
+    "--qos",
+    "short",
+    "--constraint",
+    "fast",
+    "--mem",
+    "2G",
+    "--exclude",
+    "n9",
+    "--reservation",
+    "r1",
+    "--mail-user",
+    "me@lab.example",
+    "--mail-type",
+    "END,FAIL",
+    "--exclusive",
+    "--sbatch",
+    "licenses=scratch:1",
+    "--setup",
+    "module load cuda/12.4",
+]
 
 
 def test_every_option_is_in_the_dry_run_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--cluster", "slurm", "--dry-run", "--budget", "smoke", *OPTIONS, "--out", str(tmp_path / "r")]) == 0
     script = capsys.readouterr().out
-    for line in ("#SBATCH --qos=short", "#SBATCH --constraint=fast", "#SBATCH --mem=2G", "#SBATCH --exclude=n9",
-                 "#SBATCH --reservation=r1", "#SBATCH --mail-user=me@lab.example", "#SBATCH --mail-type=END,FAIL",
-                 "#SBATCH --exclusive", "#SBATCH --licenses=scratch:1", "\nmodule load cuda/12.4\n"):
+    for line in (
+        "#SBATCH --qos=short",
+        "#SBATCH --constraint=fast",
+        "#SBATCH --mem=2G",
+        "#SBATCH --exclude=n9",
+        "#SBATCH --reservation=r1",
+        "#SBATCH --mail-user=me@lab.example",
+        "#SBATCH --mail-type=END,FAIL",
+        "#SBATCH --exclusive",
+        "#SBATCH --licenses=scratch:1",
+        "\nmodule load cuda/12.4\n",
+    ):
         assert line in script, line
     assert not (tmp_path / "r").exists()
 
 
 def test_flags_win_over_the_study_and_the_study_over_the_user_file(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     user = tmp_path / "slurm.toml"
     user.write_text('[slurm]\nqos = "from-user"\nmem = "1G"\naccount = "lab-b"\nsetup = ["echo user"]\n')
     monkeypatch.setenv("BATCHSCALE_SLURM_DEFAULTS", str(user))
@@ -45,15 +73,18 @@ def test_flags_win_over_the_study_and_the_study_over_the_user_file(
 
 
 @pytest.mark.slurm
-@pytest.mark.parametrize("flags,says", [
-    (["--qos", "restricted"], "invalid qos"),
-    (["--constraint", "nosuchfeature"], "invalid feature"),
-    (["--mem", "100G"], "requested node configuration is not available"),
-    (["--exclude", "n1,n2"], "requested node configuration is not available"),
-])
+@pytest.mark.parametrize(
+    "flags,says",
+    [
+        (["--qos", "restricted"], "invalid qos"),
+        (["--constraint", "nosuchfeature"], "invalid feature"),
+        (["--mem", "100G"], "requested node configuration is not available"),
+        (["--exclude", "n1,n2"], "requested node configuration is not available"),
+    ],
+)
 def test_what_slurm_refuses_is_refused_before_anything_is_written(
-        slurm_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
-        says: str) -> None:
+    slurm_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], says: str
+) -> None:
     out = tmp_path / "run"
     assert main(["--cluster", "slurm", "--budget", "smoke", *flags, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -64,8 +95,25 @@ def test_what_slurm_refuses_is_refused_before_anything_is_written(
 @pytest.mark.slurm
 def test_a_constraint_puts_the_job_on_the_nodes_with_the_feature(slurm_env: dict[str, str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    r = launch("--cluster", "slurm", "--budget", "smoke", "--set", "search.batch_sizes=[64]", "--constraint", "fast",
-               "--qos", "short", "--account", "lab-b", "--time", "00:05:00", "--out", str(run_dir), "--follow")
+    r = launch(
+        "--cluster",
+        "slurm",
+        "--budget",
+        "smoke",
+        "--set",
+        "search.batch_sizes=[64]",
+        "--constraint",
+        "fast",
+        "--qos",
+        "short",
+        "--account",
+        "lab-b",
+        "--time",
+        "00:05:00",
+        "--out",
+        str(run_dir),
+        "--follow",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
     assert len(trials) == 3 and set(trials.node) == {"n1"}  # only n1 has the feature "fast"

@@ -17,7 +17,8 @@ PACKAGES = ("orchestrator", "trainables", "cluster", "analysis")
 def _modules() -> dict[str, Path]:
     return {
         ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
-        for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
+        for pkg in PACKAGES
+        for p in (REPO / pkg).rglob("*.py")
     }
 
 
@@ -47,8 +48,12 @@ def test_packages_form_no_import_circle() -> None:
     graph = _package_graph()
     # the layers, bottom up: trainables (its contract module is the shared leaf), analysis
     # and cluster on it, orchestrator on all three
-    assert graph == {"trainables": set(), "analysis": {"trainables"}, "cluster": {"trainables"},
-                     "orchestrator": {"trainables", "analysis", "cluster"}}
+    assert graph == {
+        "trainables": set(),
+        "analysis": {"trainables"},
+        "cluster": {"trainables"},
+        "orchestrator": {"trainables", "analysis", "cluster"},
+    }
 
 
 def test_contract_is_a_leaf_and_trainables_import_no_ray() -> None:

@@ -101,8 +101,22 @@ def test_exit_code_in_a_real_process(tmp_path: Path) -> None:
 
 def test_dry_run_prints_grid_and_writes_nothing(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    assert main(["--dry-run", "--out", str(out), "--set", "search.seeds=2",
-                 "--set", "search.batch_sizes=[32, 8192]", "--set", "budget.max_micro_batch=2048"]) == 0
+    assert (
+        main(
+            [
+                "--dry-run",
+                "--out",
+                str(out),
+                "--set",
+                "search.seeds=2",
+                "--set",
+                "search.batch_sizes=[32, 8192]",
+                "--set",
+                "budget.max_micro_batch=2048",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "8192    2048" in text  # micro-batch: gradient accumulation over 4 passes
     assert "36 trials (2 batch sizes)" in text  # 2 batch sizes x 9 LRs x 2 seeds

@@ -28,17 +28,24 @@ def ray_instance():
 def nqm_study(per_batch_size: bool) -> Study:
     """Large batches are far worse per example early on: at the first rung (8192
     examples) B=1024 has taken 8 steps, B=4 has taken 2048."""
-    return validate({
-        "name": "nqm-asha",
-        "trainable": "nqm",
-        "trainable_config": {"dim": 1000},
-        "search": {"batch_sizes": [4, 64, 1024], "lr": {"min": 0.01, "max": 1.0, "points": 4},
-                   "momentum": 0.0},
-        "budget": {"max_examples": CAP, "stop_at_target": False},
-        "target": {"metric": "val_loss", "mode": "min", "value": 0.01},
-        "early_stopping": {"scheduler": "asha", "per_batch_size": per_batch_size, "metric": "val_loss",
-                           "mode": "min", "grace_examples": 8192, "reduction_factor": 3},
-    })
+    return validate(
+        {
+            "name": "nqm-asha",
+            "trainable": "nqm",
+            "trainable_config": {"dim": 1000},
+            "search": {"batch_sizes": [4, 64, 1024], "lr": {"min": 0.01, "max": 1.0, "points": 4}, "momentum": 0.0},
+            "budget": {"max_examples": CAP, "stop_at_target": False},
+            "target": {"metric": "val_loss", "mode": "min", "value": 0.01},
+            "early_stopping": {
+                "scheduler": "asha",
+                "per_batch_size": per_batch_size,
+                "metric": "val_loss",
+                "mode": "min",
+                "grace_examples": 8192,
+                "reduction_factor": 3,
+            },
+        }
+    )
 
 
 def finished_at_cap(run_dir: Path) -> dict[int, int]:
@@ -65,15 +72,17 @@ def test_asha_per_batch_size_carries_every_batch_size_to_the_end(tmp_path: Path)
 
 def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
     data = write_tiny_fashion_mnist(tmp_path / "data", n=3000)
-    study = validate({
-        "name": "sink-test",
-        "trainable": "fashion_mnist",
-        "trainable_config": {"data_dir": str(data), "val_size": 500, "hidden": 64},
-        "search": {"batch_sizes": [8, 64], "lr": {"min": 0.005, "max": 0.02, "points": 2}},
-        "budget": {"max_examples": 40000, "stop_at_target": False},
-        "target": {"metric": "val_accuracy", "mode": "max", "value": 0.99},
-        "early_stopping": {"scheduler": "none"},
-    })
+    study = validate(
+        {
+            "name": "sink-test",
+            "trainable": "fashion_mnist",
+            "trainable_config": {"data_dir": str(data), "val_size": 500, "hidden": 64},
+            "search": {"batch_sizes": [8, 64], "lr": {"min": 0.005, "max": 0.02, "points": 2}},
+            "budget": {"max_examples": 40000, "stop_at_target": False},
+            "target": {"metric": "val_accuracy", "mode": "max", "value": 0.99},
+            "early_stopping": {"scheduler": "none"},
+        }
+    )
     run_dir = tmp_path / "run"
     reads: list[dict[str, int]] = []  # per read while the sweep runs: rows per trial
     errors: list[BaseException] = []
@@ -125,15 +134,17 @@ def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
 def test_diverged_trial_is_recorded_under_asha(tmp_path: Path) -> None:
     """A trial that diverges ends at once and is `diverged`; the sweep goes on."""
     data = write_tiny_fashion_mnist(tmp_path / "data", n=2000)
-    study = validate({
-        "name": "diverge",
-        "trainable": "fashion_mnist",
-        "trainable_config": {"data_dir": str(data), "val_size": 500, "hidden": 32, "sharpness_examples": 0},
-        "search": {"batch_sizes": [32], "lr": {"min": 0.01, "max": 30.0, "points": 2}},
-        "budget": {"max_examples": 20000, "stop_at_target": False},
-        "target": {"metric": "val_accuracy", "mode": "max", "value": 0.99},
-        "early_stopping": {"scheduler": "asha", "grace_examples": 2000, "reduction_factor": 3},
-    })
+    study = validate(
+        {
+            "name": "diverge",
+            "trainable": "fashion_mnist",
+            "trainable_config": {"data_dir": str(data), "val_size": 500, "hidden": 32, "sharpness_examples": 0},
+            "search": {"batch_sizes": [32], "lr": {"min": 0.01, "max": 30.0, "points": 2}},
+            "budget": {"max_examples": 20000, "stop_at_target": False},
+            "target": {"metric": "val_accuracy", "mode": "max", "value": 0.99},
+            "early_stopping": {"scheduler": "asha", "grace_examples": 2000, "reduction_factor": 3},
+        }
+    )
     run_sweep(study, tmp_path / "run")
     trials = pq.read_table(tmp_path / "run" / "trials.parquet").to_pandas().set_index("lr")
     assert trials.loc[30.0, "status"] == "diverged"

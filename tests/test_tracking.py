@@ -52,14 +52,16 @@ def _curve(curves: pd.DataFrame, trial_id: str, metric: str = "val_loss") -> lis
 def _same(got: list[tuple[int, float]], want: list[tuple[int, float]], rel: float = 1e-9) -> bool:
     """The same steps, and values equal to ``rel`` (TensorBoard's event files hold float32)."""
     return [s for s, _ in got] == [s for s, _ in want] and [v for _, v in got] == pytest.approx(
-        [v for _, v in want], rel=rel)
+        [v for _, v in want], rel=rel
+    )
 
 
 # --------------------------------------------------------------------------- MLflow
 
 
-def test_mlflow_every_trial_a_run_with_its_tags_and_curves(run_dir: Path, trials: pd.DataFrame,
-                                                          curves: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_every_trial_a_run_with_its_tags_and_curves(
+    run_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to read a file store
     from mlflow.tracking import MlflowClient
 
@@ -72,14 +74,20 @@ def test_mlflow_every_trial_a_run_with_its_tags_and_curves(run_dir: Path, trials
     for r in children:
         t = trials.loc[r.data.tags["trial_id"]]
         tags = r.data.tags
-        assert (int(tags["batch_size"]), float(tags["lr"]), int(tags["seed"])) == (t.batch_size, pytest.approx(t.lr), t.seed)
+        assert (int(tags["batch_size"]), float(tags["lr"]), int(tags["seed"])) == (
+            t.batch_size,
+            pytest.approx(t.lr),
+            t.seed,
+        )
         assert tags["status"] == t.status and tags["mlflow.parentRunId"] == parent
         assert r.info.status == "FINISHED" and r.data.params["batch_size"] == str(t.batch_size)
         # the whole curve, each evaluation once, with the trial's step as MLflow's step
         history = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_loss"))
         assert _same(history, _curve(curves, tags["trial_id"]))
     examples = client.get_metric_history(children[0].info.run_id, "examples_seen")
-    assert sorted((m.step, m.value) for m in examples) == _curve(curves, children[0].data.tags["trial_id"], "examples_seen")
+    assert sorted((m.step, m.value) for m in examples) == _curve(
+        curves, children[0].data.tags["trial_id"], "examples_seen"
+    )
 
 
 def test_mlflow_study_run_holds_the_fits(run_dir: Path, fits: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,8 +102,10 @@ def test_mlflow_study_run_holds_the_fits(run_dir: Path, fits: dict[str, Any], mo
     assert study.data.metrics["critical_batch.b_crit"] == pytest.approx(crit["b_crit"])
     assert study.data.metrics["critical_batch.b_crit_ci95_low"] == pytest.approx(crit["b_crit_ci95"][0])
     per_batch = client.get_metric_history(study.info.run_id, "per_batch.steps_to_target")
-    assert _same(sorted((m.step, m.value) for m in per_batch),
-                 [(p["batch_size"], p["steps_to_target"]) for p in fits["per_batch"] if p["steps_to_target"] is not None])
+    assert _same(
+        sorted((m.step, m.value) for m in per_batch),
+        [(p["batch_size"], p["steps_to_target"]) for p in fits["per_batch"] if p["steps_to_target"] is not None],
+    )
     assert {"fits.json", "report.pdf"} <= {a.path for a in client.list_artifacts(study.info.run_id)}
 
 
@@ -125,7 +135,11 @@ def test_tensorboard_every_trial_a_run_of_its_curves(run_dir: Path, trials: pd.D
     for dir_name, row in hp.iterrows():
         t = trials.loc[_tb_trial(str(dir_name))]
         assert (int(row.batch_size), float(row.lr), int(row.seed), row.status) == (
-            t.batch_size, pytest.approx(t.lr), t.seed, t.status)
+            t.batch_size,
+            pytest.approx(t.lr),
+            t.seed,
+            t.status,
+        )
 
 
 def test_tensorboard_study_run_holds_the_fits(run_dir: Path, fits: dict[str, Any]) -> None:
@@ -133,25 +147,35 @@ def test_tensorboard_study_run_holds_the_fits(run_dir: Path, fits: dict[str, Any
 
     s = SummaryReader(str(run_dir / "tensorboard" / "study")).scalars
     b_crit = s[s.tag == "critical_batch.b_crit"]
-    assert list(b_crit.step) == [0] and b_crit.value.iloc[0] == pytest.approx(fits["critical_batch"]["b_crit"], rel=1e-6)
+    assert list(b_crit.step) == [0] and b_crit.value.iloc[0] == pytest.approx(
+        fits["critical_batch"]["b_crit"], rel=1e-6
+    )
     steps = s[s.tag == "per_batch.steps_to_target"].sort_values("step")
-    assert _same(list(zip(steps.step, steps.value)),
-                 [(p["batch_size"], p["steps_to_target"]) for p in fits["per_batch"] if p["steps_to_target"] is not None],
-                 rel=1e-6)
+    assert _same(
+        list(zip(steps.step, steps.value)),
+        [(p["batch_size"], p["steps_to_target"]) for p in fits["per_batch"] if p["steps_to_target"] is not None],
+        rel=1e-6,
+    )
 
 
 # --------------------------------------------------------------------------- W&B
 
 
 def _inspect(path: Path, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", *args, str(path)],
-                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *args, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
 
-def test_wandb_offline_every_trial_a_run_of_its_curves(run_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame,
-                                                       fits: dict[str, Any]) -> None:
+def test_wandb_offline_every_trial_a_run_of_its_curves(
+    run_dir: Path, trials: pd.DataFrame, curves: pd.DataFrame, fits: dict[str, Any]
+) -> None:
     runs = sorted((run_dir / "wandb").glob("*run-*"))
     assert runs and all(d.name.startswith("offline-run-") for d in runs)  # never online unless asked
     with ThreadPoolExecutor(4) as pool:  # one reader process per run, a few at a time
@@ -166,7 +190,11 @@ def test_wandb_offline_every_trial_a_run_of_its_curves(run_dir: Path, trials: pd
         t, cfg = trials.loc[tid], s["config"]
         assert s["run_id"] == tid
         assert (cfg["batch_size"], cfg["lr"], cfg["seed"], cfg["status"]) == (
-            t.batch_size, pytest.approx(t.lr), t.seed, t.status)
+            t.batch_size,
+            pytest.approx(t.lr),
+            t.seed,
+            t.status,
+        )
         assert s["summary"]["val_loss"] == pytest.approx(_curve(curves, tid)[-1][1])
     # one trial's whole curve from its history records, stepped by the trial's step
     tid = trials.index[0]
@@ -189,10 +217,21 @@ def test_a_tracker_not_installed_is_one_line_before_anything_is_written(tmp_path
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name == 'mlflow' or name.startswith('mlflow.'):\n"
         "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hide())\n")
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
     out = tmp_path / "run"
-    r = launch("--study", "nqm", "--budget", "smoke", "--set", "tracking.mlflow=true", "--out", str(out),
-               env={"PYTHONPATH": str(hide)}, timeout=120)
+    r = launch(
+        "--study",
+        "nqm",
+        "--budget",
+        "smoke",
+        "--set",
+        "tracking.mlflow=true",
+        "--out",
+        str(out),
+        env={"PYTHONPATH": str(hide)},
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: tracking.mlflow: mlflow is not installed")
@@ -200,8 +239,10 @@ def test_a_tracker_not_installed_is_one_line_before_anything_is_written(tmp_path
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("key", "value", "extra"), [("tracking.tensorboard", "true", "tensorboard"),
-                                                     ("tracking.wandb", '"offline"', "wandb")])
+@pytest.mark.parametrize(
+    ("key", "value", "extra"),
+    [("tracking.tensorboard", "true", "tensorboard"), ("tracking.wandb", '"offline"', "wandb")],
+)
 def test_every_tracker_names_its_extra(key: str, value: str, extra: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import orchestrator.study as study_mod
 
@@ -233,11 +274,17 @@ def test_status_rule_and_each_step_once() -> None:
 
 
 def test_fits_flatten_to_metrics() -> None:
-    scalars, per_batch, labels = flatten_fits({
-        "per_batch": [{"batch_size": 64, "best_lr": 0.2, "lr_on_edge": False}, {"batch_size": 16, "best_lr": 0.1}],
-        "critical_batch": {"b_crit": 700.0, "b_crit_ci95": [500.0, 900.0], "s_min": None, "ci_method": "bootstrap"},
-        "lr_scaling": {"consistent": {"sqrt": True}}})
-    assert scalars == {"critical_batch.b_crit": 700.0, "critical_batch.b_crit_ci95_low": 500.0,
-                       "critical_batch.b_crit_ci95_high": 900.0}
+    scalars, per_batch, labels = flatten_fits(
+        {
+            "per_batch": [{"batch_size": 64, "best_lr": 0.2, "lr_on_edge": False}, {"batch_size": 16, "best_lr": 0.1}],
+            "critical_batch": {"b_crit": 700.0, "b_crit_ci95": [500.0, 900.0], "s_min": None, "ci_method": "bootstrap"},
+            "lr_scaling": {"consistent": {"sqrt": True}},
+        }
+    )
+    assert scalars == {
+        "critical_batch.b_crit": 700.0,
+        "critical_batch.b_crit_ci95_low": 500.0,
+        "critical_batch.b_crit_ci95_high": 900.0,
+    }
     assert per_batch == {"per_batch.best_lr": [(16, 0.1), (64, 0.2)]}
     assert labels == {"critical_batch.ci_method": "bootstrap", "lr_scaling.consistent.sqrt": "true"}

@@ -35,7 +35,7 @@ def test_the_centre_lrs_come_first_and_batch_sizes_take_turns() -> None:
     assert [(p.batch_size, p.lr) for p in order[:9]] == [(b, 0.0316228) for b in sizes]
     # the k-th trial of every batch size starts before the (k+1)-th of any
     for k in range(9):
-        assert sorted(p.batch_size for p in order[9 * k:9 * (k + 1)]) == sizes
+        assert sorted(p.batch_size for p in order[9 * k : 9 * (k + 1)]) == sizes
     # within one batch size: the grid from its centre outwards, the extremes last
     lrs = lr_values(study, 4096)
     assert [p.lr for p in order if p.batch_size == 4096] == [lrs[i] for i in (4, 5, 3, 6, 2, 7, 1, 8, 0)]
@@ -62,8 +62,10 @@ def test_tune_creates_the_trials_in_the_order_the_sweep_passes() -> None:
 
 def _trials(study, ids_in_tune_order: list[int]) -> list[Trial]:
     order = start_order(study)
-    return [Trial("fn", config={CONFIG_KEY: trial_config(study, order[i]).to_dict()}, trial_id=f"t{i}", stub=True)
-            for i in ids_in_tune_order]
+    return [
+        Trial("fn", config={CONFIG_KEY: trial_config(study, order[i]).to_dict()}, trial_id=f"t{i}", stub=True)
+        for i in ids_in_tune_order
+    ]
 
 
 class _Tune:

@@ -65,24 +65,44 @@ def test_the_template_as_a_module_runs_on_the_dev_slurm_cluster(lab: Path, slurm
     study = _study(lab, "mylab.train:train")
     dry = launch("--cluster", "slurm", "--study", str(study), "--dry-run", cwd=lab)
     assert f"# trainable: mylab.train:train (imported from cwd {lab})" in dry.stdout
-    r = launch("--cluster", "slurm", "--study", str(study), "--budget", "smoke", "--nodes", "2",
-               "--cpus-per-node", "1", "--time", "00:10:00", "--out", str(lab / "run"), "--follow", cwd=lab,
-               env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    r = launch(
+        "--cluster",
+        "slurm",
+        "--study",
+        str(study),
+        "--budget",
+        "smoke",
+        "--nodes",
+        "2",
+        "--cpus-per-node",
+        "1",
+        "--time",
+        "00:10:00",
+        "--out",
+        str(lab / "run"),
+        "--follow",
+        cwd=lab,
+        env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_run(lab / "run")
     assert set(pq.read_table(lab / "run" / "trials.parquet").column("node").to_pylist()) == {"n1", "n2"}
 
 
-@pytest.mark.parametrize("trainable,write,says", [
-    ("mylab/nope.py:train", None, "trainable: no such file mylab/nope.py"),
-    ("mylab/train.py:trian", None, "'trian' not found in "),
-    ("nomod.x:train", None, "trainable: no module 'nomod.x' importable from "),
-    ("mylab/broken.py:train", "import nonexistent_pkg\n", "ModuleNotFoundError: No module named 'nonexistent_pkg'"),
-    ("mylab/onearg.py:train", "def train(config):\n    pass\n", "train(config) in "),
-    ("mylab/train.py", None, "is neither a built-in"),
-])
-def test_a_wrong_trainable_is_one_line_exit_2(lab: Path, capsys: pytest.CaptureFixture[str], trainable: str,
-                                               write: str | None, says: str) -> None:
+@pytest.mark.parametrize(
+    "trainable,write,says",
+    [
+        ("mylab/nope.py:train", None, "trainable: no such file mylab/nope.py"),
+        ("mylab/train.py:trian", None, "'trian' not found in "),
+        ("nomod.x:train", None, "trainable: no module 'nomod.x' importable from "),
+        ("mylab/broken.py:train", "import nonexistent_pkg\n", "ModuleNotFoundError: No module named 'nonexistent_pkg'"),
+        ("mylab/onearg.py:train", "def train(config):\n    pass\n", "train(config) in "),
+        ("mylab/train.py", None, "is neither a built-in"),
+    ],
+)
+def test_a_wrong_trainable_is_one_line_exit_2(
+    lab: Path, capsys: pytest.CaptureFixture[str], trainable: str, write: str | None, says: str
+) -> None:
     if write is not None:
         (lab / trainable.split(":")[0]).write_text(write)
     study = _study(lab, trainable)

@@ -25,8 +25,18 @@ from torch import nn
 M = TypeVar("M", bound=pydantic.BaseModel)
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 # dense bf16 tensor-core peaks (data sheets, SXM parts where there are several)
-GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0,
-                   "A10": 125.0, "L4": 121.0, "V100": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0}
+GPU_PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "L4": 121.0,
+    "V100": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,8 +47,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="optimizer updates to time")
     p.add_argument("--batch-size", type=int, help="batch size of the timed updates")
     p.add_argument("--micro-batch-size", type=int, help="micro-batch size (default: the batch size)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a [trainable_config] key for the bench (TOML value), repeatable")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [trainable_config] key for the bench (TOML value), repeatable",
+    )
     p.add_argument("--peak-tflops", type=float, help="peak FLOP/s of the device for MFU (default: known or estimated)")
     p.add_argument("--out", type=Path, help="results file (default bench/results/<name>.json)")
 
@@ -86,10 +102,16 @@ def environment(dev: torch.device) -> dict[str, Any]:
     """The device, the software and the note that a CPU run is not the GPU target."""
     env: dict[str, Any] = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
-        "device_type": dev.type, "torch": torch.__version__, "python": platform.python_version(),
-        "numpy": np.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()
-        if dev.type == "cuda" else None, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "device_type": dev.type,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "host": platform.node(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
     if dev.type == "cpu":
@@ -117,8 +139,10 @@ def peak_flops(dev: torch.device, override_tflops: float | None = None) -> tuple
     if not mhz:
         return None, "no CPU clock in /proc/cpuinfo: pass --peak-tflops"
     threads = torch.get_num_threads()
-    return (threads * max(mhz) * 1e6 * per_cycle,
-            f"estimate: {threads} cores x {max(mhz):.0f} MHz x {per_cycle} FP32 FLOP/cycle")
+    return (
+        threads * max(mhz) * 1e6 * per_cycle,
+        f"estimate: {threads} cores x {max(mhz):.0f} MHz x {per_cycle} FP32 FLOP/cycle",
+    )
 
 
 def forward_flops(model: nn.Module, *inputs: Any) -> float:
@@ -132,8 +156,11 @@ def forward_flops(model: nn.Module, *inputs: Any) -> float:
     def linear(m: nn.Linear, _: Any, out: torch.Tensor) -> None:
         total[0] += 2.0 * out.numel() * m.in_features
 
-    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
-             for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    hooks = [
+        m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
     was_training = model.training
     try:
         model.eval()

@@ -28,10 +28,7 @@ the validation split (the 94% target is test accuracy).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
-import math
 import pickle
 import sys
 from pathlib import Path
@@ -43,8 +40,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from trainables import Report, bench
-from trainables.contract import Target, TrialConfig
+from trainables import Report
+from trainables.contract import TrialConfig
 from trainables.distributed import DataParallel
 from trainables.loop import (
     EpochOrder,
@@ -120,11 +117,15 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(d[b"data"], dtype=np.uint8)
         y = np.asarray(d[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise ValueError(f"trainable_config.data_dir: {path} is not a CIFAR-10 python batch "
-                         f"(a pickled dict with b'data' and b'labels'): {type(e).__name__}") from None
+        raise ValueError(
+            f"trainable_config.data_dir: {path} is not a CIFAR-10 python batch "
+            f"(a pickled dict with b'data' and b'labels'): {type(e).__name__}"
+        ) from None
     if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y) or (len(y) and not 0 <= y.min() <= y.max() <= 9):
-        raise ValueError(f"trainable_config.data_dir: {path}: b'data' must be N×3072 uint8 with N labels "
-                         f"in 0..9, got {x.shape} and {len(y)} labels")
+        raise ValueError(
+            f"trainable_config.data_dir: {path}: b'data' must be N×3072 uint8 with N labels "
+            f"in 0..9, got {x.shape} and {len(y)} labels"
+        )
     return x.reshape(-1, 3, 32, 32), y
 
 
@@ -132,8 +133,10 @@ def preflight(settings: TrainableConfig) -> None:
     """Raise FileNotFoundError / ValueError (one line) unless data_dir holds the six batches."""
     missing = [n for n in FILES if not (Path(settings.data_dir) / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"trainable_config.data_dir: {settings.data_dir} has no {', '.join(missing)} "
-                                "(the CIFAR-10 python batches, cifar-10-python.tar.gz unpacked)")
+        raise FileNotFoundError(
+            f"trainable_config.data_dir: {settings.data_dir} has no {', '.join(missing)} "
+            "(the CIFAR-10 python batches, cifar-10-python.tar.gz unpacked)"
+        )
     load_data(settings.data_dir)
 
 
@@ -156,8 +159,9 @@ def synthetic(n_train: int = 50_000, n_val: int = 10_000, seed: int = 0) -> Arra
 
 class ConvGroup(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, s: TrainableConfig) -> None:
-        super().__init__(_conv(c_in, c_out), nn.MaxPool2d(2), _bn(c_out, s), nn.GELU(),
-                         _conv(c_out, c_out), _bn(c_out, s), nn.GELU())
+        super().__init__(
+            _conv(c_in, c_out), nn.MaxPool2d(2), _bn(c_out, s), nn.GELU(), _conv(c_out, c_out), _bn(c_out, s), nn.GELU()
+        )
 
 
 def _conv(c_in: int, c_out: int) -> nn.Conv2d:
@@ -266,8 +270,7 @@ def train_on(config: TrialConfig, report: Report, data: Arrays, timers: dict[str
         if (step + 1) * config.batch_size > s.whiten_bias_examples:
             opt.param_groups[0]["lr_scale"] = 0.0
 
-    parts = Parts(model, opt, batches, loss, evaluate, n, before_update=before_update,
-                  compile=s.compile)
+    parts = Parts(model, opt, batches, loss, evaluate, n, before_update=before_update, compile=s.compile)
     run(config, report, parts, s, dev)
     if timers is not None:
         timers.update(parts.timers)
@@ -289,8 +292,7 @@ def _optimizer(model: nn.Sequential, config: TrialConfig, s: TrainableConfig) ->
     for g in groups:
         g["weight_decay"] = decay / (config.lr * g["lr_scale"]) + config.weight_decay
         g["lr"] = config.lr * g["lr_scale"]
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                           nesterov=s.nesterov and config.momentum > 0)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=s.nesterov and config.momentum > 0)
 
 
 @torch.no_grad()
@@ -320,59 +322,10 @@ def _tta(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m trainables.cifar10 --bench``: images/s, time to 94%, MFU; saved as JSON."""
-    p = argparse.ArgumentParser(prog="python -m trainables.cifar10", description=main.__doc__)
-    bench.add_arguments(p)
-    p.add_argument("--lr", type=float, help="peak LR (default 1.5 × B/1024, the airbench recipe)")
-    args = p.parse_args(argv)
-    if not args.bench:
-        p.error("nothing to do: pass --bench")
-    s = bench.settings(TrainableConfig, args)
-    if args.synthetic:
-        data = synthetic()
-    else:
-        try:
-            preflight(s)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        data = load_data(s.data_dir)
-    batch = args.batch_size or 1024
-    steps = args.steps or math.ceil(10 * len(data.y_train) / batch)  # airbench94: 9.9 epochs
-    config = TrialConfig(batch_size=batch, micro_batch_size=args.micro_batch_size or batch,
-                         lr=args.lr or 1.5 * batch / 1024, seed=0, optimizer="sgd", momentum=0.85,
-                         weight_decay=0.0, warmup_examples=int(0.23 * steps * batch), max_steps=steps,
-                         max_examples=None, cpus=torch.get_num_threads(), target=Target(value=0.94),
-                         stop_at_target=not args.synthetic, settings=s.model_dump())
-    dev = device(config)
-    if dev.type == "cuda":  # kernels chosen and compiled before the clock starts (airbench does the same)
-        train_on(dataclasses.replace(config, max_steps=3, stop_at_target=False), lambda m, checkpoint=None: None, data)
-    rows: list[dict[str, Any]] = []
-    timers: dict[str, float] = {}
-    train_on(config, lambda m, checkpoint=None: rows.append(m), data, timers)
-    first, last = rows[0], rows[-1]  # timed from the end of update 1 (allocation, kernel choice)
-    timed = max(last["train_time_s"] - first["train_time_s"], 1e-9)
-    images = (last["step"] - first["step"]) * batch / timed if last["step"] > first["step"] else batch / timed
-    model = build_model(s)
-    flops = 3 * bench.forward_flops(model, torch.zeros(2, 3, 32, 32))
-    peak, peak_source = bench.peak_flops(dev, args.peak_tflops)
-    hit = next((r for r in rows if config.target.reached(r.get("val_accuracy"))), None)
-    record = {
-        "benchmark": "cifar10 airbench-class net", "data": "synthetic" if args.synthetic else s.data_dir,
-        "batch_size": batch, "micro_batch_size": config.micro_batch_size, "steps": timers["updates"],
-        "widths": s.widths, "images_per_s": round(images, 1), "timed_updates": last["step"] - first["step"],
-        "timed_s": round(timed, 3), "train_time_s": round(timers["train_time_s"], 3),
-        "train_gflop_per_image": round(flops / 1e9, 4),
-        "achieved_tflops": round(flops * images / 1e12, 4),
-        "mfu": None if peak is None else round(flops * images / peak, 5), "peak_source": peak_source,
-        "final_val_accuracy": rows[-1].get("val_accuracy"),
-        "time_to_94_s": None if hit is None else round(hit["train_time_s"], 3),
-        "time_to_94_note": "synthetic data: no accuracy target" if args.synthetic else
-        ("reached" if hit else "not reached within the steps"),
-        "environment": bench.environment(dev),
-    }
-    bench.save("cifar10", record, args.out)
-    return 0
+    """``python -m trainables.cifar10 --bench``: see ``trainables.cifar10_bench``."""
+    from trainables.cifar10_bench import main as bench_main
+
+    return bench_main(argv)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,7 @@ class _BatchStream:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             dp: DataParallel | None = None) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dp: DataParallel | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a whole split (with ``dp``: each rank
     measures its share, the sums are all-reduced)."""
     n = len(x)
@@ -121,8 +120,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def accumulate_gradients(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch_size: int,
-    noise: NoiseScaleEstimator | None = None, dp: DataParallel | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    micro_batch_size: int,
+    noise: NoiseScaleEstimator | None = None,
+    dp: DataParallel | None = None,
 ) -> float:
     """Backward of the mean loss over ``x`` in micro-batches; returns that mean loss.
 
@@ -168,8 +171,9 @@ def sharpness(model: nn.Module, data: ClassificationData, settings: LoopSettings
         return None
     idx = fixed_subset(len(data.x_train), min(settings.sharpness_examples, len(data.x_train)))
     x, y = data.x_train[idx], data.y_train[idx]
-    return top_hessian_eigenvalue(lambda: F.cross_entropy(model(x), y), list(model.parameters()),
-                                  max_iter=settings.sharpness_iters)
+    return top_hessian_eigenvalue(
+        lambda: F.cross_entropy(model(x), y), list(model.parameters()), max_iter=settings.sharpness_iters
+    )
 
 
 def train_classifier(
@@ -240,13 +244,19 @@ def _train(
             step += 1
             if not math.isfinite(loss) or loss > settings.divergence_factor * first_loss:
                 # a row of its own (the step after the last evaluation), not evaluated
-                report({**_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
-                        "train_loss": loss, "diverged": True})
+                report(
+                    {
+                        **_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
+                        "train_loss": loss,
+                        "diverged": True,
+                    }
+                )
                 return
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, distributed)
-        train_eval_loss, train_eval_acc = evaluate(model, data.x_train[train_eval], data.y_train[train_eval],
-                                                   distributed)
+        train_eval_loss, train_eval_acc = evaluate(
+            model, data.x_train[train_eval], data.y_train[train_eval], distributed
+        )
         row = {
             **_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
             "train_loss": loss_sum / max(loss_n, 1),

@@ -166,11 +166,13 @@ class TrialConfig:
             raise ValueError(f"rank {self.rank} of world_size {self.world_size}: need 0 <= rank < world_size")
         share = self.world_size * self.micro_batch_size
         if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % share:
-            raise ValueError(f"batch_size {self.batch_size} is not a positive multiple of "
-                             f"micro_batch_size {self.micro_batch_size}"
-                             + (f" × world_size {self.world_size}" if self.world_size > 1 else ""))
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive and finite, got {self.lr}")
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a positive multiple of "
+                f"micro_batch_size {self.micro_batch_size}"
+                + (f" × world_size {self.world_size}" if self.world_size > 1 else "")
+            )
+        if not (self.lr >= 0 and math.isfinite(self.lr)):  # 0: a measurement that never moves
+            raise ValueError(f"lr must be non-negative and finite, got {self.lr}")
         step_cap(self.batch_size, self.max_steps, self.max_examples)  # raises without a cap
 
     @property
@@ -216,25 +218,27 @@ class TrialConfig:
 
 # --------------------------------------------------------------------------- Parquet tables
 
-CURVES_SCHEMA = pa.schema([
-    ("study", pa.string()),
-    ("trial_id", pa.string()),
-    ("batch_size", pa.int64()),
-    ("micro_batch_size", pa.int64()),
-    ("lr", pa.float64()),
-    ("seed", pa.int64()),
-    ("step", pa.int64()),
-    ("examples_seen", pa.int64()),
-    ("epoch", pa.float64()),
-    ("wall_time_s", pa.float64()),
-    ("train_loss", pa.float64()),
-    ("train_eval_loss", pa.float64()),
-    ("train_eval_accuracy", pa.float64()),
-    ("val_loss", pa.float64()),
-    ("val_accuracy", pa.float64()),
-    ("lr_current", pa.float64()),
-    ("grad_noise_scale", pa.float64()),
-])
+CURVES_SCHEMA = pa.schema(
+    [
+        ("study", pa.string()),
+        ("trial_id", pa.string()),
+        ("batch_size", pa.int64()),
+        ("micro_batch_size", pa.int64()),
+        ("lr", pa.float64()),
+        ("seed", pa.int64()),
+        ("step", pa.int64()),
+        ("examples_seen", pa.int64()),
+        ("epoch", pa.float64()),
+        ("wall_time_s", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("train_eval_loss", pa.float64()),
+        ("train_eval_accuracy", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("val_accuracy", pa.float64()),
+        ("lr_current", pa.float64()),
+        ("grad_noise_scale", pa.float64()),
+    ]
+)
 """Columns of ``curves/`` (contract "curves/ columns", plus ``train_eval_loss`` and
 ``train_eval_accuracy``: the current weights on a fixed training subset as large as the
 validation split, null where a trainable does not measure them)."""
@@ -242,29 +246,30 @@ validation split, null where a trainable does not measure them)."""
 # pyarrow infers the key's type from the path and refuses to merge it with a file column.
 CURVES_FILE_SCHEMA = pa.schema([f for f in CURVES_SCHEMA if f.name != "batch_size"])
 CURVES_PARTITIONING = pads.partitioning(pa.schema([("batch_size", pa.int64())]), flavor="hive")
-METRIC_COLUMNS = tuple(f.name for f in CURVES_FILE_SCHEMA if pa.types.is_floating(f.type)
-                       and f.name not in ("lr",))
+METRIC_COLUMNS = tuple(f.name for f in CURVES_FILE_SCHEMA if pa.types.is_floating(f.type) and f.name not in ("lr",))
 """The float columns a trainable reports (epoch, wall time, losses, accuracy, ...)."""
 
-TRIALS_SCHEMA = pa.schema([
-    ("trial_id", pa.string()),
-    ("study", pa.string()),
-    ("batch_size", pa.int64()),
-    ("micro_batch_size", pa.int64()),
-    ("lr", pa.float64()),
-    ("seed", pa.int64()),
-    ("optimizer", pa.string()),
-    ("status", pa.string()),
-    ("steps", pa.int64()),
-    ("examples_seen", pa.int64()),
-    ("wall_time_s", pa.float64()),
-    ("final_val_loss", pa.float64()),
-    ("best_val_accuracy", pa.float64()),
-    ("sharpness", pa.float64()),
-    ("node", pa.string()),
-    ("config_json", pa.string()),
-    ("error", pa.string()),
-])
+TRIALS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("study", pa.string()),
+        ("batch_size", pa.int64()),
+        ("micro_batch_size", pa.int64()),
+        ("lr", pa.float64()),
+        ("seed", pa.int64()),
+        ("optimizer", pa.string()),
+        ("status", pa.string()),
+        ("steps", pa.int64()),
+        ("examples_seen", pa.int64()),
+        ("wall_time_s", pa.float64()),
+        ("final_val_loss", pa.float64()),
+        ("best_val_accuracy", pa.float64()),
+        ("sharpness", pa.float64()),
+        ("node", pa.string()),
+        ("config_json", pa.string()),
+        ("error", pa.string()),
+    ]
+)
 """Columns of ``trials.parquet`` (``error``: a failed trial's reason, the last line of its
 exception; null otherwise)."""
 
@@ -302,16 +307,12 @@ def read_curves(curves_dir: Path | str) -> pa.Table:
         raise RunError(f"{curves_dir} is missing")
     key = pa.schema([("batch_size", pa.int64())])
     try:
-        fragments = list(pads.dataset(curves_dir, format="parquet",
-                                      partitioning=CURVES_PARTITIONING).get_fragments())
+        fragments = list(pads.dataset(curves_dir, format="parquet", partitioning=CURVES_PARTITIONING).get_fragments())
         if not fragments:
             raise RunError(f"{curves_dir} holds no Parquet files")
-        schema = pa.unify_schemas([f.physical_schema for f in fragments] + [key],
-                                  promote_options="permissive")
-        schema = pa.schema([pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f
-                            for f in schema])
-        table = pads.dataset(curves_dir, format="parquet", partitioning=CURVES_PARTITIONING,
-                             schema=schema).to_table()
+        schema = pa.unify_schemas([f.physical_schema for f in fragments] + [key], promote_options="permissive")
+        schema = pa.schema([pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f for f in schema])
+        table = pads.dataset(curves_dir, format="parquet", partitioning=CURVES_PARTITIONING, schema=schema).to_table()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
         raise RunError(f"{curves_dir}: {str(e).splitlines()[0]}") from None
     for col in ("trial_id", "batch_size", "lr", "step"):

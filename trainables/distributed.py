@@ -112,8 +112,10 @@ def process_group(config: TrialConfig) -> Iterator[DataParallel]:
         return
     if dist.is_initialized():
         if (dist.get_rank(), dist.get_world_size()) != (config.rank, config.world_size):
-            raise RuntimeError(f"a process group of rank {dist.get_rank()}/{dist.get_world_size()} is set up; "
-                               f"this trial is rank {config.rank}/{config.world_size}")
+            raise RuntimeError(
+                f"a process group of rank {dist.get_rank()}/{dist.get_world_size()} is set up; "
+                f"this trial is rank {config.rank}/{config.world_size}"
+            )
         yield dp
         return
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
@@ -121,8 +123,13 @@ def process_group(config: TrialConfig) -> Iterator[DataParallel]:
         raise RuntimeError(f"world_size {config.world_size} needs the rendezvous in {' and '.join(missing)}")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method="env://",
-                            rank=config.rank, world_size=config.world_size, timeout=TIMEOUT)
+    dist.init_process_group(
+        "nccl" if dev.type == "cuda" else "gloo",
+        init_method="env://",
+        rank=config.rank,
+        world_size=config.world_size,
+        timeout=TIMEOUT,
+    )
     try:
         yield dp
     finally:

@@ -101,14 +101,17 @@ def load_data(data_dir: str, val_size: int) -> ClassificationData:
 def build_model(settings: TrainableConfig) -> nn.Module:
     if settings.model == "mlp":
         h = settings.hidden
-        return nn.Sequential(
-            nn.Flatten(), nn.Linear(784, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 10)
-        )
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 10))
     c = max(8, settings.hidden // 8)
     return nn.Sequential(
-        nn.Conv2d(1, c // 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c // 2, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(c * 7 * 7, 10),
+        nn.Conv2d(1, c // 2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c // 2, c, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c * 7 * 7, 10),
     )
 
 
@@ -117,6 +120,9 @@ def train(config: TrialConfig, report: Report) -> None:
     settings = TrainableConfig.model_validate(config.settings)
     data = load_data(settings.data_dir, settings.val_size)
     train_classifier(
-        config, report, data, lambda: build_model(settings),
+        config,
+        report,
+        data,
+        lambda: build_model(settings),
         LoopSettings(**settings.model_dump(include=set(LoopSettings.__dataclass_fields__))),
     )

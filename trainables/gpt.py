@@ -114,20 +114,25 @@ def preflight(settings: TrainableConfig) -> None:
     s = settings
     if not all(p.is_file() for p in bins(s.data_dir)):
         if s.text_file is None:
-            raise FileNotFoundError(f"trainable_config.data_dir: {s.data_dir} has no train.bin/val.bin "
-                                    "and trainable_config.text_file is not set to build them from")
+            raise FileNotFoundError(
+                f"trainable_config.data_dir: {s.data_dir} has no train.bin/val.bin "
+                "and trainable_config.text_file is not set to build them from"
+            )
         if not Path(s.text_file).is_file():
             raise FileNotFoundError(f"trainable_config.text_file: no such file {s.text_file}")
         build_bins(s.text_file, s.data_dir, s.val_fraction)
     for path in bins(s.data_dir):
         size = path.stat().st_size
         if size % 2 or size // 2 < s.seq_len + 2:
-            raise ValueError(f"trainable_config.data_dir: {path} must hold uint16 tokens, at least "
-                             f"seq_len + 2 = {s.seq_len + 2} of them ({size} bytes)")
+            raise ValueError(
+                f"trainable_config.data_dir: {path} must hold uint16 tokens, at least "
+                f"seq_len + 2 = {s.seq_len + 2} of them ({size} bytes)"
+            )
         head = np.memmap(path, dtype=np.uint16, mode="r")[: 1 << 20]
         if int(head.max()) >= s.vocab_size:
-            raise ValueError(f"trainable_config.data_dir: {path} holds token {int(head.max())} >= "
-                             f"vocab_size {s.vocab_size}")
+            raise ValueError(
+                f"trainable_config.data_dir: {path} holds token {int(head.max())} >= vocab_size {s.vocab_size}"
+            )
 
 
 @functools.lru_cache(maxsize=2)
@@ -217,8 +222,9 @@ def train_on(config: TrialConfig, report: Report, data: Tokens, timers: dict[str
     dev, t = device(config), s.seq_len
     torch.manual_seed(config.seed)
     model = build_model(s).to(dev)
-    opt = make_optimizer("adamw", cast(Any, param_groups(model, config.weight_decay)), config.lr,
-                         config.momentum, config.weight_decay)
+    opt = make_optimizer(
+        "adamw", cast(Any, param_groups(model, config.weight_decay)), config.lr, config.momentum, config.weight_decay
+    )
     for g in opt.param_groups:
         g["betas"] = (config.momentum, s.beta2)
     fixed = np.random.default_rng(0)
@@ -251,12 +257,24 @@ def train_on(config: TrialConfig, report: Report, data: Tokens, timers: dict[str
 
     def evaluate(dp: DataParallel) -> dict[str, float]:
         val, train_eval = measure(data.val, val_off, dp), measure(data.train, train_off, dp)
-        return {"val_loss": val[0], "val_accuracy": val[1],
-                "train_eval_loss": train_eval[0], "train_eval_accuracy": train_eval[1]}
+        return {
+            "val_loss": val[0],
+            "val_accuracy": val[1],
+            "train_eval_loss": train_eval[0],
+            "train_eval_accuracy": train_eval[1],
+        }
 
-    parts = Parts(model, opt, batches, loss, evaluate, max(len(data.train) // t, 1),
-                  extra=lambda step: {"tokens_seen": step * config.batch_size * t},
-                  grad_clip=s.grad_clip, compile=s.compile)
+    parts = Parts(
+        model,
+        opt,
+        batches,
+        loss,
+        evaluate,
+        max(len(data.train) // t, 1),
+        extra=lambda step: {"tokens_seen": step * config.batch_size * t},
+        grad_clip=s.grad_clip,
+        compile=s.compile,
+    )
     run(config, report, parts, s, dev)
     if timers is not None:
         timers.update(parts.timers)
@@ -282,11 +300,22 @@ def main(argv: list[str] | None = None) -> int:
         data = load_tokens(s.data_dir)
     batch, steps = args.batch_size or 32, max(2, args.steps or 50)
     # the first evaluation after one update, the second at the end: the interval is timed
-    config = TrialConfig(batch_size=batch, micro_batch_size=args.micro_batch_size or batch, lr=args.lr, seed=0,
-                         optimizer="adamw", momentum=0.9, weight_decay=0.1, warmup_examples=batch * steps // 10,
-                         max_steps=steps, max_examples=None, cpus=torch.get_num_threads(),
-                         target=Target(metric="val_loss", mode="min", value=0.0), stop_at_target=False,
-                         settings={**s.model_dump(), "eval_ratio": 2.0})
+    config = TrialConfig(
+        batch_size=batch,
+        micro_batch_size=args.micro_batch_size or batch,
+        lr=args.lr,
+        seed=0,
+        optimizer="adamw",
+        momentum=0.9,
+        weight_decay=0.1,
+        warmup_examples=batch * steps // 10,
+        max_steps=steps,
+        max_examples=None,
+        cpus=torch.get_num_threads(),
+        target=Target(metric="val_loss", mode="min", value=0.0),
+        stop_at_target=False,
+        settings={**s.model_dump(), "eval_ratio": 2.0},
+    )
     dev = device(config)
     rows: list[dict[str, Any]] = []
     timers: dict[str, float] = {}
@@ -299,15 +328,26 @@ def main(argv: list[str] | None = None) -> int:
     achieved = 6 * n_params * tokens_per_s
     layers, heads, width = SIZES[s.size]
     record = {
-        "benchmark": f"gpt {s.size}", "data": "synthetic" if args.synthetic else s.data_dir,
-        "n_layer": s.n_layer or layers, "n_head": s.n_head or heads, "n_embd": s.n_embd or width,
-        "seq_len": s.seq_len, "params_for_flops": n_params, "batch_sequences": batch,
-        "micro_batch_sequences": config.micro_batch_size, "steps": timers["updates"],
-        "tokens_per_s": round(tokens_per_s, 1), "timed_updates": last["step"] - first["step"],
-        "timed_s": round(timed, 3), "train_time_s": round(timers["train_time_s"], 3),
-        "achieved_tflops": round(achieved / 1e12, 5), "flops_rule": "6 * N * tokens",
-        "mfu": None if peak is None else round(achieved / peak, 5), "peak_source": peak_source,
-        "first_val_loss": rows[0]["val_loss"], "final_val_loss": rows[-1]["val_loss"],
+        "benchmark": f"gpt {s.size}",
+        "data": "synthetic" if args.synthetic else s.data_dir,
+        "n_layer": s.n_layer or layers,
+        "n_head": s.n_head or heads,
+        "n_embd": s.n_embd or width,
+        "seq_len": s.seq_len,
+        "params_for_flops": n_params,
+        "batch_sequences": batch,
+        "micro_batch_sequences": config.micro_batch_size,
+        "steps": timers["updates"],
+        "tokens_per_s": round(tokens_per_s, 1),
+        "timed_updates": last["step"] - first["step"],
+        "timed_s": round(timed, 3),
+        "train_time_s": round(timers["train_time_s"], 3),
+        "achieved_tflops": round(achieved / 1e12, 5),
+        "flops_rule": "6 * N * tokens",
+        "mfu": None if peak is None else round(achieved / peak, 5),
+        "peak_source": peak_source,
+        "first_val_loss": rows[0]["val_loss"],
+        "final_val_loss": rows[-1]["val_loss"],
         "environment": bench.environment(dev),
     }
     bench.save("gpt", record, args.out)

@@ -1,7 +1,7 @@
 """Reader for the IDX files of MNIST-style datasets (plain or gzip-compressed).
 
-    images = read_idx("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-    images.shape  # (60000, 28, 28), uint8
+images = read_idx("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+images.shape  # (60000, 28, 28), uint8
 """
 
 from __future__ import annotations

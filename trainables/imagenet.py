@@ -91,8 +91,9 @@ def preflight(settings: TrainableConfig) -> None:
         raise ValueError("trainable_config.data_dir: reading JPEGs needs Pillow (pip install pillow)") from None
     images.check(settings.data_dir, settings.num_classes)
     if settings.stage and images.layout(settings.data_dir, "train") != "shards":
-        raise ValueError(f"trainable_config.stage: only tar shards are staged; {settings.data_dir}/train "
-                         "holds class folders")
+        raise ValueError(
+            f"trainable_config.stage: only tar shards are staged; {settings.data_dir}/train holds class folders"
+        )
 
 
 def build_model(s: TrainableConfig) -> nn.Module:
@@ -118,13 +119,17 @@ def train(config: TrialConfig, report: Report) -> None:
 
 def _optimizer(model: nn.Module, config: TrialConfig, s: TrainableConfig) -> torch.optim.Optimizer:
     name = "lars" if s.lars_from_batch and config.batch_size >= s.lars_from_batch else config.optimizer
-    groups: Any = ([{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
-                   if s.decay_norm_and_bias else param_groups(model, config.weight_decay))
+    groups: Any = (
+        [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+        if s.decay_norm_and_bias
+        else param_groups(model, config.weight_decay)
+    )
     return make_optimizer(name, groups, config.lr, config.momentum, config.weight_decay)
 
 
-def train_on(config: TrialConfig, report: Report, train_set: Dataset, val_set: Dataset,
-             timers: dict[str, float] | None = None) -> None:
+def train_on(
+    config: TrialConfig, report: Report, train_set: Dataset, val_set: Dataset, timers: dict[str, float] | None = None
+) -> None:
     """Train one trial on two datasets of (uint8 H×W×3, label) items keyed (index, seed)."""
     s = TrainableConfig.model_validate(config.settings)
     torch.set_num_threads(config.threads)
@@ -141,16 +146,33 @@ def train_on(config: TrialConfig, report: Report, train_set: Dataset, val_set: D
     n_train = len(cast(Any, train_set))
     order = EpochOrder(n_train, config.seed)
     n_val = len(cast(Any, val_set))
-    val_idx = (torch.randperm(n_val, generator=torch.Generator().manual_seed(0))[: s.val_examples].sort().values
-               if s.val_examples else torch.arange(n_val)).tolist()
+    val_idx = (
+        torch.randperm(n_val, generator=torch.Generator().manual_seed(0))[: s.val_examples].sort().values
+        if s.val_examples
+        else torch.arange(n_val)
+    ).tolist()
     stream: list[Any] = [None, 0]  # [iterator, next step it yields]
 
     def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if stream[0] is None or stream[1] != step:
-            sampler = images.StepBatches(order, step, config.batch_size, config.micro_batch_size,
-                                         local_part(config.batch_size, config), config.seed)
-            stream[0] = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
-                                        prefetch_factor=4 if workers else None, persistent_workers=False))
+            sampler = images.StepBatches(
+                order,
+                step,
+                config.batch_size,
+                config.micro_batch_size,
+                local_part(config.batch_size, config),
+                config.seed,
+            )
+            stream[0] = iter(
+                DataLoader(
+                    train_set,
+                    batch_sampler=sampler,
+                    num_workers=workers,
+                    pin_memory=pin,
+                    prefetch_factor=4 if workers else None,
+                    persistent_workers=False,
+                )
+            )
         part = local_part(config.batch_size, config)
         k = (part.stop - part.start) // config.micro_batch_size
         out = [next(cast(Iterator[Any], stream[0])) for _ in range(k)]
@@ -176,8 +198,7 @@ def train_on(config: TrialConfig, report: Report, train_set: Dataset, val_set: D
         total, right = dp.sum(loss_sum, correct)
         return {"val_loss": total / len(val_idx), "val_accuracy": right / len(val_idx)}
 
-    parts = Parts(model, opt, batches, loss, evaluate, n_train,
-                  compile=s.compile)
+    parts = Parts(model, opt, batches, loss, evaluate, n_train, compile=s.compile)
     try:
         run(config, report, parts, s, dev)
     finally:
@@ -209,11 +230,22 @@ def main(argv: list[str] | None = None) -> int:
         val_set = images.Images(images.load_split(s.data_dir, "val"), s.image_size, train=False)
     settings = {**s.model_dump(), "eval_ratio": 2.0, "val_examples": s.val_examples or min(batch, 1024)}
     # evaluations at updates 1, 2, 4, ..., steps: throughput is timed from the end of update 1
-    config = TrialConfig(batch_size=batch, micro_batch_size=args.micro_batch_size or batch,
-                         lr=args.lr or 0.1 * batch / 256, seed=0, optimizer="sgd", momentum=0.9,
-                         weight_decay=5e-5, warmup_examples=0, max_steps=steps, max_examples=None,
-                         cpus=torch.get_num_threads(), target=Target(value=1.0), stop_at_target=False,
-                         settings=settings)
+    config = TrialConfig(
+        batch_size=batch,
+        micro_batch_size=args.micro_batch_size or batch,
+        lr=args.lr or 0.1 * batch / 256,
+        seed=0,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=5e-5,
+        warmup_examples=0,
+        max_steps=steps,
+        max_examples=None,
+        cpus=torch.get_num_threads(),
+        target=Target(value=1.0),
+        stop_at_target=False,
+        settings=settings,
+    )
     dev = device(config)
     rows: list[dict[str, Any]] = []
     timers: dict[str, float] = {}
@@ -224,15 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     flops = 3 * bench.forward_flops(build_model(s), torch.zeros(2, 3, s.image_size, s.image_size))
     peak, peak_source = bench.peak_flops(dev, args.peak_tflops)
     record = {
-        "benchmark": "imagenet resnet50" if (s.width, s.layers) == (64, [3, 4, 6, 3]) else
-        f"imagenet resnet (width {s.width}, layers {s.layers})",
-        "data": "synthetic" if args.synthetic else s.data_dir, "image_size": s.image_size,
-        "batch_size": batch, "micro_batch_size": config.micro_batch_size, "steps": timers["updates"],
+        "benchmark": "imagenet resnet50"
+        if (s.width, s.layers) == (64, [3, 4, 6, 3])
+        else f"imagenet resnet (width {s.width}, layers {s.layers})",
+        "data": "synthetic" if args.synthetic else s.data_dir,
+        "image_size": s.image_size,
+        "batch_size": batch,
+        "micro_batch_size": config.micro_batch_size,
+        "steps": timers["updates"],
         "optimizer": "lars" if s.lars_from_batch and batch >= s.lars_from_batch else "sgd",
-        "images_per_s": round(per_s, 2), "timed_updates": last["step"] - first["step"],
-        "timed_s": round(timed, 3), "train_gflop_per_image": round(flops / 1e9, 4),
-        "resnet50_224px_reference_gflop": 24.5, "achieved_tflops": round(flops * per_s / 1e12, 5),
-        "mfu": None if peak is None else round(flops * per_s / peak, 5), "peak_source": peak_source,
+        "images_per_s": round(per_s, 2),
+        "timed_updates": last["step"] - first["step"],
+        "timed_s": round(timed, 3),
+        "train_gflop_per_image": round(flops / 1e9, 4),
+        "resnet50_224px_reference_gflop": 24.5,
+        "achieved_tflops": round(flops * per_s / 1e12, 5),
+        "mfu": None if peak is None else round(flops * per_s / peak, 5),
+        "peak_source": peak_source,
         "workers": s.workers if s.workers is not None else max(0, math.ceil(config.cpus) - 1),
         "environment": bench.environment(dev),
     }

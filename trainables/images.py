@@ -66,8 +66,10 @@ def layout(root: str | Path, name: str) -> str:
     """``shards`` or ``folders`` for ``root/name``; FileNotFoundError (one line) otherwise."""
     d = Path(root) / name
     if not d.is_dir():
-        raise FileNotFoundError(f"trainable_config.data_dir: {root} has no {name}/ directory "
-                                "(class folders of JPEGs, or NNNNNN.jpg + NNNNNN.cls tar shards)")
+        raise FileNotFoundError(
+            f"trainable_config.data_dir: {root} has no {name}/ directory "
+            "(class folders of JPEGs, or NNNNNN.jpg + NNNNNN.cls tar shards)"
+        )
     if shards(d):
         return "shards"
     if any(p.is_dir() for p in d.iterdir()):
@@ -97,7 +99,9 @@ def _index_shard(path: Path) -> tuple[list[tuple[int, int]], list[int]]:
         raise ValueError(f"trainable_config.data_dir: {path}: a .cls member is not an integer") from None
     unpaired = sorted(set(images) ^ set(labels))
     if unpaired or not images:
-        what = f"member {unpaired[0]} has no {'.cls' if unpaired[0] in images else 'image'}" if unpaired else "no images"
+        what = (
+            f"member {unpaired[0]} has no {'.cls' if unpaired[0] in images else 'image'}" if unpaired else "no images"
+        )
         raise ValueError(f"trainable_config.data_dir: {path}: {what} (want NNNNNN.jpg + NNNNNN.cls pairs)")
     keys = sorted(images)
     return [images[k] for k in keys], [labels[k] for k in keys]

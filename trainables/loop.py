@@ -138,8 +138,10 @@ def to_cpu(obj: Any) -> Any:
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices and kernels only (not on biases and norm gains)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
 
 
 @dataclass
@@ -180,8 +182,7 @@ def run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: t
         _run(config, report, parts, s, dev, dp)
 
 
-def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: torch.device,
-         dp: DataParallel) -> None:
+def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: torch.device, dp: DataParallel) -> None:
     model, opt = parts.model, parts.optimizer
     if config.checkpoint is not None:
         model.load_state_dict(config.checkpoint["model"])  # before DDP copies rank 0's weights
@@ -220,12 +221,16 @@ def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: 
             step += 1
             losses.append(total)
             if len(losses) - checked >= CHECK_EVERY or step == next_eval:
-                bad, first = _diverged(dp.mean(*torch.stack(losses[checked:]).tolist()), first,
-                                       s.divergence_factor)
+                bad, first = _diverged(dp.mean(*torch.stack(losses[checked:]).tolist()), first, s.divergence_factor)
                 checked = len(losses)
                 if bad is not None:
-                    report({**_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
-                            "train_loss": bad, "diverged": True})
+                    report(
+                        {
+                            **_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
+                            "train_loss": bad,
+                            "diverged": True,
+                        }
+                    )
                     return
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -233,16 +238,29 @@ def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: 
         metrics = parts.evaluate(dp)
         model.train()
         (train_loss,) = dp.mean(torch.stack(losses).mean().item())
-        row = {**_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
-               "train_loss": train_loss, "train_time_s": train_time, **metrics}
+        row = {
+            **_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
+            "train_loss": train_loss,
+            "train_time_s": train_time,
+            **metrics,
+        }
         losses, checked = [], 0
         final = step >= config.step_cap or config.ends_at(row)
         if not dp.is_main:  # only rank 0's report counts; the others keep in step
             report(row)
         else:
-            report(row, {"model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()),
-                         "data": parts.data_state(), "step": step, "wall_time_s": row["wall_time_s"],
-                         "train_time_s": train_time, "first_loss": first})
+            report(
+                row,
+                {
+                    "model": to_cpu(model.state_dict()),
+                    "optimizer": to_cpu(opt.state_dict()),
+                    "data": parts.data_state(),
+                    "step": step,
+                    "wall_time_s": row["wall_time_s"],
+                    "train_time_s": train_time,
+                    "first_loss": first,
+                },
+            )
         if final:
             break
     parts.timers.update(train_time_s=train_time - train_before, updates=step - first_step)
@@ -258,10 +276,14 @@ def _diverged(values: list[float], first: float | None, factor: float) -> tuple[
 
 
 def _row(config: TrialConfig, parts: Parts, step: int, wall: float, lr_now: float) -> dict[str, Any]:
-    return {"step": step, "examples_seen": step * config.batch_size,
-            "epoch": step * config.batch_size / parts.epoch_examples, "wall_time_s": wall,
-            "lr_current": lr_now, **parts.extra(step)}
-
+    return {
+        "step": step,
+        "examples_seen": step * config.batch_size,
+        "epoch": step * config.batch_size / parts.epoch_examples,
+        "wall_time_s": wall,
+        "lr_current": lr_now,
+        **parts.extra(step),
+    }
 
 
 class EpochOrder:

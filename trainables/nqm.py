@@ -66,12 +66,15 @@ class TrainableConfig(BaseModel):
         "sampled: simulate x with Gaussian gradient noise seeded by `seed`.",
     )
     precondition: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.0,
+        ge=0.0,
+        le=1.0,
         description="Exponent p of the preconditioner H^(-p) (0: plain SGD; 1: Newton-like).",
     )
     eval_ratio: float = Field(1.05, gt=1.0, description="Evaluation steps are log-spaced by this ratio.")
     noise_scale_every: int = Field(
-        10, ge=0,
+        10,
+        ge=0,
         description="Estimate the gradient noise scale every this many steps (sampled mode; "
         "expected mode reports the exact value at each evaluation); 0 disables it.",
     )
@@ -135,11 +138,13 @@ def expected_momentum_step(m: np.ndarray, a: np.ndarray, hu: np.ndarray, var: np
     """One heavy-ball step of the moments m = (E[x²], E[xu], E[u²]), shape (3, dim)."""
     xx, xu, uu = m
     p, q = 1.0 - a * hu, -a * beta
-    return np.stack([
-        p * p * xx + 2 * p * q * xu + q * q * uu + a * a * var,
-        p * hu * xx + (p * beta + q * hu) * xu + q * beta * uu - a * var,
-        hu * hu * xx + 2 * hu * beta * xu + beta * beta * uu + var,
-    ])
+    return np.stack(
+        [
+            p * p * xx + 2 * p * q * xu + q * q * uu + a * a * var,
+            p * hu * xx + (p * beta + q * hu) * xu + q * beta * uu - a * var,
+            hu * hu * xx + 2 * hu * beta * xu + beta * beta * uu + var,
+        ]
+    )
 
 
 class _MomentumJumper:
@@ -191,22 +196,32 @@ def train(config: TrialConfig, report: Report) -> None:
     """
     cfg = TrainableConfig.model_validate(config.settings)
     if config.optimizer != "sgd":
-        raise ValueError(f"nqm supports optimizer 'sgd' only (got {config.optimizer!r}); "
-                         "use trainable_config.precondition to model adaptive optimizers")
+        raise ValueError(
+            f"nqm supports optimizer 'sgd' only (got {config.optimizer!r}); "
+            "use trainable_config.precondition to model adaptive optimizers"
+        )
     B, lr, seed = config.batch_size, config.lr, config.seed
     beta, wd, warmup = config.momentum, config.weight_decay, config.warmup_examples
     total = config.step_cap
     warm_steps = math.ceil(warmup / B) if warmup > 0 else 0
 
     h = curvatures(cfg.dim)
-    hu = h + wd                       # curvature seen by the update (L2 weight decay)
-    hp = h ** (-cfg.precondition)     # diagonal of the preconditioner H^(-p)
-    var = h / B                       # batch noise variance per coordinate
-    trace_cov = float(h.sum())        # tr(Σ) of one example's gradient noise
+    hu = h + wd  # curvature seen by the update (L2 weight decay)
+    hp = h ** (-cfg.precondition)  # diagonal of the preconditioner H^(-p)
+    var = h / B  # batch noise variance per coordinate
+    trace_cov = float(h.sum())  # tr(Σ) of one example's gradient noise
     loss0 = loss(h, np.ones(cfg.dim))
-    key = {"dim": cfg.dim, "mode": cfg.mode, "precondition": cfg.precondition, "batch_size": B,
-           "lr": lr, "momentum": beta, "weight_decay": wd, "warmup_examples": warmup,
-           "seed": seed if cfg.mode == "sampled" else None}
+    key = {
+        "dim": cfg.dim,
+        "mode": cfg.mode,
+        "precondition": cfg.precondition,
+        "batch_size": B,
+        "lr": lr,
+        "momentum": beta,
+        "weight_decay": wd,
+        "warmup_examples": warmup,
+        "seed": seed if cfg.mode == "sampled" else None,
+    }
 
     def lr_of(t: int) -> float:  # learning rate of update t (0-based)
         return lr_at(lr, (t + 1) * B, warmup)
@@ -302,16 +317,26 @@ def train(config: TrialConfig, report: Report) -> None:
         value = current_loss()
         elapsed = elapsed0 + time.perf_counter() - start
         metrics: dict[str, Any] = {
-            "step": step, "examples_seen": step * B, "epoch": None, "wall_time_s": elapsed,
-            "train_loss": value, "train_eval_loss": value, "val_loss": value, "val_accuracy": None,
-            "lr_current": lr_of(step - 1), "grad_noise_scale": noise_scale(),
+            "step": step,
+            "examples_seen": step * B,
+            "epoch": None,
+            "wall_time_s": elapsed,
+            "train_loss": value,
+            "train_eval_loss": value,
+            "val_loss": value,
+            "val_accuracy": None,
+            "lr_current": lr_of(step - 1),
+            "grad_noise_scale": noise_scale(),
         }
         if not math.isfinite(value) or value > DIVERGENCE_FACTOR * loss0:
             metrics["diverged"] = True
             report(metrics, None)
             return
         checkpoint = {
-            "version": CHECKPOINT_VERSION, "key": key, "step": step, "elapsed": elapsed,
+            "version": CHECKPOINT_VERSION,
+            "key": key,
+            "step": step,
+            "elapsed": elapsed,
             "state": {k: v.copy() for k, v in state.items()},
             "noise_scale": estimator.state_dict(),
         }

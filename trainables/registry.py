@@ -71,8 +71,10 @@ class TrainableRef:
 def _split(spec: str) -> tuple[str, str]:
     target, sep, function = spec.rpartition(":")
     if not sep or not target or not function.isidentifier():
-        raise UsageError(f"trainable: {spec!r} is neither a built-in ({', '.join(sorted(BUILTIN))}) "
-                         "nor FILE.py:FUNCTION nor MODULE:FUNCTION")
+        raise UsageError(
+            f"trainable: {spec!r} is neither a built-in ({', '.join(sorted(BUILTIN))}) "
+            "nor FILE.py:FUNCTION nor MODULE:FUNCTION"
+        )
     return target, function
 
 
@@ -102,8 +104,12 @@ def resolve(spec: str) -> TrainableRef:
             raise UsageError(f"trainable: no such file {target}")
         path = path.resolve()
         digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-        ref = TrainableRef(spec=f"{path}:{function}", module=f"_batchscale_user_{digest}_{path.stem}",
-                           function=function, file=str(path))
+        ref = TrainableRef(
+            spec=f"{path}:{function}",
+            module=f"_batchscale_user_{digest}_{path.stem}",
+            function=function,
+            file=str(path),
+        )
     else:
         root = _find_root(target)
         if root is None:
@@ -145,8 +151,9 @@ def load(ref: TrainableRef) -> ModuleType:
         raise
     except Exception as e:  # the user's module failed to import: its own exception, one line
         sys.modules.pop(ref.module, None)
-        raise UsageError(f"trainable: importing {what} failed: "
-                         f"{traceback.format_exception_only(e)[-1].strip()}") from None
+        raise UsageError(
+            f"trainable: importing {what} failed: {traceback.format_exception_only(e)[-1].strip()}"
+        ) from None
     _LOADED[ref.module] = module
     return module
 
@@ -157,16 +164,22 @@ def load_function(ref: TrainableRef) -> Callable[..., None]:
     fn = getattr(module, ref.function, None)
     where = ref.file or ref.module
     if fn is None:
-        defined = sorted(n for n, v in vars(module).items()
-                         if inspect.isfunction(v) and v.__module__ == module.__name__ and not n.startswith("_"))
-        raise UsageError(f"trainable: {ref.function!r} not found in {where}; it defines: {', '.join(defined) or 'no functions'}")
+        defined = sorted(
+            n
+            for n, v in vars(module).items()
+            if inspect.isfunction(v) and v.__module__ == module.__name__ and not n.startswith("_")
+        )
+        raise UsageError(
+            f"trainable: {ref.function!r} not found in {where}; it defines: {', '.join(defined) or 'no functions'}"
+        )
     if not callable(fn):
         raise UsageError(f"trainable: {ref.function} in {where} is not a function")
     try:
         inspect.signature(fn).bind(None, None)
     except TypeError:
-        raise UsageError(f"trainable: {ref.function}{inspect.signature(fn)} in {where} must take "
-                         "(config, report)") from None
+        raise UsageError(
+            f"trainable: {ref.function}{inspect.signature(fn)} in {where} must take (config, report)"
+        ) from None
     return fn
 
 

@@ -99,8 +99,14 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """torchvision's ResNet with Bottleneck blocks."""
 
-    def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), num_classes: int = 1000, width: int = 64,
-                 norm: Norm | None = None, zero_init_residual: bool = True) -> None:
+    def __init__(
+        self,
+        layers: Sequence[int] = (3, 4, 6, 3),
+        num_classes: int = 1000,
+        width: int = 64,
+        norm: Norm | None = None,
+        zero_init_residual: bool = True,
+    ) -> None:
         super().__init__()
         norm = norm or ghost_norm(0)
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
@@ -136,8 +142,12 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet50(num_classes: int = 1000, width: int = 64, layers: Sequence[int] = (3, 4, 6, 3),
-             ghost: int = 0, zero_init_residual: bool = True) -> ResNet:
+def resnet50(
+    num_classes: int = 1000,
+    width: int = 64,
+    layers: Sequence[int] = (3, 4, 6, 3),
+    ghost: int = 0,
+    zero_init_residual: bool = True,
+) -> ResNet:
     """ResNet-50 (or a narrower / shallower one for tests), random init."""
     return ResNet(layers, num_classes, width, ghost_norm(ghost), zero_init_residual)
-

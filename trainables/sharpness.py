@@ -58,8 +58,12 @@ def hessian_vector_product(
 
 
 def _power_iteration(
-    grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], max_iter: int, tol: float,
-    seed: int, shift: float = 0.0,
+    grads: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    max_iter: int,
+    tol: float,
+    seed: int,
+    shift: float = 0.0,
 ) -> float | None:
     """Dominant (largest-magnitude) eigenvalue of H - shift*I, by power iteration."""
     # The start vector is drawn on the CPU from its own generator: reproducible across

@@ -65,8 +65,7 @@ def train(config: Any, report: Any) -> None:
     x_train, y_train, x_val, y_val = make_data(settings)
     torch.manual_seed(config.seed)
     model = nn.Linear(settings.features, 2)  # replace with your model
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     step, wall_before = 0, 0.0
     if config.checkpoint is not None:  # resume: everything that makes the next step the same
@@ -85,7 +84,7 @@ def train(config: Any, report: Any) -> None:
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for j in range(k):  # accumulate the MEAN over micro-batches: a sum would scale the LR by k
-                part = idx[j * config.micro_batch_size:(j + 1) * config.micro_batch_size]
+                part = idx[j * config.micro_batch_size : (j + 1) * config.micro_batch_size]
                 loss = F.cross_entropy(model(x_train[part]), y_train[part]) / k
                 loss.backward()
                 total += loss.item()
@@ -107,6 +106,11 @@ def train(config: Any, report: Any) -> None:
             "lr_current": opt.param_groups[0]["lr"],
         }
         losses = []
-        checkpoint = {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(opt.state_dict()),
-                      "data_order": gen.get_state(), "step": step, "wall_time_s": metrics["wall_time_s"]}
+        checkpoint = {
+            "model": copy.deepcopy(model.state_dict()),
+            "optimizer": copy.deepcopy(opt.state_dict()),
+            "data_order": gen.get_state(),
+            "step": step,
+            "wall_time_s": metrics["wall_time_s"],
+        }
         report(metrics, checkpoint)

@@ -13,13 +13,9 @@ from cluster.devslurm.layout import ENV_DIR, daemon_ports, state_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cluster.devslurm", description=(ds.__doc__ or "").split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m cluster.devslurm", description=(ds.__doc__ or "").split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument(
-        "--dir", default=None, help=f"state directory (default ${ENV_DIR} or <repo>/.devslurm)"
-    )
+    parser.add_argument("--dir", default=None, help=f"state directory (default ${ENV_DIR} or <repo>/.devslurm)")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":

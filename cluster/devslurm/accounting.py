@@ -41,9 +41,7 @@ def sacctmgr(lay: Layout, *argv: str) -> str:
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"devslurm: sacctmgr {' '.join(argv)} timed out") from exc
     if res.returncode != 0:
-        raise RuntimeError(
-            f"devslurm: sacctmgr {' '.join(argv)} failed: {(res.stderr or res.stdout).strip()}"
-        )
+        raise RuntimeError(f"devslurm: sacctmgr {' '.join(argv)} failed: {(res.stderr or res.stdout).strip()}")
     return res.stdout
 
 
@@ -130,7 +128,9 @@ def provision_qos(lay: Layout, run: Callable[..., object] | None = None) -> bool
 def finish(lay: Layout, timeout: float = 30.0) -> None:
     """After slurmctld is up: wait until slurmdbd knows gres/gpu, then set the QOS
     limits ``provision`` had to leave out."""
-    what = ("slurmctld to register gres/gpu with slurmdbd (a slurmctld started with an "
-            "older slurm.conf needs `python -m cluster.devslurm down` then `up`)")
+    what = (
+        "slurmctld to register gres/gpu with slurmdbd (a slurmctld started with an "
+        "older slurm.conf needs `python -m cluster.devslurm down` then `up`)"
+    )
     wait_for(what, lambda: gpu_tres_known(lay), timeout, poll=0.5, log=lay.log / "slurmctld.log")
     assert provision_qos(lay)

@@ -159,9 +159,7 @@ def job_info(job_id: int | str, path: str | os.PathLike[str] | None = None) -> d
     return dict(item.split("=", 1) for item in res.stdout.split() if "=" in item)
 
 
-def wait_job(
-    job_id: int | str, timeout: float = 300.0, path: str | os.PathLike[str] | None = None
-) -> dict[str, str]:
+def wait_job(job_id: int | str, timeout: float = 300.0, path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """Poll (0.5 s) until the job has ended; return its job_info. Quicker than
     `sbatch --wait`, whose polling interval grows to tens of seconds."""
 

@@ -154,9 +154,7 @@ exit 0
 def render_gres_conf(lay: Layout) -> str:
     """gres.conf: 2 'GPUs' per node, each a fake device file (see make_fake_gpu)."""
     last = GPUS_PER_NODE - 1
-    return "".join(
-        f"NodeName={n} Name=gpu File={lay.gres / n}/gpu[0-{last}]\n" for n in NODES
-    )
+    return "".join(f"NodeName={n} Name=gpu File={lay.gres / n}/gpu[0-{last}]\n" for n in NODES)
 
 
 def make_fake_gpu(path: Path) -> None:

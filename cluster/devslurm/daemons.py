@@ -45,9 +45,7 @@ def ensure_packages() -> None:
     subprocess.run(["apt-get", "install", "-y", "-q", *APT_PACKAGES], check=True, env=apt_env)
 
 
-def wait_for(
-    what: str, check: Callable[[], T], timeout: float, poll: float = 0.2, log: Path | None = None
-) -> T:
+def wait_for(what: str, check: Callable[[], T], timeout: float, poll: float = 0.2, log: Path | None = None) -> T:
     """Poll `check()` until truthy; raise with the log's tail on timeout."""
     deadline = time.monotonic() + timeout
     while True:

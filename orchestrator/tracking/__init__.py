@@ -49,17 +49,24 @@ def run_name(cfg: TrialConfig, trial_id: str) -> str:
 
 def trial_tags(cfg: TrialConfig, trial_id: str, study: str) -> dict[str, Any]:
     """What every tracker tags a trial's run with (``status`` is added when it ends)."""
-    return {"study": study, "trial_id": trial_id, "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "seed": cfg.seed}
+    return {"study": study, "trial_id": trial_id, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed}
 
 
 def trial_params(cfg: TrialConfig) -> dict[str, Any]:
     """The trial's hyperparameters as flat scalars (MLflow params, W&B config)."""
-    return {"batch_size": cfg.batch_size, "micro_batch_size": cfg.micro_batch_size, "lr": cfg.lr,
-            "seed": cfg.seed, "optimizer": cfg.optimizer, "momentum": cfg.momentum,
-            "weight_decay": cfg.weight_decay, "warmup_examples": cfg.warmup_examples,
-            "max_steps": cfg.max_steps, "max_examples": cfg.max_examples,
-            "target": f"{cfg.target.metric} {'>=' if cfg.target.mode == 'max' else '<='} {cfg.target.value:g}"}
+    return {
+        "batch_size": cfg.batch_size,
+        "micro_batch_size": cfg.micro_batch_size,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "optimizer": cfg.optimizer,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "warmup_examples": cfg.warmup_examples,
+        "max_steps": cfg.max_steps,
+        "max_examples": cfg.max_examples,
+        "target": f"{cfg.target.metric} {'>=' if cfg.target.mode == 'max' else '<='} {cfg.target.value:g}",
+    }
 
 
 class TrialWatch:
@@ -92,12 +99,14 @@ class TrialWatch:
         return step, metrics
 
     def status(self, trial_id: str, failed: bool = False) -> str:
-        return decide_status(diverged=trial_id in self.diverged, errored=failed or trial_id in self.errored,
-                             early_stopped=trial_id in self.early_stopped)
+        return decide_status(
+            diverged=trial_id in self.diverged,
+            errored=failed or trial_id in self.errored,
+            early_stopped=trial_id in self.early_stopped,
+        )
 
     def state(self) -> dict[str, Any]:
-        return {"last_step": dict(self.last_step), "diverged": sorted(self.diverged),
-                "errored": sorted(self.errored)}
+        return {"last_step": dict(self.last_step), "diverged": sorted(self.diverged), "errored": sorted(self.errored)}
 
     def load(self, state: dict[str, Any]) -> None:
         self.last_step = {k: int(v) for k, v in state["last_step"].items()}
@@ -133,8 +142,7 @@ def tracker_callbacks(study: Study, run_dir: Path, early_stopped: set[str]) -> l
     if t.mlflow is not False:
         from .mlflow_tracker import MlflowTracker
 
-        out.append(MlflowTracker(mlflow_uri(t.mlflow, run_dir), project_of(study), run_dir, study.name,
-                                 early_stopped))
+        out.append(MlflowTracker(mlflow_uri(t.mlflow, run_dir), project_of(study), run_dir, study.name, early_stopped))
     if t.tensorboard:
         from .tensorboard_tracker import TensorBoardTracker
 
@@ -187,8 +195,16 @@ def log_fits(study: Study, run_dir: Path, report_dir: Path) -> None:
     if t.mlflow is not False:
         from .mlflow_tracker import log_study_run as mlflow_study
 
-        mlflow_study(run_dir, mlflow_uri(t.mlflow, run_dir), project_of(study), study.name,
-                     scalars, per_batch, labels, Path(report_dir))
+        mlflow_study(
+            run_dir,
+            mlflow_uri(t.mlflow, run_dir),
+            project_of(study),
+            study.name,
+            scalars,
+            per_batch,
+            labels,
+            Path(report_dir),
+        )
     if t.tensorboard:
         from .tensorboard_tracker import log_study_run as tensorboard_study
 

@@ -53,18 +53,23 @@ def study_run(run_dir: Path, uri: str, experiment: str, study: str) -> str:
         return str(rec["run_id"])
     client = _client(uri)
     exp_id = _experiment(client, experiment)
-    run = client.create_run(exp_id, run_name=f"{study} ({Path(run_dir).resolve().name})",
-                            tags={"study": study, "run_dir": str(Path(run_dir).resolve()), "kind": STUDY_RUN})
-    write_record(run_dir, "mlflow", {"tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id,
-                                     "run_id": run.info.run_id})
+    run = client.create_run(
+        exp_id,
+        run_name=f"{study} ({Path(run_dir).resolve().name})",
+        tags={"study": study, "run_dir": str(Path(run_dir).resolve()), "kind": STUDY_RUN},
+    )
+    write_record(
+        run_dir,
+        "mlflow",
+        {"tracking_uri": uri, "experiment": experiment, "experiment_id": exp_id, "run_id": run.info.run_id},
+    )
     return str(run.info.run_id)
 
 
 class MlflowTracker(MLflowLoggerCallback):
     """Tune callback: every trial an MLflow run under the study run."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_dir: Path, study: str,
-                 early_stopped: set[str]) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, run_dir: Path, study: str, early_stopped: set[str]) -> None:
         super().__init__(tracking_uri, experiment_name=experiment)
         self.run_dir = Path(run_dir)
         self.study = study
@@ -125,8 +130,16 @@ class MlflowTracker(MLflowLoggerCallback):
         self.watch.load(state["watch"])
 
 
-def log_study_run(run_dir: Path, uri: str, experiment: str, study: str, scalars: dict[str, float],
-                  per_batch: dict[str, list[tuple[int, float]]], labels: dict[str, str], report_dir: Path) -> str:
+def log_study_run(
+    run_dir: Path,
+    uri: str,
+    experiment: str,
+    study: str,
+    scalars: dict[str, float],
+    per_batch: dict[str, list[tuple[int, float]]],
+    labels: dict[str, str],
+    report_dir: Path,
+) -> str:
     """The fits as the study run's metrics (per-batch ones stepped by batch size), its words as
     tags, fits.json and report.pdf as artifacts; the run ends FINISHED. Returns its id."""
     run_id = study_run(run_dir, uri, experiment, study)
@@ -135,7 +148,7 @@ def log_study_run(run_dir: Path, uri: str, experiment: str, study: str, scalars:
     for key, points in per_batch.items():
         metrics += [m for b, v in points for m in _metrics({key: v}, b)]
     for i in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
-        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
     for key, text in labels.items():
         client.set_tag(run_id, key, text[:5000])
     for name in ("fits.json", "report.pdf", "report.md"):

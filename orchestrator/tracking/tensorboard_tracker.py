@@ -70,8 +70,12 @@ class TensorBoardTracker(TBXLoggerCallback):
         if writer is None:
             return
         cfg = config_of(trial)
-        hparams = {"batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
-                   "status": self.watch.status(trial.trial_id, failed)}
+        hparams = {
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "seed": cfg.seed,
+            "status": self.watch.status(trial.trial_id, failed),
+        }
         write_hparams(writer, hparams, self.last.get(trial.trial_id, {}))
         writer.close()
 
@@ -91,8 +95,9 @@ def write_hparams(writer: Any, hparams: dict[str, Any], metrics: dict[str, float
         writer.file_writer.add_summary(summary)
 
 
-def log_study_run(run_dir: Path, scalars: dict[str, float], per_batch: dict[str, list[tuple[int, float]]],
-                  labels: dict[str, str]) -> Path:
+def log_study_run(
+    run_dir: Path, scalars: dict[str, float], per_batch: dict[str, list[tuple[int, float]]], labels: dict[str, str]
+) -> Path:
     """The fits as RUN_DIR/tensorboard/study: the study's numbers at step 0, the per-batch ones
     stepped by batch size, its words as text. Returns the run directory."""
     from tensorboardX import SummaryWriter

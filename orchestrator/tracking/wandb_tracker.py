@@ -38,8 +38,7 @@ class WandbTracker(WandbLoggerCallback):
         self.mode = mode
         self.study = study
         self.watch = TrialWatch(early_stopped)
-        super().__init__(project=project, group=group_of(run_dir), mode=mode, dir=str(self.run_dir),
-                         settings=SETTINGS)
+        super().__init__(project=project, group=group_of(run_dir), mode=mode, dir=str(self.run_dir), settings=SETTINGS)
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         import os
@@ -53,8 +52,16 @@ class WandbTracker(WandbLoggerCallback):
         cfg = config_of(trial)
         tid = trial.trial_id
         config = {**trial_params(cfg), **trial_tags(cfg, tid, self.study)}
-        init = dict(id=tid, name=run_name(cfg, tid), group=self.group, project=self.project, config=config,
-                    job_type="trial", tags=[f"batch_size={cfg.batch_size}"], allow_val_change=True)
+        init = dict(
+            id=tid,
+            name=run_name(cfg, tid),
+            group=self.group,
+            project=self.project,
+            config=config,
+            job_type="trial",
+            tags=[f"batch_size={cfg.batch_size}"],
+            allow_val_change=True,
+        )
         init.update(self.kwargs)
         self._start_logging_actor(trial, [*self._exclude_results, *self.excludes, "config"], **init)
 
@@ -70,8 +77,7 @@ class WandbTracker(WandbLoggerCallback):
         if trial in self._trial_queues:
             status = self.watch.status(trial.trial_id, failed)
             last = self.watch.last_step.get(trial.trial_id)
-            self._trial_queues[trial].put((_QueueItem.RESULT, {"config": {"status": status},
-                                                               TRAINING_ITERATION: last}))
+            self._trial_queues[trial].put((_QueueItem.RESULT, {"config": {"status": status}, TRAINING_ITERATION: last}))
         super().log_trial_end(trial, failed)
 
     def get_state(self) -> dict[str, Any]:
@@ -81,15 +87,29 @@ class WandbTracker(WandbLoggerCallback):
         self.watch.load(state["watch"])
 
 
-def log_study_run(run_dir: Path, mode: str, project: str, scalars: dict[str, float],
-                  per_batch: dict[str, list[tuple[int, float]]], labels: dict[str, str]) -> str:
+def log_study_run(
+    run_dir: Path,
+    mode: str,
+    project: str,
+    scalars: dict[str, float],
+    per_batch: dict[str, list[tuple[int, float]]],
+    labels: dict[str, str],
+) -> str:
     """The fits as a W&B run named ``study`` in the run directory's group: the study's numbers
     and words in its summary, the per-batch numbers logged with the batch size as the step."""
     import wandb
 
     run_dir = Path(run_dir).resolve()
-    run = wandb.init(mode="online" if mode == "online" else "offline", dir=str(run_dir), project=project, group=group_of(run_dir), name=STUDY_RUN,
-                     job_type="analysis", config={"run_dir": str(run_dir)}, settings=SETTINGS)
+    run = wandb.init(
+        mode="online" if mode == "online" else "offline",
+        dir=str(run_dir),
+        project=project,
+        group=group_of(run_dir),
+        name=STUDY_RUN,
+        job_type="analysis",
+        config={"run_dir": str(run_dir)},
+        settings=SETTINGS,
+    )
     try:
         steps = sorted({b for points in per_batch.values() for b, _ in points})
         for b in steps:
