@@ -34,10 +34,10 @@ import ray
 import torch
 from ray import tune
 
-import trainables
 from cluster.ray_spec import NODE_LABEL
 from orchestrator.tune_config import config_of
 from orchestrator.workers import WorkerFailed, WorkerGroup, WorkerLost
+from trainables.registry import TrainableRef, load_function
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -60,9 +60,13 @@ def node_name() -> str:
     return str(label) if label else socket.gethostname()
 
 
-def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0,
-                   checkpoint_at: Mapping[int, Sequence[float]] | None = None) -> Callable[[dict[str, Any]], None]:
-    """A Tune function trainable running ``trainables.get(trainable)`` on the trial's config;
+def tune_trainable(
+    trainable: TrainableRef,
+    checkpoint_every_s: float = 60.0,
+    checkpoint_at: Mapping[int, Sequence[float]] | None = None,
+) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable running ``trainable`` (resolved on the driver, imported again
+    on the worker) on the trial's config;
     ``checkpoint_at``: per batch size, examples-seen positions to checkpoint at as well."""
 
     def run_trial(tune_config: dict[str, Any]) -> None:
@@ -102,11 +106,11 @@ def tune_trainable(trainable: str, checkpoint_every_s: float = 60.0,
                 group = WorkerGroup(config)
                 try:
                     node = group.node_label
-                    group.run(functools.partial(trainables.get, trainable), report)
+                    group.run(functools.partial(load_function, trainable), report)
                 finally:
                     group.shutdown()
             else:
-                trainables.get(trainable)(config, report)
+                load_function(trainable)(config, report)
         except _TargetReached:
             pass
         except WorkerLost:

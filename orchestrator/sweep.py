@@ -50,6 +50,7 @@ from orchestrator.study import Resources, Study  # noqa: E402
 from orchestrator.tracking import tracker_callbacks  # noqa: E402
 from orchestrator.tune_config import CONFIG_KEY  # noqa: E402
 from trainables.contract import write_atomic  # noqa: E402
+from trainables.registry import resolve  # noqa: E402
 
 EXPERIMENT = "sweep"
 MAX_INFRA_FAILURES = 3
@@ -129,7 +130,7 @@ def run_sweep(
     # A synchronous rung pauses trials: they checkpoint there, to resume without repeating work.
     at = scheduler.rung_positions() if isinstance(scheduler, PerBatchSizeSHA) else None
     trainable = tune.with_resources(
-        tune_trainable(study.trainable, checkpoint_every_s, checkpoint_at=at),
+        tune_trainable(resolve(study.trainable), checkpoint_every_s, checkpoint_at=at),
         trial_resources(study.resources),
     )
     path = tune_dir(run_dir) / EXPERIMENT
@@ -149,8 +150,9 @@ def run_sweep(
     return trials
 
 
-def _new_tuner(study: Study, run_dir: Path, trainable: Any, scheduler: tune.schedulers.TrialScheduler,
-               display: LiveDisplay | None) -> tune.Tuner:
+def _new_tuner(
+    study: Study, run_dir: Path, trainable: Any, scheduler: tune.schedulers.TrialScheduler, display: LiveDisplay | None
+) -> tune.Tuner:
     stopping = scheduler if isinstance(scheduler, PerBatchSizeASHA | PerBatchSizeSHA) else None
     early = stopping.early_stopped if stopping else set()
     callbacks: list[tune.Callback] = [
@@ -183,7 +185,9 @@ def _new_tuner(study: Study, run_dir: Path, trainable: Any, scheduler: tune.sche
             storage_path=str(tune_dir(run_dir)),
             callbacks=callbacks,
             verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # 2, not 1: a hard kill between a new trial checkpoint and the experiment snapshot
+            # would leave the snapshot naming a checkpoint already deleted
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             # Retries are for what kills a trial from outside (a lost node, a killed worker):
             # the trial's own exceptions end it as failed in the adapter, unretried.
             failure_config=tune.FailureConfig(max_failures=MAX_INFRA_FAILURES),
