@@ -106,15 +106,17 @@ def test_nqm_sampled_estimate_at_fixed_start_point() -> None:
     h = nqm.curvatures(dim)
     rows = []
     nqm.train(
-        trial({
-            "batch_size": 16,
-            "lr": 0.0,
-            "seed": 0,
-            "max_steps": 3000,
-            "dim": dim,
-            "mode": "sampled",
-            "noise_scale_every": 1,
-        }),
+        trial(
+            {
+                "batch_size": 16,
+                "lr": 0.0,
+                "seed": 0,
+                "max_steps": 3000,
+                "dim": dim,
+                "mode": "sampled",
+                "noise_scale_every": 1,
+            }
+        ),
         lambda m, checkpoint=None: rows.append(m),
     )
     assert rows[-1]["grad_noise_scale"] == pytest.approx(h.sum() / (h @ h), rel=0.1)
@@ -127,15 +129,17 @@ def test_nqm_estimate_at_a_trained_point_matches_analytic_b_simple() -> None:
     h = nqm.curvatures(dim)
     ckpts = []
     nqm.train(
-        trial({
-            "batch_size": 64,
-            "lr": 0.5,
-            "seed": 0,
-            "max_steps": 5000,
-            "dim": dim,
-            "mode": "sampled",
-            "noise_scale_every": 0,
-        }),
+        trial(
+            {
+                "batch_size": 64,
+                "lr": 0.5,
+                "seed": 0,
+                "max_steps": 5000,
+                "dim": dim,
+                "mode": "sampled",
+                "noise_scale_every": 0,
+            }
+        ),
         lambda m, checkpoint=None: ckpts.append(checkpoint),
     )
     x = ckpts[-1]["state"]["x"]
