@@ -17,10 +17,12 @@ demo: setup data
 test: setup data slurm-packages lint
 	$(PY) -m pytest -q tests
 
-# lint and format (ruff) and types (mypy): configured in pyproject.toml; CI fails on either
+# lint and format (ruff) and types (mypy) of the packages and their tests: configured in
+# pyproject.toml; CI fails on either
+LINTED := orchestrator trainables cluster analysis tests
 lint: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
 
 setup: $(VENV)/.installed
