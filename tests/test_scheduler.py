@@ -296,7 +296,8 @@ def test_sha_decides_with_the_trials_there_are_when_nothing_else_can_run() -> No
 
 
 def test_the_adaptive_search_gets_asynchronous_rungs() -> None:
-    study = load_study("fashion-mnist", overrides=["search.strategy=adaptive"])
+    sha_study = ['early_stopping.scheduler="sha"']
+    study = load_study("fashion-mnist", overrides=[*sha_study, "search.strategy=adaptive"])
     assert study.early_stopping.scheduler == "sha" and scheduler_kind(study) == "asha"
     assert isinstance(make_scheduler(study), PerBatchSizeASHA)
-    assert isinstance(make_scheduler(load_study("fashion-mnist")), PerBatchSizeSHA)
+    assert isinstance(make_scheduler(load_study("fashion-mnist", overrides=sha_study)), PerBatchSizeSHA)
