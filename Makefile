@@ -59,7 +59,7 @@ clean:
 	rm -rf $(VENV) *.egg-info
 
 # Benchmarks (bench/, README "Performance"): each prints a table and writes bench/results/NAME.json.
-# bench: every figure at full size (~25 min on 2 cores); the default study runs once, in
+# bench: every figure at full size (35 to 40 min on 2 shared cores); the default study runs once, in
 # bench_demo.py, and its kept run directory gives bench_orchestration.py its study figures and
 # bench_sink.py its share of the driver. bench-quick: each benchmark at small sizes (under a
 # minute each; results in bench/results/NAME_quick.json, a smoke test, not a measurement).
