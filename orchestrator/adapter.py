@@ -22,19 +22,16 @@ as above, and a lost worker is re-raised, so Tune restarts every rank from the c
 from __future__ import annotations
 
 import functools
-import socket
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 from ray import tune
 
-from cluster.ray_spec import NODE_LABEL
+from orchestrator.trial_side import error_line, node_name
 from orchestrator.tune_config import config_of
 from orchestrator.workers import WorkerFailed, WorkerGroup, WorkerLost
 from trainables.registry import TrainableRef, load_function
@@ -44,20 +41,6 @@ CHECKPOINT_FILE = "state.pt"
 
 class _TargetReached(Exception):
     """Unwinds a trainable that does not stop at the target by itself."""
-
-
-def error_line(exc: BaseException) -> str:
-    """The last line of an exception's traceback, e.g. ``ValueError: lr must be positive``."""
-    return traceback.format_exception_only(exc)[-1].strip()
-
-
-def node_name() -> str:
-    """The Ray node's name label (the Slurm node name, set by ``cluster.ray_node`` when the
-    job starts it), else the host name (a local run)."""
-    label: object = ray.get_runtime_context().get_node_labels().get(NODE_LABEL)
-    if isinstance(label, list):  # typed as a list of values in Ray 2.60, a str in practice
-        label = label[0] if label else None
-    return str(label) if label else socket.gethostname()
 
 
 def tune_trainable(

@@ -68,7 +68,7 @@ class _Worker:
 
     def where(self) -> tuple[str, str]:
         """(node name, IP) of this worker."""
-        from orchestrator.adapter import node_name
+        from orchestrator.trial_side import node_name
 
         return node_name(), ray.util.get_node_ip_address()
 
@@ -90,7 +90,7 @@ class _Worker:
         master: tuple[str, int],
     ) -> tuple[str, str | None]:
         """Train as ``rank``; returns ("done", None) or ("error", the exception's last line)."""
-        from orchestrator.adapter import error_line
+        from orchestrator.trial_side import error_line
 
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = master[0], str(master[1])
         # Ray sets CUDA_VISIBLE_DEVICES to this worker's GPUs: its first is cuda:0
