@@ -92,7 +92,10 @@ def held(run_dir: Path, backend: str, job_id: str | None = None) -> Iterator[Lea
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_S):
-            write(run_dir, dataclasses.replace(mine, heartbeat=time.time()))
+            # A full disk is reported once, by the sink that cannot write its rows (which
+            # stops the sweep); a missed heartbeat is simply retried at the next beat.
+            with contextlib.suppress(OSError):
+                write(run_dir, dataclasses.replace(mine, heartbeat=time.time()))
 
     thread = threading.Thread(target=beat, name="batchscale-lease", daemon=True)
     thread.start()
@@ -101,4 +104,7 @@ def held(run_dir: Path, backend: str, job_id: str | None = None) -> Iterator[Lea
     finally:
         stop.set()
         thread.join()
-        write(run_dir, dataclasses.replace(mine, heartbeat=time.time(), released=True))
+        # Unreleased, the lease still reads as free once this pid has exited or its
+        # heartbeat is stale.
+        with contextlib.suppress(OSError):
+            write(run_dir, dataclasses.replace(mine, heartbeat=time.time(), released=True))
