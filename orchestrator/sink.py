@@ -2,7 +2,10 @@
 
 A Tune callback on the driver. Each trial owns one file,
 ``curves/batch_size=<B>/<trial_id>.parquet``, rewritten with all of the trial's rows at
-most every ``flush_every_s`` and when the trial ends; a rewrite goes to a temporary name
+its first result, at most every ``flush_every_s`` after, when Tune saves its experiment
+state after the trial reported a checkpoint, and when the trial ends (a rewrite costs
+about a millisecond and grows with the trial, so rewrites are kept few: bench/bench_sink.py
+measures their share of the driver's CPU); a rewrite goes to a temporary name
 that is then renamed over the old file, so readers (the progress display, a notebook)
 always see a whole file and a crash never leaves half of one. Rows are keyed by
 ``(trial_id, step)``: a resumed trial that reports a step again replaces nothing and
@@ -52,7 +55,9 @@ class TrialRecord:
         self.config = config
         self.rows: dict[int, dict[str, Any]] = {}
         self.dirty = False
-        self.last_flush = 0.0
+        self.last_flush = -math.inf
+        self.checkpointed = False
+        """A checkpoint was reported since the last flush: a resume would start from it."""
         self.node: str | None = None
         self.diverged = False
         self.failed = False
@@ -68,7 +73,7 @@ class ParquetSink(Callback):
     """Writes curves as trials report and ``trials.parquet`` when the sweep ends."""
 
     def __init__(
-        self, run_dir: Path, study_name: str, early_stopped: set[str] | None = None, flush_every_s: float = 2.0
+        self, run_dir: Path, study_name: str, early_stopped: set[str] | None = None, flush_every_s: float = 30.0
     ) -> None:
         self.run_dir = Path(run_dir)
         self.curves_dir = self.run_dir / "curves"
@@ -110,9 +115,12 @@ class ParquetSink(Callback):
 
     # --- Tune checkpoints callback state with its experiment state (resume) ----------------
     def get_state(self) -> dict[str, Any]:
-        # Tune is about to save trial checkpoints that may be newer than the last flush:
-        # write every pending row first, or a resume after a crash would skip them.
-        self.flush_all()
+        # Tune is about to record trial checkpoints that may be newer than the last flush:
+        # write those trials' rows first, or a resume after a crash would skip them. A trial
+        # without a new checkpoint would resume from an older one and report its rows again.
+        for rec in self.records.values():
+            if rec.checkpointed:
+                self.flush(rec)
         meta = {
             t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "error": r.error, "sharpness": r.sharpness}
             for t, r in self.records.items()
@@ -132,7 +140,8 @@ class ParquetSink(Callback):
 
     # --- the work ----------------------------------------------------------------------
     def _record(self, trial: Trial) -> TrialRecord:
-        return self._record_of(trial.trial_id, config_of(trial))
+        # looked up first: rebuilding the typed config costs more than the row itself
+        return self.records.get(trial.trial_id) or self._record_of(trial.trial_id, config_of(trial))
 
     def _record_of(self, trial_id: str, config: TrialConfig) -> TrialRecord:
         rec = self.records.get(trial_id)
@@ -162,6 +171,8 @@ class ParquetSink(Callback):
             rec.diverged = True
         if result.get("sharpness") is not None:
             rec.sharpness = float(result["sharpness"])
+        if result.get("checkpoint_dir_name"):  # set by Ray on a result reported with a checkpoint
+            rec.checkpointed = True
         step = int(result["step"])
         if step in rec.rows:
             return
@@ -186,7 +197,7 @@ class ParquetSink(Callback):
         rows = [rec.rows[s] for s in sorted(rec.rows)]
         table = pa.Table.from_pylist(rows, schema=CURVES_FILE_SCHEMA)
         write_atomic(self._path(rec), table)
-        rec.dirty = False
+        rec.dirty = rec.checkpointed = False
         rec.last_flush = time.monotonic()
 
     def trials_table(self) -> pa.Table:

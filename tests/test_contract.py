@@ -121,3 +121,21 @@ def test_diverged_then_errored_is_diverged_in_the_sink_and_the_progress(tmp_path
     snap = progress.snapshot([tr], done=True)
     counts = {k: sum(b[k] for b in snap["batches"]) for k in ("diverged", "failed", "completed")}
     assert status == ["diverged"] and counts == {"diverged": 1, "failed": 0, "completed": 0}
+
+
+def test_the_sink_writes_a_checkpointed_trial_before_tune_records_its_checkpoint(tmp_path: Path) -> None:
+    # Rows after a trial's last checkpoint are reported again on a resume; rows up to it are
+    # not, so they must be on disk when Tune saves the experiment state that names it.
+    study = load_study("fashion-mnist", budget="smoke")
+    first, second = (_tune_trial(n, trial_config(study, g)) for n, g in zip("ab", trial_grid(study)[:2], strict=True))
+    sink = ParquetSink(tmp_path, study.name)
+    for tr in (first, second):
+        sink.on_trial_result(0, [first, second], tr, {"step": 1, "examples_seen": 16, "train_loss": 1.0})
+    sink.on_trial_result(0, [first, second], first, {"step": 2, "examples_seen": 32, "checkpoint_dir_name": "c0"})
+    sink.on_trial_result(0, [first, second], second, {"step": 2, "examples_seen": 32, "checkpoint_dir_name": None})
+    sink.get_state()
+
+    def steps(tr: Trial) -> list[int]:
+        return pq.read_table(sink._path(sink.records[tr.trial_id])).column("step").to_pylist()
+
+    assert steps(first) == [1, 2] and steps(second) == [1]
