@@ -1,7 +1,7 @@
 """The disk of RUN_DIR fills during a sweep: the sweep stops with one line naming the path,
 what was written stays readable, and ``--resume`` finishes the run once there is room.
 
-Runs RUN_DIR on a 6 MiB tmpfs of its own (root only, as in CI) and fills it from outside."""
+Runs RUN_DIR on a 64 MiB tmpfs of its own (root only, as in CI) and fills it from outside."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:

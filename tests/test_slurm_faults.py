@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_slurm_launch import SMOKE, assert_complete_run, assert_nothing_left, job_id_of, wait_gone
+from test_slurm_launch import SMOKE, assert_complete_run, assert_nothing_left, job_id_of, squeue_ids, wait_gone
 
 from cluster import procs
 from cluster.ray_node import own_pids
@@ -49,9 +49,22 @@ def _no_step_missing(run_dir: Path) -> None:
         assert steps == expect, (t.trial_id, t.status)
 
 
+def _step_tasks(job: str, node: str) -> list[int]:
+    """The job's processes that a slurmstepd on ``node`` launched: its tasks of the Slurm step."""
+    return [
+        p
+        for p in procs.all_pids()
+        if procs.environ(p).get("SLURM_JOB_ID") == job
+        and procs.environ(p).get("SLURMD_NODENAME") == node
+        and (procs.cmdline(procs.ppid(p) or 0) or [""])[0].startswith("slurmstepd")
+    ]
+
+
 def test_a_worker_node_dies_and_its_trials_finish_on_the_other(slurm_env, tmp_path: Path) -> None:
-    """SIGKILL of every Ray process of the job on n2 while a trial runs there: Tune retries
-    that trial (a lost node is not the trial's fault) on n1, from its last checkpoint."""
+    """While a trial runs on n2, SIGKILL first the Slurm step's task on n2 alone (the job
+    goes on), then every Ray process of the job there (raylet, agents, the trial's worker):
+    with nobody left on n2 to rejoin, Tune retries that trial (a lost node is not the
+    trial's fault) on n1, from its last checkpoint."""
     run_dir = tmp_path / "run"
     r = launch(*SMOKE, "--out", str(run_dir))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -73,6 +86,11 @@ def test_a_worker_node_dies_and_its_trials_finish_on_the_other(slurm_env, tmp_pa
         time.sleep(0.3)
     else:
         pytest.fail("no trial ever ran on n2")
+    tasks = _step_tasks(job, "n2")
+    assert len(tasks) == 1, tasks
+    os.kill(tasks[0], signal.SIGKILL)
+    time.sleep(5)
+    assert job in squeue_ids(), "the job ended when one worker task died"
     # every process of the job's Ray node on n2: raylet, agents, the trial's worker
     for p in own_pids(n2):
         with contextlib.suppress(ProcessLookupError):

@@ -70,7 +70,10 @@ def assert_complete_run(run_dir: Path, expect_nodes: set[str] | None = None) -> 
 
 def test_two_sweeps_at_once_follow_and_token(slurm_env, tmp_path: Path) -> None:
     """Sweep A with --follow and sweep B submitted beside it on the same two nodes: both
-    complete, trials ran on n1 and n2, and a client without the token is refused."""
+    complete, trials ran on n1 and n2, and a client without the token is refused. B gets
+    USR2 mid-sweep, what Slurm sends before the time limit (--signal=USR2@120): submitit
+    checkpoints the job and requeues it; it starts again, resumes from RUN_DIR/tune, and
+    ends with every trial once and no duplicated row."""
     a, b = tmp_path / "a", tmp_path / "b"
     follow = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.launch", *SMOKE, "--out", str(a), "--follow"],
@@ -113,15 +116,30 @@ def test_two_sweeps_at_once_follow_and_token(slurm_env, tmp_path: Path) -> None:
         if port in _dashboard_ports(int(job_b)):
             assert host in ("127.0.0.1", "::1"), (pid, host, port)
 
+    deadline = time.monotonic() + 180
+    while len(list((b / "curves").rglob("*.parquet"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(list((b / "curves").rglob("*.parquet"))) >= 3, "sweep B never got going"
+    subprocess.run(["scancel", "--signal=USR2", job_b], check=True, capture_output=True)
+    follow_b = subprocess.run(
+        [sys.executable, "-m", "orchestrator.follow", str(b)], cwd=REPO, capture_output=True, text=True, timeout=400
+    )
+    assert follow_b.returncode == 0, follow_b.stderr[-3000:]
+    log = (b / "slurm" / f"{job_b}_0_log.err").read_text() + (b / "slurm" / f"{job_b}_0_log.out").read_text()
+    assert "Calling checkpoint method" in log and f"Requeued job {job_b}" in log
+    assert log.count("Starting with JobEnvironment") == 2
+
     out, err = follow.communicate(timeout=400)
     assert follow.returncode == 0, err[-3000:]
     job_a = job_id_of(out)
     assert "trials done" in err and f"report: {a}/report/report.md" in out
-    wait_gone(job_b)
     assert_complete_run(a, expect_nodes={"n1", "n2"})
     assert_complete_run(b)
     assert_nothing_left(job_a)
     assert_nothing_left(job_b)
+    held = lease.read(b)  # the job's lease names it; a finished job does not block --resume
+    assert held is not None and held.job_id == job_b and held.released
+    assert not SlurmBackend(SlurmFlags()).is_alive(held)
 
 
 def _dashboard_ports(job_id: int) -> set[int]:
@@ -181,34 +199,3 @@ def test_sbatch_refusal_is_one_line_exit_2(slurm_env, tmp_path: Path, flags: lis
         assert out.is_dir() and list(out.iterdir()) == []
     else:
         assert not out.exists()
-
-
-def test_requeued_job_resumes_the_sweep(slurm_env, tmp_path: Path) -> None:
-    """USR2 mid-sweep, what Slurm sends before the time limit (--signal=USR2@120): submitit
-    checkpoints the job and requeues it; it starts again, resumes from RUN_DIR/tune, and
-    ends with every trial once and no duplicated row."""
-    run_dir = tmp_path / "run"
-    r = launch(*SMOKE, "--out", str(run_dir))
-    assert r.returncode == 0, r.stderr[-2000:]
-    job = job_id_of(r.stdout)
-    deadline = time.monotonic() + 180
-    while len(list((run_dir / "curves").rglob("*.parquet"))) < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert len(list((run_dir / "curves").rglob("*.parquet"))) >= 3, "the sweep never got going"
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True)
-    follow = subprocess.run(
-        [sys.executable, "-m", "orchestrator.follow", str(run_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert follow.returncode == 0, follow.stderr[-3000:]
-    log = (run_dir / "slurm" / f"{job}_0_log.err").read_text() + (run_dir / "slurm" / f"{job}_0_log.out").read_text()
-    assert "Calling checkpoint method" in log and f"Requeued job {job}" in log
-    assert log.count("Starting with JobEnvironment") == 2
-    assert_complete_run(run_dir)
-    assert_nothing_left(job)
-    held = lease.read(run_dir)  # the job's lease names it; a finished job does not block --resume
-    assert held is not None and held.job_id == job and held.released
-    assert not SlurmBackend(SlurmFlags()).is_alive(held)
