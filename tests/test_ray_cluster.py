@@ -221,11 +221,13 @@ def test_client_without_the_token_is_refused(head_a: RayClusterSpec, home: Path,
     wrong = tmp_path / "wrong.token"
     wrong.write_text("0" * 64)
     wrong.chmod(0o600)
+    # A refused client retries the GCS once a second, 20 times by default; 2 are enough to
+    # see the refusal's reason.
+    retries = {"RAY_gcs_server_port_wait_time_s": "2"}
     attempts = {
-        "no token": {},  # auth mode unset, no token anywhere (HOME is empty)
-        "wrong token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong)},
+        "no token": retries,  # auth mode unset, no token anywhere (HOME is empty)
+        "wrong token": {**retries, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong)},
     }
-    # Ray retries the GCS for ~20 s before giving up: run both at once.
     with ThreadPoolExecutor(2) as pool:
         futures = {k: pool.submit(run_driver, env, home, head_a.address) for k, env in attempts.items()}
         results = {k: f.result() for k, f in futures.items()}

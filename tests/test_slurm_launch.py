@@ -103,7 +103,13 @@ def test_two_sweeps_at_once_follow_and_token(slurm_env, tmp_path: Path) -> None:
         )
 
     # a client with some other token (a fresh one of its own) is refused by the job's GCS
-    without = probe({**auth.client_env(auth.write_token(tmp_path / "other.token")), "HOME": str(tmp_path)})
+    without = probe(
+        {
+            **auth.client_env(auth.write_token(tmp_path / "other.token")),
+            "HOME": str(tmp_path),
+            "RAY_gcs_server_port_wait_time_s": "2",  # 2 refused retries, not Ray's 20
+        }
+    )
     assert "CONNECTED" not in without.stdout and without.returncode != 0
     assert "InvalidAuthToken" in without.stderr or "Authentication token" in without.stderr, without.stderr[-2000:]
     # the same client with the run's token file connects: the refusal was the token's

@@ -4,10 +4,12 @@ the real dev cluster's ``sbatch --test-only`` where Slurm refuses them."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+from test_slurm_launch import assert_nothing_left, job_id_of
 
 from orchestrator.launch import main
 from support import launch
@@ -112,8 +114,18 @@ def test_a_constraint_puts_the_job_on_the_nodes_with_the_feature(slurm_env: dict
         "00:05:00",
         "--out",
         str(run_dir),
-        "--follow",
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
-    assert len(trials) == 3 and set(trials.node) == {"n1"}  # only n1 has the feature "fast"
+    job = job_id_of(r.stdout)
+    try:  # what Slurm gave the job once it runs: the node with the feature, the QOS, the account
+        deadline, got = time.monotonic() + 60, ""
+        while time.monotonic() < deadline:
+            q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %N %q %a"], capture_output=True, text=True)
+            got = q.stdout.strip()
+            if got.startswith("RUNNING"):
+                break
+            time.sleep(0.5)
+        assert got == "RUNNING n1 short lab-b", got  # only n1 has the feature "fast"
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert_nothing_left(job)
