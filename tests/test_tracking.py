@@ -19,7 +19,8 @@ import pytest
 from shared_smoke import smoke_run
 
 from orchestrator.study import load_study
-from orchestrator.tracking import TrialWatch, flatten_fits
+from orchestrator.tracking import flatten_fits
+from orchestrator.tracking.common import TrialWatch
 from support import launch
 from trainables.contract import UsageError, read_curves
 

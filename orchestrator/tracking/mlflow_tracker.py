@@ -21,9 +21,16 @@ from typing import Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.experiment import Trial
 
+from orchestrator.tracking.common import (
+    STUDY_RUN,
+    TrialWatch,
+    read_record,
+    run_name,
+    trial_params,
+    trial_tags,
+    write_record,
+)
 from orchestrator.tune_config import config_of
-
-from . import STUDY_RUN, TrialWatch, read_record, run_name, trial_params, trial_tags, write_record
 
 PARENT_TAG = "mlflow.parentRunId"
 

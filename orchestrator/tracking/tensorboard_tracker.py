@@ -19,9 +19,8 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.logger import TBXLoggerCallback
 
+from orchestrator.tracking.common import STUDY_RUN, TrialWatch
 from orchestrator.tune_config import config_of
-
-from . import STUDY_RUN, TrialWatch
 
 LOG_DIR = "tensorboard"
 

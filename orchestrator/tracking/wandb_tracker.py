@@ -17,9 +17,8 @@ from ray.air.constants import TRAINING_ITERATION
 from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
 from ray.tune.experiment import Trial
 
+from orchestrator.tracking.common import STUDY_RUN, TrialWatch, run_name, trial_params, trial_tags
 from orchestrator.tune_config import config_of
-
-from . import STUDY_RUN, TrialWatch, run_name, trial_params, trial_tags
 
 # no console capture, no banner: the launcher's output stays the launcher's
 SETTINGS = {"silent": True, "console": "off", "quiet": True}
