@@ -1,11 +1,11 @@
 """Every evaluation of every trial into ``RUN_DIR/curves`` (Parquet), crash-safe.
 
 A Tune callback on the driver. Each trial owns one file,
-``curves/batch_size=<B>/<trial_id>.parquet``, rewritten with all of the trial's rows at
-its first result, at most every ``flush_every_s`` after, when Tune saves its experiment
-state after the trial reported a checkpoint, and when the trial ends (a rewrite costs
-about a millisecond and grows with the trial, so rewrites are kept few: bench/bench_sink.py
-measures their share of the driver's CPU); a rewrite goes to a temporary name
+``curves/batch_size=<B>/<trial_id>.parquet``, rewritten with all of the trial's rows every
+``flush_every_s`` while it runs, when Tune saves its experiment state after the trial
+reported a checkpoint, and when the trial ends (a rewrite costs about a millisecond and
+grows with the trial, so rewrites are kept few: bench/bench_sink.py measures their share
+of the driver's CPU); a rewrite goes to a temporary name
 that is then renamed over the old file, so readers (the progress display, a notebook)
 always see a whole file and a crash never leaves half of one. Rows are keyed by
 ``(trial_id, step)``: a resumed trial that reports a step again replaces nothing and
@@ -55,7 +55,7 @@ class TrialRecord:
         self.config = config
         self.rows: dict[int, dict[str, Any]] = {}
         self.dirty = False
-        self.last_flush = -math.inf
+        self.last_flush = time.monotonic()
         self.checkpointed = False
         """A checkpoint was reported since the last flush: a resume would start from it."""
         self.node: str | None = None

@@ -116,9 +116,12 @@ def run_sweep(
     resume: bool = False,
     display: LiveDisplay | None = None,
     checkpoint_every_s: float = 60.0,
+    flush_every_s: float = 30.0,
 ) -> Path:
     """Run (or resume) every trial of ``study`` on the connected Ray; returns
-    RUN_DIR/trials.parquet.
+    RUN_DIR/trials.parquet. ``flush_every_s``: how often a running trial's curve is
+    rewritten on disk (``orchestrator.sink``; a trial's end and its checkpoints are written
+    whatever it is).
 
     Raises ``SweepInterrupted`` when Tune stopped early (Ctrl-C, SIGTERM): the curves so
     far and Tune's state are saved, and ``resume=True`` continues from them.
@@ -139,7 +142,7 @@ def run_sweep(
         # pickled with the experiment, so nothing is built here.
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = _new_tuner(study, run_dir, trainable, scheduler, display)
+        tuner = _new_tuner(study, run_dir, trainable, scheduler, display, flush_every_s)
     # trials.parquet is written only when every trial has ended (by the sink, which after a
     # restore is Tune's unpickled copy): its presence is the verdict.
     trials = run_dir / "trials.parquet"
@@ -151,12 +154,17 @@ def run_sweep(
 
 
 def _new_tuner(
-    study: Study, run_dir: Path, trainable: Any, scheduler: tune.schedulers.TrialScheduler, display: LiveDisplay | None
+    study: Study,
+    run_dir: Path,
+    trainable: Any,
+    scheduler: tune.schedulers.TrialScheduler,
+    display: LiveDisplay | None,
+    flush_every_s: float,
 ) -> tune.Tuner:
     stopping = scheduler if isinstance(scheduler, PerBatchSizeASHA | PerBatchSizeSHA) else None
     early = stopping.early_stopped if stopping else set()
     callbacks: list[tune.Callback] = [
-        ParquetSink(run_dir, study.name, early_stopped=early),
+        ParquetSink(run_dir, study.name, early_stopped=early, flush_every_s=flush_every_s),
         ProgressCallback(run_dir, study, early, display, stopped_at=stopping.stopped_at if stopping else None),
     ]
     if stopping:

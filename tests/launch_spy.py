@@ -1,9 +1,12 @@
-"""``python -m orchestrator.launch`` with two test-only instruments (not a test module).
+"""``python -m orchestrator.launch`` with three test-only instruments (not a test module).
 
     python tests/launch_spy.py ARGS...      # the same arguments, exit code and output
 
 - ``BS_TEST_CHECKPOINT_EVERY_S``: the adapter's checkpoint period (``run_sweep``'s
   ``checkpoint_every_s``, 60 s by default), so that a short test trial has a checkpoint.
+- ``BS_TEST_FLUSH_EVERY_S``: how often the sink rewrites a running trial's curve
+  (``run_sweep``'s ``flush_every_s``, 30 s by default), so that a test's kills land while
+  trials of seconds are being written.
 - ``BS_TEST_RESULTS_LOG``: a file that gets one JSON line per result the driver receives
   (``{"trial_id", "step"}``), in order, written by a spy on the sink's ``on_trial_result``
   (the Tune callback every result passes through), so a test sees which steps a resumed
@@ -28,11 +31,12 @@ from orchestrator.sink import ParquetSink  # noqa: E402
 
 
 def _install() -> None:
-    every = os.environ.get("BS_TEST_CHECKPOINT_EVERY_S")
-    if every is not None:
-        kwdefaults = orchestrator.sweep.run_sweep.__kwdefaults__
-        assert kwdefaults is not None and "checkpoint_every_s" in kwdefaults
-        kwdefaults["checkpoint_every_s"] = float(every)
+    kwdefaults = orchestrator.sweep.run_sweep.__kwdefaults__
+    assert kwdefaults is not None
+    for var, key in (("BS_TEST_CHECKPOINT_EVERY_S", "checkpoint_every_s"), ("BS_TEST_FLUSH_EVERY_S", "flush_every_s")):
+        if os.environ.get(var) is not None:
+            assert key in kwdefaults
+            kwdefaults[key] = float(os.environ[var])
     log = os.environ.get("BS_TEST_RESULTS_LOG")
     if log is not None:
         original = ParquetSink.on_trial_result

@@ -29,12 +29,13 @@ STUDY = ["--budget", "smoke", "--set", "search.batch_sizes=[16, 64]", "--set", '
 def _start(run_dir: Path, resume: bool) -> subprocess.Popen[str]:
     args = ["--resume", str(run_dir)] if resume else [*STUDY, "--out", str(run_dir)]
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.launch", *args],
+        [sys.executable, str(REPO / "tests" / "launch_spy.py"), *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # curves rewritten every 0.3 s, not 30: kills land during sink writes
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "BS_TEST_FLUSH_EVERY_S": "0.3"},
         start_new_session=True,
     )
 

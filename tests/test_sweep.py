@@ -101,7 +101,7 @@ def test_sink_schema_unique_and_readable_while_running(tmp_path: Path) -> None:
     t = threading.Thread(target=reader)
     t.start()
     try:
-        run_sweep(study, run_dir)
+        run_sweep(study, run_dir, flush_every_s=0.5)  # trials of seconds: rewrite them while they run
     finally:
         done.set()
         t.join()
