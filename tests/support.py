@@ -77,3 +77,19 @@ def trial(config: dict[str, Any]) -> TrialConfig:
     )
     settings = {k: v for k, v in flat.items() if k not in names}
     return TrialConfig(**kw, target=target, stop_at_target=value is not None, settings=settings, checkpoint=checkpoint)
+
+
+def run_trainable(name: str, config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the built-in trainable ``name`` in this process on ``trial(config)``: every row it
+    reported, and beside each row the checkpoint that came with it ({} when none)."""
+    from trainables import get
+
+    rows: list[dict[str, Any]] = []
+    ckpts: list[dict[str, Any]] = []
+
+    def report(metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+        rows.append(dict(metrics))
+        ckpts.append(checkpoint or {})
+
+    get(name)(trial(config), report)
+    return rows, ckpts

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from orchestrator.launch import main
-from support import trial
-from trainables import get
+from support import run_trainable
 from trainables.cifar10 import FILES, TrainableConfig, preflight
 from trainables.schedule import eval_steps
 
@@ -76,15 +75,7 @@ def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
 
 
 def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    rows: list[dict] = []
-    ckpts: list[dict] = []
-
-    def report(metrics: dict, checkpoint: dict | None = None) -> None:
-        rows.append(dict(metrics))
-        ckpts.append(checkpoint or {})
-
-    get("cifar10")(trial(cfg), report)
-    return rows, ckpts
+    return run_trainable("cifar10", cfg)
 
 
 def test_trains_and_reports_the_contract_columns(data_dir: Path) -> None:

@@ -17,8 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 from orchestrator.launch import main
-from support import trial
-from trainables import get
+from support import run_trainable
 from trainables.gpt import TrainableConfig, build_model, preflight
 from trainables.loop import LoopConfig, lr_factor
 from trainables.schedule import eval_steps
@@ -66,15 +65,7 @@ def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
 
 
 def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    rows: list[dict] = []
-    ckpts: list[dict] = []
-
-    def report(metrics: dict, checkpoint: dict | None = None) -> None:
-        rows.append(dict(metrics))
-        ckpts.append(checkpoint or {})
-
-    get("gpt")(trial(cfg), report)
-    return rows, ckpts
+    return run_trainable("gpt", cfg)
 
 
 def test_builds_tokens_once_and_reports_the_contract_columns(data_dir: Path) -> None:

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from orchestrator.launch import main
-from support import trial
-from trainables import get, images
+from support import run_trainable, trial
+from trainables import images
 from trainables.bench import forward_flops
 from trainables.imagenet import TrainableConfig, preflight
 from trainables.resnet import resnet50
@@ -84,15 +84,7 @@ def config(data_dir: Path, **kw: Any) -> dict[str, Any]:
 
 
 def run(cfg: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    rows: list[dict] = []
-    ckpts: list[dict] = []
-
-    def report(metrics: dict, checkpoint: dict | None = None) -> None:
-        rows.append(dict(metrics))
-        ckpts.append(checkpoint or {})
-
-    get("imagenet")(trial(cfg), report)
-    return rows, ckpts
+    return run_trainable("imagenet", cfg)
 
 
 def test_class_folders_train_and_report_the_contract_columns(folders: Path) -> None:
