@@ -22,6 +22,7 @@ from ray.tune.experiment import Trial
 
 from orchestrator.grid import trial_grid
 from orchestrator.scheduler import scheduler_kind
+from orchestrator.sink import tune_error_line
 from orchestrator.study import Study
 from orchestrator.tune_config import config_of
 from trainables.contract import decide_status, write_atomic
@@ -182,6 +183,17 @@ class ProgressCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.ended.add(trial.trial_id)
+        self._say(trial, "failed, its retries spent")
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._say(trial, "retrying from its last checkpoint")
+
+    def _say(self, trial: Trial, what: str) -> None:
+        """One line per failure of a trial's worker (Tune's traceback is in the trial's
+        error.txt under RUN_DIR/tune, not on the console: run_sweep turns its printing off)."""
+        cfg = config_of(trial)
+        line = f"trial {trial.trial_id} (B={cfg.batch_size}, lr={cfg.lr:.4g}): {tune_error_line(trial)}; {what}"
+        print(line, file=self.display.stream if self.display else sys.stderr, flush=True)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self.publish(trials, done=all(t.trial_id in self.ended for t in trials))

@@ -129,6 +129,9 @@ def run_sweep(
     if not ray.is_initialized():
         raise RuntimeError("run_sweep needs a connected Ray (cluster.local.local_ray, or a Slurm job's)")
     run_dir = Path(run_dir)
+    # Tune logs the whole traceback of every failed trial task (a lost node, a worker's full
+    # disk); it is in the trial's error.txt, and the progress callback says it in one line.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     scheduler = make_scheduler(study)
     # A synchronous rung pauses trials: they checkpoint there, to resume without repeating work.
     at = scheduler.rung_positions() if isinstance(scheduler, PerBatchSizeSHA) else None

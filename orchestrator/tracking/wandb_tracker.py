@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.air.constants import TRAINING_ITERATION
-from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLoggingActor
 from ray.tune.experiment import Trial
 
 from orchestrator.tracking.common import STUDY_RUN, TrialWatch, run_name, trial_params, trial_tags
@@ -29,8 +29,20 @@ def group_of(run_dir: Path) -> str:
     return Path(run_dir).resolve().name
 
 
+class _FinishingActor(_WandbLoggingActor):
+    """Tune's logging actor, which then waits for W&B's service to write the run's end:
+    Tune kills the actor as soon as ``run`` returns, before W&B's exit hook, and a run of
+    a trial that ended last could be left "running" (then "crashed") on a busy machine."""
+
+    def run(self) -> None:
+        super().run()
+        self._wandb.teardown()
+
+
 class WandbTracker(WandbLoggerCallback):
     """Tune callback: every trial a W&B run (``mode`` "offline" or "online")."""
+
+    _logger_actor_cls = _FinishingActor
 
     def __init__(self, run_dir: Path, mode: str, project: str, study: str, early_stopped: set[str]) -> None:
         self.run_dir = Path(run_dir).resolve()
