@@ -22,15 +22,14 @@ Data: the CIFAR-10 python batches (``data_batch_1`` … ``data_batch_5``, ``test
 pickled dicts of b"data", uint8 N×3072, and b"labels") in ``data_dir``; the test batch is
 the validation split (the 94% target is test accuracy).
 
-    python -m trainables.cifar10 --data ~/cifar-10-batches-py --bench          # time to 94%
-    python -m trainables.cifar10 --synthetic --bench --steps 20 --batch-size 256
+    python -m trainables.cifar10_bench --data ~/cifar-10-batches-py --bench    # time to 94%
+    python -m trainables.cifar10_bench --synthetic --bench --steps 20 --batch-size 256
 """
 
 from __future__ import annotations
 
 import functools
 import pickle
-import sys
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -319,14 +318,3 @@ def _tta(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
         h, w = x.shape[2:]
         out = 0.5 * out + 0.25 * (mirrored(pad[:, :, :h, :w]) + mirrored(pad[:, :, 2:, 2:]))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m trainables.cifar10 --bench``: see ``trainables.cifar10_bench``."""
-    from trainables.cifar10_bench import main as bench_main
-
-    return bench_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

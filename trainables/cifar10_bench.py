@@ -1,8 +1,8 @@
-"""``python -m trainables.cifar10 --bench``: the airbench-class net's throughput, time to 94%
+"""``python -m trainables.cifar10_bench --bench``: the airbench-class net's throughput, time to 94%
 and MFU, Ray-free, saved as JSON under bench/results/ (see ``trainables.bench``).
 
-    python -m trainables.cifar10 --data ~/cifar-10-batches-py --bench          # time to 94%
-    python -m trainables.cifar10 --synthetic --bench --steps 20 --batch-size 256
+    python -m trainables.cifar10_bench --data ~/cifar-10-batches-py --bench    # time to 94%
+    python -m trainables.cifar10_bench --synthetic --bench --steps 20 --batch-size 256
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from trainables.loop import device
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m trainables.cifar10 --bench``: images/s, time to 94%, MFU; saved as JSON."""
-    p = argparse.ArgumentParser(prog="python -m trainables.cifar10", description=main.__doc__)
+    """``python -m trainables.cifar10_bench --bench``: images/s, time to 94%, MFU; saved as JSON."""
+    p = argparse.ArgumentParser(prog="python -m trainables.cifar10_bench", description=main.__doc__)
     bench.add_arguments(p)
     p.add_argument("--lr", type=float, help="peak LR (default 1.5 × B/1024, the airbench recipe)")
     args = p.parse_args(argv)
@@ -94,3 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     bench.save("cifar10", record, args.out)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
