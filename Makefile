@@ -15,7 +15,7 @@ demo: setup data
 	$(PY) -m orchestrator.launch --cluster local
 
 test: setup data slurm-packages lint
-	$(PY) -m pytest -q --durations=30 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=30 tests
 
 # lint and format (ruff) and types (mypy) of the packages and their tests: configured in
 # pyproject.toml; CI fails on either

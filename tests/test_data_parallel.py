@@ -476,14 +476,15 @@ def test_slurm_two_workers_one_per_node_resume_after_a_requeue(slurm_env, data_d
         return [int(ln.split()[3]) for ln in lines if ln.split()[1] == "0"]
 
     def settled() -> Path | None:
-        """The trial's second checkpoint (or a later one), once it is half a second old:
-        Tune's experiment snapshot names it by then. (A requeue between a new checkpoint and
-        that snapshot is Tune's own race with CheckpointConfig(num_to_keep=1): the snapshot
-        names the deleted one before it, and the trial restores nothing.)"""
+        """The trial's second checkpoint (or a later one), once Tune's experiment snapshot
+        names it: a requeue restores what the snapshot names, and a loaded machine takes
+        seconds to write it (a checkpoint's age says nothing about that)."""
         ckpts = sorted((run_dir / "tune").glob("sweep/*/checkpoint_*/state.pt"))
-        if ckpts and ckpts[-1].parent.name != "checkpoint_000000" and time.time() - ckpts[-1].stat().st_mtime > 0.5:
-            return ckpts[-1]
-        return None
+        if not ckpts or ckpts[-1].parent.name == "checkpoint_000000":
+            return None
+        snapshots = sorted((run_dir / "tune" / "sweep").glob("experiment_state-*.json"))
+        named = snapshots and ckpts[-1].parent.name in snapshots[-1].read_text(errors="replace")
+        return ckpts[-1] if named else None
 
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and settled() is None:
