@@ -109,6 +109,7 @@ def test_resume_continues_the_same_curve(data_dir: Path) -> None:
     for a, b in zip(full[k + 1 :], rest):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_accuracy"] == b["val_accuracy"]
+        assert a["weight_distance"] == pytest.approx(b["weight_distance"], rel=1e-5)
     for name, p in ckpts[-1]["model"].items():
         torch.testing.assert_close(p, rest_ckpts[-1]["model"][name])
 

@@ -31,6 +31,7 @@ assert {
     "val_accuracy",
     "lr_current",
     "grad_noise_scale",
+    "weight_distance",
 } == ROW_KEYS
 
 
@@ -119,6 +120,21 @@ def test_resume_continues_the_same_curve(data_dir: Path) -> None:
         assert (a["step"], a["examples_seen"]) == (b["step"], b["examples_seen"])
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        # θ₀ is rebuilt from the seed on resume: the distance goes on as if never interrupted
+        assert a["weight_distance"] == pytest.approx(b["weight_distance"], rel=1e-6)
+
+
+@pytest.mark.parametrize("micro", [256, 64])
+def test_weight_distance_is_the_norm_from_the_seeded_initial_weights(data_dir: Path, micro: int) -> None:
+    """Each row's ``weight_distance`` against ‖θ − θ₀‖₂ computed here from that row's
+    checkpoint and the model the seed draws; it starts above 0 and grows under a small LR."""
+    rows, ckpts = run(config(data_dir, max_steps=30, micro_batch_size=micro, lr=0.01))
+    theta0 = torch.cat([p.detach().reshape(-1).double() for p in model_of(data_dir).parameters()])
+    for row, ckpt in zip(rows, ckpts, strict=True):
+        theta = torch.cat([p.detach().reshape(-1).double() for p in model_of(data_dir, ckpt["model"]).parameters()])
+        assert row["weight_distance"] == pytest.approx(float(torch.linalg.vector_norm(theta - theta0)), rel=1e-5)
+    distances = [r["weight_distance"] for r in rows]
+    assert distances[0] > 0 and distances == sorted(distances)
 
 
 def test_divergence_stops_at_once(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

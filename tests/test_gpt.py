@@ -102,8 +102,30 @@ def test_resume_continues_the_same_curve(data_dir: Path) -> None:
     for a, b in zip(full[k + 1 :], rest):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["tokens_seen"] == b["tokens_seen"]
+        assert a["weight_distance"] == pytest.approx(b["weight_distance"], rel=1e-5)
     for name, p in ckpts[-1]["model"].items():
         torch.testing.assert_close(p, rest_ckpts[-1]["model"][name])
+
+
+def test_weight_distance_is_the_norm_from_the_seeded_initial_weights(data_dir: Path) -> None:
+    """The shared loop's ``weight_distance`` against ‖θ − θ₀‖₂ computed here from each
+    checkpoint and the model the trial's seed draws (tied embeddings counted once)."""
+    cfg = config(data_dir, max_steps=4, eval_ratio=1.05)
+    rows, ckpts = run(cfg)
+    settings = TrainableConfig.model_validate({k: v for k, v in cfg.items() if k in TrainableConfig.model_fields})
+
+    def flat(state: dict[str, Any] | None) -> torch.Tensor:
+        torch.manual_seed(cfg.get("seed", 0))
+        model = build_model(settings)
+        if state is not None:
+            model.load_state_dict(state)
+        return torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+
+    theta0 = flat(None)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for row, ckpt in zip(rows, ckpts, strict=True):
+        expect = float(torch.linalg.vector_norm(flat(ckpt["model"]) - theta0))
+        assert expect > 0 and row["weight_distance"] == pytest.approx(expect, rel=1e-5)
 
 
 def test_schedules_and_sizes() -> None:

@@ -126,6 +126,7 @@ def test_resume_continues_the_same_curve(folders: Path) -> None:
     assert [r["step"] for r in rest] == [4]
     assert rest[0]["train_loss"] == pytest.approx(full[-1]["train_loss"], rel=1e-5)
     assert rest[0]["val_loss"] == pytest.approx(full[-1]["val_loss"], rel=1e-5)
+    assert rest[0]["weight_distance"] == pytest.approx(full[-1]["weight_distance"], rel=1e-5)
     for name, p in ckpts[-1]["model"].items():
         torch.testing.assert_close(p, rest_ckpts[-1]["model"][name])
 

@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.launch import main
 from support import launch
+from trainables.contract import read_curves
 
 STUDY = """name = "mine"
 trainable = "{trainable}"
@@ -50,6 +51,8 @@ def _assert_run(run_dir: Path) -> None:
     fits = json.loads((run_dir / "report" / "fits.json").read_text())
     assert [p["batch_size"] for p in fits["per_batch"]] == [16, 64, 256]
     assert all(p["reached"] > 0 for p in fits["per_batch"])  # the template's task is learnable
+    curves = read_curves(run_dir / "curves").to_pandas()  # the helper's ‖θ − θ₀‖ reaches the curves
+    assert (curves.weight_distance > 0).all()
 
 
 def test_the_template_as_a_file_runs_a_local_sweep(lab: Path) -> None:

@@ -17,6 +17,7 @@ al. 2018, App. A) from the squared gradient norm of the first micro-batch (B_sma
 the whole batch (B_big); without accumulation that step runs as two half batches, which is
 the same update. On its last evaluation (step cap or target) it measures the sharpness:
 the top Hessian eigenvalue of the training loss on a fixed subset (Keskar et al. 2016).
+Every evaluation also records ``weight_distance``, ‖θ − θ₀‖₂ (``trainables.weights``).
 
 Data-parallel (``config.world_size`` N > 1, ``trainables.distributed``): every rank draws
 the same global batch and trains on its contiguous share of it, ``batch_size / N``
@@ -50,6 +51,7 @@ from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
 from trainables.optim import make_optimizer
 from trainables.schedule import eval_steps, lr_at
 from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
+from trainables.weights import DistanceFromInit
 
 EVAL_CHUNK = 4096
 
@@ -209,6 +211,7 @@ def _train(
     data = data.to(device)
     torch.manual_seed(seed)
     model = build_model().to(device)
+    distance = DistanceFromInit(model)  # θ₀: the seeded model, rebuilt the same on resume
     opt = make_optimizer(config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay)
     stream = _BatchStream(n_train, seed)
     # the generalization gap compares train and validation loss of the same weights (Keskar
@@ -265,6 +268,7 @@ def _train(
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "grad_noise_scale": noise.b_simple,
+            "weight_distance": distance(model),
         }
         loss_sum, loss_n = 0.0, 0
         final = step >= cap or config.ends_at(row)

@@ -237,11 +237,13 @@ CURVES_SCHEMA = pa.schema(
         ("val_accuracy", pa.float64()),
         ("lr_current", pa.float64()),
         ("grad_noise_scale", pa.float64()),
+        ("weight_distance", pa.float64()),
     ]
 )
 """Columns of ``curves/`` (contract "curves/ columns", plus ``train_eval_loss`` and
 ``train_eval_accuracy``: the current weights on a fixed training subset as large as the
-validation split, null where a trainable does not measure them)."""
+validation split, and ``weight_distance``: ‖θ − θ₀‖₂, ``trainables.weights``; null where a
+trainable does not measure them)."""
 # batch_size is the hive partition key: files inside a partition do not repeat it, since
 # pyarrow infers the key's type from the path and refuses to merge it with a file column.
 CURVES_FILE_SCHEMA = pa.schema([f for f in CURVES_SCHEMA if f.name != "batch_size"])

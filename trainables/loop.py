@@ -14,6 +14,9 @@ and then decays over the horizon (``decay_examples``, by default the trial's ste
 30/60/80 of 90 epochs is the default) or ``wsd`` (warmup-stable-decay: constant, then
 linear to ``end_factor`` over the last ``decay_fraction``).
 
+Every evaluation records ``weight_distance``, ‖θ − θ₀‖₂ from the model as the trainable built
+it (``trainables.weights``).
+
 Divergence (a non-finite training loss, or one above ``divergence_factor`` times the first)
 is checked every ``CHECK_EVERY`` updates, not every one, so the GPU queue never waits for
 a loss on the host; the trial then reports a last row with ``diverged: True`` and stops.
@@ -44,6 +47,7 @@ from trainables import Report
 from trainables.contract import TrialConfig
 from trainables.distributed import DataParallel, device_of, process_group
 from trainables.schedule import eval_steps, lr_at
+from trainables.weights import DistanceFromInit
 
 CHECK_EVERY = 8
 Schedule = Literal["constant", "linear", "cosine", "step", "wsd"]
@@ -184,6 +188,7 @@ def run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: t
 
 def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: torch.device, dp: DataParallel) -> None:
     model, opt = parts.model, parts.optimizer
+    distance = DistanceFromInit(model)  # θ₀: the trainable built the model from the seed
     if config.checkpoint is not None:
         model.load_state_dict(config.checkpoint["model"])  # before DDP copies rank 0's weights
     ddp = dp.wrap(model)
@@ -242,6 +247,7 @@ def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: 
             **_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
             "train_loss": train_loss,
             "train_time_s": train_time,
+            "weight_distance": distance(model),
             **metrics,
         }
         losses, checked = [], 0

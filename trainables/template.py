@@ -11,8 +11,8 @@ micro-batch size, LR, seed, optimizer settings, caps, target, this study's
 ``[trainable_config]`` as ``config.settings``, the checkpoint to resume from); ``report``
 takes each evaluation's metrics (at least step, examples_seen, train_loss and the study's
 target and early-stopping metrics) and a checkpoint dict. Import no Ray; from this project
-only the public helper ``trainables.schedule`` (``eval_steps``, ``lr_at``).
-"""
+only the public helpers ``trainables.schedule`` (``eval_steps``, ``lr_at``) and
+``trainables.weights`` (``DistanceFromInit``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from trainables.schedule import eval_steps, lr_at
+from trainables.weights import DistanceFromInit
 
 # What report() carries: a study's target and early-stopping metrics must be among these.
 METRICS = ("train_loss", "val_loss", "val_accuracy")
@@ -65,6 +66,7 @@ def train(config: Any, report: Any) -> None:
     x_train, y_train, x_val, y_val = make_data(settings)
     torch.manual_seed(config.seed)
     model = nn.Linear(settings.features, 2)  # replace with your model
+    distance = DistanceFromInit(model)  # ‖θ − θ₀‖, the curves' weight_distance (before a resume)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     step, wall_before = 0, 0.0
@@ -104,6 +106,7 @@ def train(config: Any, report: Any) -> None:
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "lr_current": opt.param_groups[0]["lr"],
+            "weight_distance": distance(model),
         }
         losses = []
         checkpoint = {
