@@ -28,6 +28,7 @@ from ray.tune.experiment import Trial
 from orchestrator.tune_config import config_of
 from trainables.contract import (
     CURVES_FILE_SCHEMA,
+    FINAL_COLUMNS,
     METRIC_COLUMNS,
     TRIALS_SCHEMA,
     TrialConfig,
@@ -62,7 +63,8 @@ class TrialRecord:
         self.diverged = False
         self.failed = False
         self.error: str | None = None
-        self.sharpness: float | None = None
+        self.final: dict[str, float] = {}
+        """The last row's end-of-trial measurements (``FINAL_COLUMNS``)."""
 
 
 def _float(v: Any) -> float | None:
@@ -122,7 +124,7 @@ class ParquetSink(Callback):
             if rec.checkpointed:
                 self.flush(rec)
         meta = {
-            t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "error": r.error, "sharpness": r.sharpness}
+            t: {"node": r.node, "diverged": r.diverged, "failed": r.failed, "error": r.error, "final": r.final}
             for t, r in self.records.items()
         }
         return {
@@ -169,8 +171,7 @@ class ParquetSink(Callback):
             return
         if result.get("diverged"):
             rec.diverged = True
-        if result.get("sharpness") is not None:
-            rec.sharpness = float(result["sharpness"])
+        rec.final.update({k: float(result[k]) for k in FINAL_COLUMNS if result.get(k) is not None})
         if result.get("checkpoint_dir_name"):  # set by Ray on a result reported with a checkpoint
             rec.checkpointed = True
         step = int(result["step"])
@@ -229,7 +230,7 @@ class ParquetSink(Callback):
                     "wall_time_s": float(last.get("wall_time_s") or 0.0),
                     "final_val_loss": val_losses[-1] if val_losses else None,
                     "best_val_accuracy": max(accs) if accs else None,
-                    "sharpness": rec.sharpness,
+                    **{k: rec.final.get(k) for k in FINAL_COLUMNS},
                     "node": rec.node,
                     "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
                     "error": rec.error,

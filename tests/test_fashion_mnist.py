@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from support import trial, write_tiny_fashion_mnist
 from trainables import classifier, get
-from trainables.contract import METRIC_COLUMNS
+from trainables.contract import FINAL_COLUMNS, METRIC_COLUMNS
 from trainables.fashion_mnist import TrainableConfig, build_model, load_data
+from trainables.forgetting import probe_windows, update_indices
 from trainables.schedule import eval_steps, lr_at
 from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
 
@@ -182,7 +183,7 @@ def test_stops_at_target_and_reports_the_contract_columns(data_dir: Path) -> Non
     # every evaluation of the schedule up to the target, each with exactly the contract's columns
     assert [r["step"] for r in rows] == [s for s in eval_steps(400) if s <= rows[-1]["step"]]
     assert all(set(r) == ROW_KEYS for r in rows[:-1])
-    assert set(rows[-1]) == ROW_KEYS | {"sharpness"}  # the last evaluation adds the sharpness
+    assert set(rows[-1]) == ROW_KEYS | set(FINAL_COLUMNS)  # the last adds the sharpness and the probe
     for r in rows:
         assert r["examples_seen"] == r["step"] * 32
         assert r["epoch"] == pytest.approx(r["examples_seen"] / 1000)  # 1200 examples - 200 validation
@@ -301,10 +302,46 @@ def test_cnn_trains_and_reports_the_contract_columns(data_dir: Path) -> None:
     rows, ckpts = run(config(data_dir, model="cnn", hidden=64, max_steps=30, sharpness_examples=128))
     assert ckpts[-1]["model"]["0.weight"].shape == (4, 1, 3, 3)  # a conv layer: it is the CNN
     assert [r["step"] for r in rows] == eval_steps(30)
-    assert all(set(r) == ROW_KEYS for r in rows[:-1]) and set(rows[-1]) == ROW_KEYS | {"sharpness"}
+    assert all(set(r) == ROW_KEYS for r in rows[:-1]) and set(rows[-1]) == ROW_KEYS | set(FINAL_COLUMNS)
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in rows)
     assert rows[-1]["val_loss"] < rows[0]["val_loss"]  # it learns
     assert math.isfinite(rows[-1]["sharpness"])
     # gradient accumulation averages for the CNN too
     acc, _ = run(config(data_dir, model="cnn", hidden=64, max_steps=30, sharpness_examples=128, micro_batch_size=64))
     assert [r["val_loss"] for r in acc] == pytest.approx([r["val_loss"] for r in rows], rel=1e-4, abs=1e-6)
+
+
+def test_probe_windows_are_the_last_updates_and_the_start_of_their_epoch() -> None:
+    w = probe_windows(steps=40, batch=64, n_train=1000, examples=256)  # 2.56 epochs, k = 4
+    assert (w.recent, w.early) == (range(36, 40), range(32, 36))  # epoch 2 starts in update 32
+    assert w.early_age_epochs == pytest.approx(8 * 64 / 1000)
+    w = probe_windows(steps=34, batch=64, n_train=1000, examples=256)  # epoch 2's start overlaps
+    assert (w.recent, w.early) == (range(30, 34), range(16, 20))  # so epoch 1's start
+    assert w.early_age_epochs == pytest.approx(18 * 64 / 1000)
+    w = probe_windows(steps=5, batch=64, n_train=1000, examples=256)  # no room for two windows
+    assert (w.recent, w.early, w.early_age_epochs) == (range(1, 5), None, None)
+    assert probe_windows(steps=10, batch=4096, n_train=1000, examples=256).recent == range(9, 10)
+
+
+@pytest.mark.parametrize("steps", [40, 34])
+def test_forgetting_probe_measures_the_batches_it_claims(data_dir: Path, steps: int) -> None:
+    """The probe's losses against the final checkpoint's losses on the batches the trial
+    really drew (the loop's own data stream, replayed), and the held-out loss against the
+    last val_loss."""
+    rows, ckpts = run(config(data_dir, batch_size=64, micro_batch_size=32, max_steps=steps, probe_examples=256))
+    last = rows[-1]
+    drawn = classifier._BatchStream(1000, 3)  # n_train = 1200 - 200 held out; seed 3
+    batches = [drawn.next(64) for _ in range(steps)]
+    data = load_data(str(data_dir), 200)
+    model = model_of(data_dir, ckpts[-1]["model"]).eval()
+    w = probe_windows(steps, 64, 1000, 256)
+    assert w.early is not None
+    for column, updates in (("probe_recent_loss", w.recent), ("probe_early_loss", w.early)):
+        idx = torch.cat([batches[j] for j in updates])
+        assert torch.equal(idx, update_indices(1000, 3, 64, updates))
+        with torch.no_grad():
+            expect = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).item()
+        assert last[column] == pytest.approx(expect, rel=1e-5), column
+    assert last["probe_early_age_epochs"] == pytest.approx(w.early_age_epochs)
+    assert last["probe_heldout_loss"] == last["val_loss"]
+    assert all(not any(k.startswith("probe_") for k in r) for r in rows[:-1])  # the last row only

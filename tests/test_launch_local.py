@@ -49,6 +49,10 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     last = df.sort_values("step").groupby("trial_id").last()
     for t in trials.itertuples():
         assert last.loc[t.trial_id, "step"] == t.steps
+    # a trial that ran to its end measured the forgetting probe on its final weights
+    done = trials[trials.status == "completed"]
+    assert len(done) > 0 and done.probe_recent_loss.notna().all()
+    assert (done.probe_heldout_loss == done.final_val_loss).all()
     # --budget smoke caps every trial at 20,000 examples (and 150 steps)
     assert df.examples_seen.max() <= 20_000 and df.step.max() <= 150
 

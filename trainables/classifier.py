@@ -17,7 +17,9 @@ al. 2018, App. A) from the squared gradient norm of the first micro-batch (B_sma
 the whole batch (B_big); without accumulation that step runs as two half batches, which is
 the same update. On its last evaluation (step cap or target) it measures the sharpness:
 the top Hessian eigenvalue of the training loss on a fixed subset (Keskar et al. 2016).
-Every evaluation also records ``weight_distance``, ‖θ − θ₀‖₂ (``trainables.weights``).
+Every evaluation also records ``weight_distance``, ‖θ − θ₀‖₂ (``trainables.weights``); the
+last one runs the forgetting probe (``trainables.forgetting``) on the batches ``_BatchStream``
+drew.
 
 Data-parallel (``config.world_size`` N > 1, ``trainables.distributed``): every rank draws
 the same global batch and trains on its contiguous share of it, ``batch_size / N``
@@ -47,6 +49,7 @@ from torch import nn
 from trainables import Report
 from trainables.contract import TrialConfig
 from trainables.distributed import DataParallel, process_group
+from trainables.forgetting import probe_windows, update_indices
 from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
 from trainables.optim import make_optimizer
 from trainables.schedule import eval_steps, lr_at
@@ -78,6 +81,7 @@ class LoopSettings:
     noise_scale_every: int = 10
     sharpness_examples: int = 1024
     sharpness_iters: int = 20
+    probe_examples: int = 2048
 
 
 class _BatchStream:
@@ -178,6 +182,28 @@ def sharpness(model: nn.Module, data: ClassificationData, settings: LoopSettings
     )
 
 
+def forgetting_probe(
+    model: nn.Module, data: ClassificationData, config: TrialConfig, steps: int, settings: LoopSettings, heldout: float
+) -> dict[str, float | None]:
+    """The probe's columns (``trainables.forgetting``) for the final weights after ``steps``
+    updates; nothing when ``probe_examples`` is 0."""
+    if settings.probe_examples <= 0:
+        return {}
+    n = len(data.x_train)
+    windows = probe_windows(steps, config.batch_size, n, settings.probe_examples)
+
+    def loss_on(updates: range) -> float:
+        idx = update_indices(n, config.seed, config.batch_size, updates).to(data.x_train.device)
+        return evaluate(model, data.x_train[idx], data.y_train[idx])[0]
+
+    return {
+        "probe_recent_loss": loss_on(windows.recent),
+        "probe_early_loss": None if windows.early is None else loss_on(windows.early),
+        "probe_early_age_epochs": windows.early_age_epochs,
+        "probe_heldout_loss": heldout,
+    }
+
+
 def train_classifier(
     config: TrialConfig,
     report: Report,
@@ -274,6 +300,7 @@ def _train(
         final = step >= cap or config.ends_at(row)
         if final and dp.is_main:  # the same weights on every rank: rank 0 measures them
             row["sharpness"] = sharpness(model, data, settings)
+            row.update(forgetting_probe(model, data, config, step, settings, val_loss))
         if not dp.is_main:  # only rank 0's report counts; the others just keep in step
             report(row)
             if final:

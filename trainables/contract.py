@@ -267,13 +267,20 @@ TRIALS_SCHEMA = pa.schema(
         ("final_val_loss", pa.float64()),
         ("best_val_accuracy", pa.float64()),
         ("sharpness", pa.float64()),
+        ("probe_recent_loss", pa.float64()),
+        ("probe_early_loss", pa.float64()),
+        ("probe_early_age_epochs", pa.float64()),
+        ("probe_heldout_loss", pa.float64()),
         ("node", pa.string()),
         ("config_json", pa.string()),
         ("error", pa.string()),
     ]
 )
 """Columns of ``trials.parquet`` (``error``: a failed trial's reason, the last line of its
-exception; null otherwise)."""
+exception; null otherwise; ``FINAL_COLUMNS``: what the trial's last row measured)."""
+FINAL_COLUMNS = ("sharpness", "probe_recent_loss", "probe_early_loss", "probe_early_age_epochs", "probe_heldout_loss")
+"""Measurements a trainable puts in its last row only (the sharpness and the forgetting
+probe, ``trainables.forgetting``); the sink keeps them per trial for ``trials.parquet``."""
 
 
 def curves_file(curves_dir: Path, batch_size: int, trial_id: str) -> Path:

@@ -60,6 +60,9 @@ class TrainableConfig(BaseModel):
     """Training examples (a fixed subset) for the end-of-training sharpness (0: skip it)."""
     sharpness_iters: int = Field(default=20, ge=1, le=100)
     """Power-iteration steps (Hessian-vector products) for the sharpness."""
+    probe_examples: int = Field(default=2048, ge=0)
+    """Examples in each window of the end-of-training forgetting probe (0: skip it;
+    ``trainables.forgetting``)."""
 
 
 def data_files(data_dir: str | Path) -> list[Path]:
