@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+# An empty table cell reads better as a dash than as prose's "n/a".
+MISSING_CELL = "–"
+
 # Whole numbers are clearest from 100 up; past 1e7 their digits are noise to a reader.
 WHOLE_FROM = 100.0
 SCIENTIFIC_FROM = 1e7

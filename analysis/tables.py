@@ -1,4 +1,5 @@
-"""Report tables: per batch size, and the fitted parameters with their 95% CIs.
+"""Report tables: per batch size, the fitted parameters with their 95% CIs, and (with
+several seeds) the seeds per batch size and LR (``analysis.seeds``).
 
 Each is written as CSV (full precision, snake_case columns, for scripts) and as a LaTeX
 booktabs table (rounded, for the paper; needs ``\\usepackage{booktabs}``). ``format_table``
@@ -21,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .numbers import format_interval, format_number
+from .numbers import MISSING_CELL, format_interval, format_number
 from .results import NOISE_LAWS, RULES, Analysis, Interval, LrScalingFit
+from .seeds import seed_table
 
 
 @dataclass(frozen=True)
@@ -48,16 +50,12 @@ class TableFile:
     """The LaTeX booktabs file."""
 
 
-# An empty cell reads better as a dash than as prose's "n/a".
-MISSING = "–"
-
-
 def _g(x: Any) -> str:
-    return format_number(x, missing=MISSING)
+    return format_number(x, missing=MISSING_CELL)
 
 
 def _ci(lo: Any, hi: Any) -> str:
-    return format_interval((lo, hi), missing=MISSING)
+    return format_interval((lo, hi), missing=MISSING_CELL)
 
 
 def per_batch_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -243,10 +241,13 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, title, (data, text) in (
+    tables = [
         ("per_batch", "Per batch size", per_batch_table(a)),
         ("fits", "Fitted parameters (95% CIs)", fit_table(a)),
-    ):
+    ]
+    if (seeds := seed_table(a)) is not None:
+        tables.append(("seeds", "Seeds per batch size and LR: how many reach the target, and their spread", seeds))
+    for name, title, (data, text) in tables:
         csv, tex = out / f"{name}.csv", out / f"{name}.tex"
         data.to_csv(csv, index=False)
         caption = (
