@@ -211,3 +211,48 @@ def test_two_gloo_ranks_train_the_curve_of_one_process(data_dir: Path, tmp_path:
         for a, b in zip(ref, rows):
             for k in ("train_loss", "val_loss", "val_accuracy", "lr_current", "tokens_seen"):
                 assert b[k] == pytest.approx(a[k], rel=1e-4), (name, a["step"], k)
+
+
+def test_the_shared_loop_probes_the_batches_it_trained_on() -> None:
+    """The accelerator loop's forgetting probe on a toy model whose batches the test knows:
+    each loss against the final weights' mean loss over the micro-batches ``batches(j)``
+    gave the probed updates, in eval mode; the held-out loss is the last val_loss."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from support import trial
+    from trainables.forgetting import probe_windows
+    from trainables.loop import EpochOrder, Parts, run
+
+    torch.manual_seed(0)
+    x, y = torch.randn(200, 4), torch.randint(0, 3, (200,))
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))  # eval mode matters
+    order = EpochOrder(200, 7)
+
+    def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        idx = order.batch(step, 16)
+        return [(x[idx[:8]], y[idx[:8]]), (x[idx[8:]], y[idx[8:]])]
+
+    def loss(m: nn.Module, mb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(m(mb[0]), mb[1])
+
+    def evaluate(dp: Any) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            return {"val_loss": F.cross_entropy(model(x[:50]), y[:50]).item()}
+
+    parts = Parts(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, loss, evaluate, epoch_examples=200)
+    rows: list[dict[str, Any]] = []
+    cfg = trial({"batch_size": 16, "micro_batch_size": 8, "lr": 0.1, "max_steps": 30})
+    s = LoopConfig(schedule="constant", probe_examples=48, bf16=False)
+    run(cfg, lambda m, c=None: rows.append(dict(m)), parts, s, torch.device("cpu"))
+    w = probe_windows(30, 16, 200, 48)
+    assert w.early is not None and len(w.recent) == 3
+    model.eval()
+    with torch.no_grad():
+        for column, updates in (("probe_recent_loss", w.recent), ("probe_early_loss", w.early)):
+            expect = torch.stack([loss(model, mb) for j in updates for mb in batches(j)]).mean().item()
+            assert rows[-1][column] == pytest.approx(expect, rel=1e-6), column
+    assert rows[-1]["probe_early_age_epochs"] == pytest.approx(w.early_age_epochs)
+    assert rows[-1]["probe_heldout_loss"] == rows[-1]["val_loss"]
+    assert not any("probe_recent_loss" in r for r in rows[:-1])

@@ -15,7 +15,8 @@ and then decays over the horizon (``decay_examples``, by default the trial's ste
 linear to ``end_factor`` over the last ``decay_fraction``).
 
 Every evaluation records ``weight_distance``, ‖θ − θ₀‖₂ from the model as the trainable built
-it (``trainables.weights``).
+it (``trainables.weights``); the last one runs the forgetting probe (``trainables.forgetting``)
+on the micro-batches ``batches(step)`` gives the probed updates.
 
 Divergence (a non-finite training loss, or one above ``divergence_factor`` times the first)
 is checked every ``CHECK_EVERY`` updates, not every one, so the GPU queue never waits for
@@ -46,6 +47,7 @@ from torch import nn
 from trainables import Report
 from trainables.contract import TrialConfig
 from trainables.distributed import DataParallel, device_of, process_group
+from trainables.forgetting import probe_windows
 from trainables.schedule import eval_steps, lr_at
 from trainables.weights import DistanceFromInit
 
@@ -78,6 +80,9 @@ class LoopConfig(BaseModel):
     """bf16 autocast on a GPU (CPU runs stay float32)."""
     compile: bool = False
     """torch.compile the model (GPU; slow to start, so off for short trials)."""
+    probe_examples: int = Field(default=2048, ge=0)
+    """Examples in each window of the end-of-training forgetting probe (0: skip it;
+    ``trainables.forgetting``)."""
 
 
 def lr_factor(s: LoopConfig, progress: float) -> float:
@@ -243,7 +248,7 @@ def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: 
         metrics = parts.evaluate(dp)
         model.train()
         (train_loss,) = dp.mean(torch.stack(losses).mean().item())
-        row = {
+        row: dict[str, Any] = {
             **_row(config, parts, step, wall_before + time.perf_counter() - start, lr_now),
             "train_loss": train_loss,
             "train_time_s": train_time,
@@ -252,6 +257,8 @@ def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: 
         }
         losses, checked = [], 0
         final = step >= config.step_cap or config.ends_at(row)
+        if final:  # every rank: the probe's losses are averaged over them
+            row.update(forgetting_probe(config, parts, s, dev, dp, step, row.get("val_loss")))
         if not dp.is_main:  # only rank 0's report counts; the others keep in step
             report(row)
         else:
@@ -270,6 +277,37 @@ def _run(config: TrialConfig, report: Report, parts: Parts, s: LoopConfig, dev: 
         if final:
             break
     parts.timers.update(train_time_s=train_time - train_before, updates=step - first_step)
+
+
+def forgetting_probe(
+    config: TrialConfig, parts: Parts, s: LoopConfig, dev: torch.device, dp: DataParallel, steps: int, heldout: Any
+) -> dict[str, float | None]:
+    """The probe's columns (``trainables.forgetting``) for the final weights after ``steps``
+    updates, on the micro-batches ``parts.batches`` gave those updates (in eval mode, as
+    the held-out loss); nothing when ``probe_examples`` is 0."""
+    if s.probe_examples <= 0:
+        return {}
+    windows = probe_windows(steps, config.batch_size, parts.epoch_examples, s.probe_examples)
+    model = parts.model
+
+    @torch.no_grad()
+    def loss_on(updates: range) -> float:
+        model.eval()
+        losses = []
+        for j in updates:
+            for mb in parts.batches(j):
+                with autocast(dev, s.bf16):
+                    losses.append(parts.loss(model, mb).float())
+        model.train()
+        (mean,) = dp.mean(torch.stack(losses).mean().item())  # equal micro-batches and shares
+        return mean
+
+    return {
+        "probe_recent_loss": loss_on(windows.recent),
+        "probe_early_loss": None if windows.early is None else loss_on(windows.early),
+        "probe_early_age_epochs": windows.early_age_epochs,
+        "probe_heldout_loss": None if heldout is None else float(heldout),
+    }
 
 
 def _diverged(values: list[float], first: float | None, factor: float) -> tuple[float | None, float | None]:
