@@ -151,6 +151,32 @@ def test_momentum_recursion_matches_monte_carlo() -> None:
     assert abs(plain[-1]["val_loss"] - exp_loss[-1]) > 10 * losses.std(0)[-1] / math.sqrt(runs)
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.9])
+def test_expected_weight_distance_is_the_root_mean_square_of_the_sampled_ones(beta: float) -> None:
+    """Expected mode's ``weight_distance`` against √(mean over 400 seeds of ‖x − 1‖²) of
+    sampled mode (the same moments, drawn), at every evaluation, with warmup: within 4.5
+    standard errors; and sampled mode's own value is ‖x − 1‖ of its checkpoint."""
+    dim, runs = 16, 400
+    cfg = {"batch_size": 4, "lr": 0.2, "momentum": beta, "warmup_examples": 40, "max_steps": 120, "dim": dim}
+    cfg["noise_scale_every"] = 0
+    expected, _ = _run(cfg)
+    sq = []
+    for seed in range(runs):
+        rows, ckpts = _run({**cfg, "mode": "sampled", "seed": seed})
+        assert rows[-1]["weight_distance"] == pytest.approx(np.linalg.norm(ckpts[-1]["state"]["x"] - 1.0))
+        sq.append([r["weight_distance"] ** 2 for r in rows])
+    d2 = np.array(sq)
+    exact = np.array([r["weight_distance"] ** 2 for r in expected])
+    z = (d2.mean(0) - exact) / (d2.std(0, ddof=1) / math.sqrt(runs))
+    assert np.abs(z).max() < 4.5 and exact[0] > 0 and exact[-1] > exact[0]
+    # resuming from a checkpoint carries the means: the same distances after it
+    full, ckpts = _run(cfg)
+    rest, _ = _run({**cfg, "_checkpoint": ckpts[len(full) // 2]})
+    assert [r["weight_distance"] for r in rest] == pytest.approx(
+        [r["weight_distance"] for r in full[len(full) // 2 + 1 :]]
+    )
+
+
 def test_divergence_is_reported_and_stops() -> None:
     rows, ckpts = _run({"batch_size": 64, "lr": 2.5, "max_steps": 10_000, "dim": 100})
     assert rows[-1]["diverged"] is True and rows[-1]["step"] < 100

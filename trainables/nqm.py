@@ -17,7 +17,9 @@ matrix (momentum): a 2^16 batch-size sweep costs seconds. ``mode="sampled"`` sim
 with Gaussian noise drawn from a generator seeded by ``seed`` (one update per step).
 
 x starts at 1 in every coordinate (s_i = 1), so the initial loss is ½ Σ h_i and the
-sampled mode's E[x_i²] is exactly the expected mode's s_i.
+sampled mode's E[x_i²] is exactly the expected mode's s_i. ``weight_distance`` is ‖x − 1‖
+(sampled) or its root mean square √(Σ E[x_i²] − 2 E[x_i] + 1) (expected: the means follow
+the same update without the noise, in closed form between evaluations as the moments do).
 
     >>> from trainables.contract import Target, TrialConfig
     >>> from trainables.nqm import train
@@ -49,7 +51,7 @@ from trainables.schedule import eval_steps, lr_at
 # step size past the stability limit the loss grows geometrically, so any large factor
 # flags it within a few evaluations, and no converging run ever gets near it.
 DIVERGENCE_FACTOR = 1e3
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the expected mode's state holds the means
 # The loss itself, as train_loss and val_loss; there is no accuracy.
 METRICS = ("train_loss", "train_eval_loss", "val_loss")
 
@@ -147,18 +149,26 @@ def expected_momentum_step(m: np.ndarray, a: np.ndarray, hu: np.ndarray, var: np
     )
 
 
-class _MomentumJumper:
-    """Advances momentum moments k constant-step-size steps with O(log k) matrix products.
+def mean_transition(a: np.ndarray, hu: np.ndarray, beta: float) -> np.ndarray:
+    """Per-coordinate 2×2 map of the means (E[x], E[u]) for one heavy-ball step: the noise
+    has mean zero, so z̄' = A z̄ with ``momentum_transition``'s A. Shape (2, 2, dim)."""
+    t = np.zeros((2, 2, a.size))
+    t[0, 0], t[0, 1], t[1, 0], t[1, 1] = 1.0 - a * hu, -a * beta, hu, beta
+    return t
+
+
+class _Jumper:
+    """Advances a per-coordinate linear map ``transition`` (shape (n, n, dim)) k steps with
+    O(log k) matrix products.
 
     Powers T^(2^j) are computed once per step size and reused for every jump, so each
-    evaluation costs popcount(k) batched 4×4 mat-vecs.
+    evaluation costs popcount(k) batched n×n mat-vecs.
     """
 
-    def __init__(self, a: np.ndarray, hu: np.ndarray, var: np.ndarray, beta: float) -> None:
-        self.powers = [momentum_transition(a, hu, var, beta)]
+    def __init__(self, transition: np.ndarray) -> None:
+        self.powers = [transition]
 
-    def __call__(self, m: np.ndarray, k: int) -> np.ndarray:
-        v = np.concatenate([m, np.ones((1, m.shape[1]))])  # (4, dim)
+    def __call__(self, v: np.ndarray, k: int) -> np.ndarray:
         j = 0
         with np.errstate(over="ignore", invalid="ignore"):
             while k:
@@ -169,7 +179,7 @@ class _MomentumJumper:
                     v = np.einsum("ijd,jd->id", self.powers[j], v)
                 k >>= 1
                 j += 1
-        return v[:3].copy()
+        return v
 
 
 def noise_scale_norms(grad: np.ndarray, noise: np.ndarray, other: np.ndarray) -> tuple[float, float]:
@@ -238,10 +248,14 @@ def train(config: TrialConfig, report: Report) -> None:
         estimator.load_state_dict(ckpt["noise_scale"])
     else:
         step, elapsed0 = 0, 0.0
+        # "mean": E[x] (and E[u] with momentum), for the expected distance from x0 = 1
         if cfg.mode == "expected" and beta == 0.0:
-            state = {"s": np.ones(cfg.dim)}
+            state = {"s": np.ones(cfg.dim), "mean": np.ones(cfg.dim)}
         elif cfg.mode == "expected":
-            state = {"m": np.stack([np.ones(cfg.dim), np.zeros(cfg.dim), np.zeros(cfg.dim)])}
+            state = {
+                "m": np.stack([np.ones(cfg.dim), np.zeros(cfg.dim), np.zeros(cfg.dim)]),
+                "mean": np.stack([np.ones(cfg.dim), np.zeros(cfg.dim)]),
+            }
         else:
             state = {"x": np.ones(cfg.dim), "u": np.zeros(cfg.dim)}
     if cfg.mode == "sampled":
@@ -252,26 +266,34 @@ def train(config: TrialConfig, report: Report) -> None:
             rng.bit_generator.state = ckpt["rng"]
             meas_rng.bit_generator.state = ckpt["meas_rng"]
 
-    jumper: _MomentumJumper | None = None
+    jumpers: tuple[_Jumper, _Jumper] | None = None  # second moments, means
 
     def advance(target: int) -> None:
-        nonlocal step, jumper
+        nonlocal step, jumpers
         with np.errstate(over="ignore", invalid="ignore"):
             if cfg.mode == "expected":
                 while step < min(target, warm_steps):  # warmup: the step size changes every step
                     a = lr_of(step) * hp
                     if beta == 0.0:
                         state["s"] = expected_step(state["s"], a, hu, var)
+                        state["mean"] = (1.0 - a * hu) * state["mean"]
                     else:
                         state["m"] = expected_momentum_step(state["m"], a, hu, var, beta)
+                        state["mean"] = np.einsum("ijd,jd->id", mean_transition(a, hu, beta), state["mean"])
                     step += 1
                 if step < target:  # constant step size from here: jump
-                    a = lr * hp
+                    a, k = lr * hp, target - step
                     if beta == 0.0:
-                        state["s"] = expected_jump(state["s"], a, hu, var, target - step)
+                        state["s"] = expected_jump(state["s"], a, hu, var, k)
+                        state["mean"] = (1.0 - a * hu) ** k * state["mean"]
                     else:
-                        jumper = jumper or _MomentumJumper(a, hu, var, beta)
-                        state["m"] = jumper(state["m"], target - step)
+                        jumpers = jumpers or (
+                            _Jumper(momentum_transition(a, hu, var, beta)),
+                            _Jumper(mean_transition(a, hu, beta)),
+                        )
+                        moments = np.concatenate([state["m"], np.ones((1, cfg.dim))])  # (4, dim)
+                        state["m"] = jumpers[0](moments, k)[:3].copy()
+                        state["mean"] = jumpers[1](state["mean"], k)
                     step = target
                 return
             assert rng is not None and meas_rng is not None  # sampled mode made both
@@ -298,6 +320,14 @@ def train(config: TrialConfig, report: Report) -> None:
         if "m" in state:
             return loss(h, state["m"][0])
         return loss(h, state["x"] ** 2)
+
+    def distance() -> float:
+        """‖x − x0‖ (sampled); expected mode: its root mean square, √Σ(E[x²] − 2E[x] + 1)."""
+        if "x" in state:
+            return float(np.linalg.norm(state["x"] - 1.0))
+        xx = state["s"] if "s" in state else state["m"][0]
+        mean = state["mean"] if state["mean"].ndim == 1 else state["mean"][0]
+        return math.sqrt(max(float(np.sum(xx - 2.0 * mean + 1.0)), 0.0))
 
     def noise_scale() -> float | None:
         if not cfg.noise_scale_every:
@@ -327,6 +357,7 @@ def train(config: TrialConfig, report: Report) -> None:
             "val_accuracy": None,
             "lr_current": lr_of(step - 1),
             "grad_noise_scale": noise_scale(),
+            "weight_distance": distance(),
         }
         if not math.isfinite(value) or value > DIVERGENCE_FACTOR * loss0:
             metrics["diverged"] = True
