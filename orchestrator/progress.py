@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from orchestrator.adaptive import planned_trials
 from orchestrator.grid import trial_grid
 from orchestrator.scheduler import scheduler_kind
 from orchestrator.sink import tune_error_line
@@ -100,6 +101,12 @@ def render(snap: dict[str, Any]) -> str:
             f"{_fmt_examples(es['saved_examples'])} examples saved of a "
             f"{_fmt_examples(es['budget_examples'])} budget (every trial to its cap)"
         )
+    if (search := snap.get("search")) is not None:
+        lines.append(
+            f"adaptive search: {search['started']} trials started at {search['batch_sizes_started']} of "
+            f"{len(snap['batches'])} batch sizes (about {search['planned']} if the LR rule predicts every "
+            f"optimum; the grid has {search['grid']})"
+        )
     return "\n".join(lines)
 
 
@@ -155,6 +162,9 @@ class ProgressCallback(Callback):
         self.per_batch = Counter(p.batch_size for p in trial_grid(study))
         self.caps = {b: study.budget.examples_cap(b) for b in self.per_batch}
         self.budget = sum(self.caps[b] * n for b, n in self.per_batch.items())
+        # the adaptive search starts a part of the grid: what it would run if the LR rule
+        # predicted every batch size's optimum (the dry run's figure)
+        self.planned = planned_trials(study) if study.search.strategy == "adaptive" else None
         self.started = time.time()
         self._last = 0.0
 
@@ -283,6 +293,15 @@ class ProgressCallback(Callback):
             updated=time.time(),
             batches=[rows[b] for b in sorted(rows)],
             early_stopping=early,
+            search=None
+            if self.planned is None
+            else dict(
+                strategy="adaptive",
+                started=len(trials),
+                planned=self.planned,
+                grid=sum(self.per_batch.values()),
+                batch_sizes_started=len({config_of(tr).batch_size for tr in trials}),
+            ),
         )
 
     def _count_stop(self, row: dict[str, Any], trial_id: str, b: int) -> None:

@@ -128,3 +128,12 @@ def test_nqm_adaptive_matches_the_full_grid_with_a_fifth_of_the_examples(tmp_pat
     assert all(v is not None and v <= 1 + 1e-6 for v in apart), apart
     assert r["examples_fraction"] <= 0.2, r["examples_fraction"]
     assert np.isfinite(a["wall_s"])
+    # the progress display says how far the search got, against the dry run's plan
+    import json
+
+    from orchestrator.progress import render, snapshot_path
+
+    snap = json.loads(snapshot_path(Path(a["run_dir"])).read_text())
+    assert snap["search"]["started"] == a["trials_started"] and snap["search"]["grid"] == g["trials_started"]
+    assert f"adaptive search: {a['trials_started']} trials started at " in render(snap)
+    assert json.loads(snapshot_path(Path(g["run_dir"])).read_text())["search"] is None
