@@ -13,6 +13,11 @@ from trainables.contract import UsageError, read_toml, write_atomic
 STUDY_FILE = "study.toml"
 
 
+def tune_dir(run_dir: Path) -> Path:
+    """RUN_DIR/tune: Ray Tune's storage (experiment state, checkpoints) and the sweep's records."""
+    return Path(run_dir).resolve() / "tune"
+
+
 def default_run_dir(study: Study, root: Path = Path("runs")) -> Path:
     return root / f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 

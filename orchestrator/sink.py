@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from orchestrator.rundir import tune_dir
 from orchestrator.tune_config import config_of
 from trainables.contract import (
     CURVES_FILE_SCHEMA,
@@ -36,6 +38,9 @@ from trainables.contract import (
     decide_status,
     write_atomic,
 )
+
+ORPHANED = "orphaned_curves"
+"""Under RUN_DIR/tune: curve files of trials a resume forgot (``ParquetSink.set_aside_orphans``)."""
 
 
 def tune_error_line(trial: Trial) -> str:
@@ -245,6 +250,30 @@ class ParquetSink(Callback):
             self.flush(rec)
 
     def finish(self) -> None:
-        """Flush every trial and write ``trials.parquet``."""
+        """Flush every trial, set aside the curves of trials the experiment no longer has,
+        and write ``trials.parquet``."""
         self.flush_all()
+        self.set_aside_orphans()
         write_atomic(self.run_dir / "trials.parquet", self.trials_table())
+
+    def set_aside_orphans(self) -> list[Path]:
+        """Move the curve files of trials Tune does not know to ``tune/orphaned_curves/``.
+
+        A searcher's trial started after Tune's last experiment snapshot is forgotten by a
+        resume: the restored searcher suggests that point again under a new (random) trial
+        id, so the first attempt's partial curve would count the point twice. (A grid trial
+        gets its id back and its file is reloaded: never an orphan.)"""
+        moved = []
+        for path in sorted(self.curves_dir.glob("batch_size=*/*.parquet")):
+            if path.stem not in self.records:
+                dest = tune_dir(self.run_dir) / ORPHANED / path.parent.name / path.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(dest)
+                moved.append(dest)
+        if moved:
+            print(
+                f"resume: {len(moved)} partial curve(s) of trials started after the last snapshot, "
+                f"run again since, moved to {tune_dir(self.run_dir) / ORPHANED}",
+                file=sys.stderr,
+            )
+        return moved

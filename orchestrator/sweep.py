@@ -39,6 +39,7 @@ from orchestrator.adaptive import tune_search  # noqa: E402
 from orchestrator.errors import SweepInterrupted  # noqa: E402
 from orchestrator.grid import start_order, trial_config  # noqa: E402
 from orchestrator.progress import LiveDisplay, ProgressCallback  # noqa: E402
+from orchestrator.rundir import tune_dir  # noqa: E402
 from orchestrator.scheduler import (  # noqa: E402
     EarlyStoppingScheduler,
     PerBatchSizeASHA,
@@ -93,10 +94,6 @@ class SchedulerState(tune.Callback):
 def _trial_name(trial: tune.experiment.Trial) -> str:
     # Tune's default names spell out the whole config: too long for a directory name.
     return trial.trial_id
-
-
-def tune_dir(run_dir: Path) -> Path:
-    return Path(run_dir).resolve() / "tune"
 
 
 def trial_resources(res: Resources) -> dict[str, float] | tune.PlacementGroupFactory:

@@ -4,6 +4,8 @@ NQM answer against the full grid (through real Ray Tune, at a CI size)."""
 from __future__ import annotations
 
 import math
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from orchestrator.adaptive import AdaptiveSearcher, format_plan, objective
 from orchestrator.bracket import DIVERGED
 from orchestrator.study import validate
 from orchestrator.tune_config import CONFIG_KEY
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 
 
 def study(**search):
@@ -112,9 +116,6 @@ def test_dry_run_line() -> None:
 
 
 def test_nqm_adaptive_matches_the_full_grid_with_a_fifth_of_the_examples(tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
     from bench.adaptive_vs_grid import SMALL, compare_study
     from cluster.local import local_ray
 
@@ -137,3 +138,63 @@ def test_nqm_adaptive_matches_the_full_grid_with_a_fifth_of_the_examples(tmp_pat
     assert snap["search"]["started"] == a["trials_started"] and snap["search"]["grid"] == g["trials_started"]
     assert f"adaptive search: {a['trials_started']} trials started at " in render(snap)
     assert json.loads(snapshot_path(Path(g["run_dir"])).read_text())["search"] is None
+
+
+def test_a_killed_adaptive_sweep_resumes_to_the_trials_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    """One trial at a time (cpus_per_trial = 2 on 2 CPUs), so the search is deterministic:
+    an uninterrupted run, then the same study SIGKILLed with its process group mid-search and
+    resumed. The searcher's state comes back from Tune's experiment snapshot, so the resumed
+    search runs the points the uninterrupted one did, each once, each curve row once, and
+    ends with the same best LR per batch size."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from bench.adaptive_vs_grid import SMALL
+    from support import REPO, launch
+    from trainables.contract import read_curves
+
+    study = [*SMALL, "search.batch_sizes=[1, 16, 256, 4096]", "search.strategy=adaptive"]
+    args = ["--study", "nqm", *(a for o in [*study, "resources.cpus_per_trial=2"] for a in ("--set", o))]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    r = launch(*args, "--out", str(ref))
+    assert r.returncode == 0, r.stderr[-3000:]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.launch", *args, "--out", str(run)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    want = len(pq.read_table(ref / "trials.parquet")) // 2
+    deadline = time.monotonic() + 120
+    while len(list((run / "curves").rglob("*.parquet"))) < want and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the sweep ended before the kill"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert not (run / "trials.parquet").exists()
+    r = launch("--resume", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    def points(d: Path) -> list[tuple[int, float]]:  # trial ids are random: the points say what ran
+        t = pq.read_table(d / "trials.parquet").to_pandas()
+        return sorted((int(x.batch_size), float(x.lr)) for x in t.itertuples())
+
+    assert points(run) == points(ref)
+    curves = read_curves(run / "curves").to_pandas()
+    assert not curves.duplicated(["trial_id", "step"]).any()
+    ids = set(pq.read_table(run / "trials.parquet").column("trial_id").to_pylist())
+    assert set(curves.trial_id) == ids
+    # the partial curves of trials the snapshot did not have were set aside, and said so
+    orphans = list((run / "tune" / "orphaned_curves").rglob("*.parquet"))
+    assert not any(p.stem in ids for p in orphans)
+    assert ("partial curve(s) of trials started after the last snapshot" in r.stderr) == bool(orphans)
+    best = {
+        d: {p["batch_size"]: p["best_lr"] for p in json.loads((d / "tune" / "adaptive.json").read_text())["per_batch"]}
+        for d in (ref, run)
+    }
+    assert best[run] == best[ref]
