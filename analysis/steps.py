@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trainables.contract import FINAL_COLUMNS
+
 from .load import Run, Target
 
 
@@ -85,7 +87,8 @@ def trial_table(run: Run) -> pd.DataFrame:
     Columns: trial_id, batch_size, lr, seed, status, reached, steps_to_target,
     examples_to_target, wall_time_to_target_s, best_metric, final_metric,
     final_train_loss, final_train_eval_loss (NaN where the curves lack the column),
-    final_val_loss, last_step, sharpness. Trials listed in
+    final_val_loss, last_step, and ``FINAL_COLUMNS`` (sharpness, the forgetting probe; NaN
+    where not measured). Trials listed in
     trials.parquet without any curve rows are kept (they count as tried, never reached).
     """
     target = run.target
@@ -145,21 +148,21 @@ def trial_table(run: Run) -> pd.DataFrame:
 
 
 def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataFrame:
-    """Add status and sharpness from trials.parquet; keep trials that never wrote a curve."""
+    """Add status and the last-row measurements (``FINAL_COLUMNS``: sharpness, the
+    forgetting probe) from trials.parquet; keep trials that never wrote a curve."""
     if trials is None or trials.empty:
         table["status"] = "completed"
-        table["sharpness"] = np.nan
+        for c in FINAL_COLUMNS:
+            table[c] = np.nan
         return table
-    cols = [c for c in ("trial_id", "status", "sharpness", "batch_size", "lr", "seed") if c in trials.columns]
+    finals = [c for c in FINAL_COLUMNS if c in trials.columns]
+    cols = [c for c in ("trial_id", "status", *finals, "batch_size", "lr", "seed") if c in trials.columns]
     t = trials[cols].drop_duplicates("trial_id", keep="last")
-    merged = table.merge(
-        t[[c for c in ("trial_id", "status", "sharpness") if c in t.columns]], on="trial_id", how="left"
-    )
+    merged = table.merge(t[[c for c in ("trial_id", "status", *finals) if c in t.columns]], on="trial_id", how="left")
     # A trial with curves but no row yet (e.g. a report written mid-run) counts as completed.
     merged["status"] = merged["status"].fillna("completed").astype(str)
-    if "sharpness" not in merged.columns:
-        merged["sharpness"] = np.nan
-    merged["sharpness"] = pd.to_numeric(merged["sharpness"], errors="coerce").astype(float)
+    for c in FINAL_COLUMNS:
+        merged[c] = pd.to_numeric(merged[c], errors="coerce").astype(float) if c in merged.columns else np.nan
     missing = t[~t["trial_id"].isin(table["trial_id"])]
     if not missing.empty:
         extra = pd.DataFrame(
@@ -171,9 +174,12 @@ def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataF
                 if "seed" in missing.columns
                 else np.nan,
                 "status": missing["status"].astype(str).to_numpy(),
-                "sharpness": pd.to_numeric(missing["sharpness"], errors="coerce").to_numpy(dtype=float)
-                if "sharpness" in missing.columns
-                else np.nan,
+                **{
+                    c: pd.to_numeric(missing[c], errors="coerce").to_numpy(dtype=float)
+                    if c in missing.columns
+                    else np.nan
+                    for c in FINAL_COLUMNS
+                },
                 "last_step": 0,
             }
         )

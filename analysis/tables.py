@@ -1,5 +1,6 @@
 """Report tables: per batch size, the fitted parameters with their 95% CIs, and (with
-several seeds) the seeds per batch size and LR (``analysis.seeds``).
+several seeds) the seeds per batch size and LR (``analysis.seeds``), and (when the trials
+measured it) the forgetting probe per batch size (``analysis.probe``).
 
 Each is written as CSV (full precision, snake_case columns, for scripts) and as a LaTeX
 booktabs table (rounded, for the paper; needs ``\\usepackage{booktabs}``). ``format_table``
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .numbers import MISSING_CELL, format_interval, format_number
+from .probe import probe_table
 from .results import NOISE_LAWS, RULES, Analysis, Interval, LrScalingFit
 from .seeds import seed_table
 
@@ -247,6 +249,9 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     ]
     if (seeds := seed_table(a)) is not None:
         tables.append(("seeds", "Seeds per batch size and LR: how many reach the target, and their spread", seeds))
+    if (probe := probe_table(a)) is not None:
+        title = "Forgetting probe: the final weights' loss on recent, start-of-epoch and held-out data"
+        tables.append(("forgetting_probe", title, probe))
     for name, title, (data, text) in tables:
         csv, tex = out / f"{name}.csv", out / f"{name}.tex"
         data.to_csv(csv, index=False)

@@ -53,6 +53,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     done = trials[trials.status == "completed"]
     assert len(done) > 0 and done.probe_recent_loss.notna().all()
     assert (done.probe_heldout_loss == done.final_val_loss).all()
+    assert "Forgetting probe" in (run_dir / "report" / "report.md").read_text()
     # --budget smoke caps every trial at 20,000 examples (and 150 steps)
     assert df.examples_seen.max() <= 20_000 and df.step.max() <= 150
 

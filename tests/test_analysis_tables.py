@@ -1,5 +1,6 @@
-"""The seeds table (analysis.seeds): per (batch size, LR), how many seeds reach the target
-and their spread, checked against the trials table computed directly; absent with one seed."""
+"""The report's tables of seeds (analysis.seeds: per (batch size, LR), how many seeds reach
+the target and their spread) and of the forgetting probe (analysis.probe), each checked
+against the trials computed directly, and absent when there is nothing to show."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from analysis import load_run, write_report
 from analysis.fits import analyse
+from analysis.probe import probe_table
 from analysis.seeds import seed_table
 from analysis.synthetic import write_synthetic_run
 
@@ -48,3 +52,31 @@ def test_the_report_shows_it_with_seeds_and_not_without(tmp_path: Path) -> None:
     assert list(csv.columns[:4]) == ["batch_size", "lr", "seeds", "reached"]
     assert "Seeds per batch size and LR" not in (write_report(one, n_boot=50) / "report.md").read_text()
     assert not (one / "report" / "tables" / "seeds.csv").exists()
+
+
+def test_the_forgetting_probe_table_averages_the_probed_trials_per_batch_size(tmp_path: Path) -> None:
+    """Probe values written into a synthetic run's trials.parquet (every other trial, as if
+    the rest were stopped early): the table's means per batch size are those trials' means,
+    and a run without any probe value has no such table."""
+    write_synthetic_run(tmp_path, batch_sizes=(64, 256), seeds=1)
+    path = tmp_path / "trials.parquet"
+    trials = pq.read_table(path).to_pandas()
+    rng = np.random.default_rng(0)
+    probed = np.arange(len(trials)) % 2 == 0
+    for col in ("probe_recent_loss", "probe_early_loss", "probe_early_age_epochs", "probe_heldout_loss"):
+        trials[col] = np.where(probed, rng.uniform(0.2, 0.6, len(trials)), np.nan)
+    pq.write_table(pa.Table.from_pandas(trials, schema=pq.read_schema(path), preserve_index=False), path)
+    a = analyse(load_run(tmp_path), n_boot=50)
+    got = probe_table(a)
+    assert got is not None
+    data, text = got
+    for row in data.itertuples():
+        mine = trials[probed & (trials.batch_size == row.batch_size)]
+        assert row.trials == len(mine)
+        assert row.probe_recent_loss == pytest.approx(mine.probe_recent_loss.mean())
+        assert row.early_minus_heldout == pytest.approx((mine.probe_early_loss - mine.probe_heldout_loss).mean())
+    md = (write_report(tmp_path, n_boot=50) / "report.md").read_text()
+    assert "Forgetting probe" in md and (tmp_path / "report" / "tables" / "forgetting_probe.csv").is_file()
+    other = tmp_path / "plain"
+    write_synthetic_run(other, batch_sizes=(64, 256))
+    assert probe_table(analyse(load_run(other), n_boot=50)) is None
