@@ -49,7 +49,7 @@ from torch import nn
 from trainables import Report
 from trainables.contract import TrialConfig
 from trainables.distributed import DataParallel, process_group
-from trainables.forgetting import probe_windows, update_indices
+from trainables.forgetting import probe_windows
 from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
 from trainables.optim import make_optimizer
 from trainables.schedule import eval_steps, lr_at
@@ -97,6 +97,14 @@ class _BatchStream:
             self.buffer = torch.cat([self.buffer, torch.randperm(self.n, generator=self.gen)])
         out, self.buffer = self.buffer[:size], self.buffer[size:]
         return out
+
+    @classmethod
+    def replay(cls, n: int, seed: int, size: int, updates: range) -> torch.Tensor:
+        """The indices a fresh stream gives ``updates`` (0-based) of batches of ``size``."""
+        stream = cls(n, seed)
+        for _ in range(updates.start):
+            stream.next(size)
+        return torch.cat([stream.next(size) for _ in updates])
 
     def state(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state(), "buffer": self.buffer.clone()}
@@ -193,7 +201,7 @@ def forgetting_probe(
     windows = probe_windows(steps, config.batch_size, n, settings.probe_examples)
 
     def loss_on(updates: range) -> float:
-        idx = update_indices(n, config.seed, config.batch_size, updates).to(data.x_train.device)
+        idx = _BatchStream.replay(n, config.seed, config.batch_size, updates).to(data.x_train.device)
         return evaluate(model, data.x_train[idx], data.y_train[idx])[0]
 
     return {

@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
 from trainables.contract import FINAL_COLUMNS
 
 PROBE_COLUMNS = tuple(c for c in FINAL_COLUMNS if c.startswith("probe_"))
@@ -51,13 +49,3 @@ def probe_windows(steps: int, batch: int, n_train: int, examples: int) -> ProbeW
         if start >= 0 and start + k <= recent.start:
             return ProbeWindows(recent, range(start, start + k), (steps - start) * batch / n_train)
     return ProbeWindows(recent, None, None)
-
-
-def update_indices(n_train: int, seed: int, batch: int, updates: range) -> torch.Tensor:
-    """The example indices of ``updates``' batches, as a stream of epochs drawn from
-    ``torch.randperm(n_train, generator=Generator().manual_seed(seed))`` yields them one
-    after the other (``trainables.classifier``'s data order)."""
-    gen = torch.Generator().manual_seed(seed)
-    first, stop = updates.start * batch, updates.stop * batch
-    perms = [torch.randperm(n_train, generator=gen) for _ in range((stop - 1) // n_train + 1)]
-    return torch.cat(perms)[first:stop]
