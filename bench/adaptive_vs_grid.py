@@ -110,7 +110,8 @@ def compare(grid: dict[str, Any], adaptive: dict[str, Any], log_step: float) -> 
 
 
 def compare_study(study_name: str, overrides: list[str], root: Path) -> dict[str, Any]:
-    from orchestrator.study import LrGrid, load_study
+    from orchestrator.lr_spec import LrGrid
+    from orchestrator.study import load_study
 
     grid_study = load_study(study_name, overrides=overrides)
     adaptive_study = load_study(study_name, overrides=[*overrides, "search.strategy=adaptive"])

@@ -1,5 +1,5 @@
-"""The resolved trial grid: batch size × learning rate × seed, each trial's config, and
-the order in which the sweep starts the trials.
+"""The resolved trial grid: batch size × training fraction × learning rate × seed, each
+trial's config, and the order in which the sweep starts the trials.
 
     from orchestrator.study import load_study
     from orchestrator.grid import start_order, trial_grid
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.study import LrGrid, Study
-from trainables.contract import TrialConfig
+from orchestrator.lr_spec import LrGrid, LrPolicies
+from orchestrator.study import Study
+from trainables.contract import TrialConfig, round_lr, rule_lr
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class TrialPoint:
     micro_batch_size: int
     lr: float
     seed: int
+    train_fraction: float = 1.0
+
+    @property
+    def stratum(self) -> tuple[int, float]:
+        """What early stopping compares a trial within: (batch size, training fraction)."""
+        return (self.batch_size, self.train_fraction)
 
 
 def micro_batch_size(batch_size: int, max_micro_batch: int) -> int:
@@ -44,27 +51,33 @@ def micro_batch_size(batch_size: int, max_micro_batch: int) -> int:
 
 
 def lr_values(study: Study, batch_size: int) -> list[float]:
-    """The learning rates tried at one batch size."""
+    """The learning rates tried at one batch size, ascending (of LR policies: the union of
+    each rule's LR and the tuned grid, so a rule's LR that the grid holds runs once)."""
     lr = study.search.lr
+    if isinstance(lr, LrPolicies):
+        tuned = _grid(lr.tuned) if lr.tuned is not None else []
+        return sorted({*tuned, *(rule_lr(p, lr.base_lr, lr.base_batch, batch_size) for p in lr.fixed())})
     if isinstance(lr, LrGrid):
-        grid = np.geomspace(lr.min, lr.max, lr.points)
-    else:
-        ratio = batch_size / lr.base_batch
-        centre = lr.base_lr * (ratio if lr.rule == "linear" else math.sqrt(ratio))
-        grid = centre * (np.logspace(-lr.decades, lr.decades, lr.points) if lr.points > 1 else np.ones(1))
-    # 6 significant digits: readable in tables and file names, far below any LR effect.
-    return [float(f"{x:.6g}") for x in grid]
+        return _grid(lr)
+    centre = rule_lr(lr.rule, lr.base_lr, lr.base_batch, batch_size)
+    grid = centre * (np.logspace(-lr.decades, lr.decades, lr.points) if lr.points > 1 else np.ones(1))
+    return [round_lr(x) for x in grid]
+
+
+def _grid(lr: LrGrid) -> list[float]:
+    return [round_lr(x) for x in np.geomspace(lr.min, lr.max, lr.points)]
 
 
 def trial_grid(study: Study) -> list[TrialPoint]:
-    """Every trial of the study, ordered by batch size, then learning rate, then seed."""
+    """Every trial of the study, ordered by batch size, training fraction, learning rate, seed."""
     points = []
     for b in study.search.batch_sizes:
         # a worker's share of the batch in micro-batches (B = workers × micro × accumulation)
         mb = micro_batch_size(b // study.resources.workers_per_trial, study.budget.max_micro_batch)
-        for lr in lr_values(study, b):
-            for seed in range(study.search.seeds):
-                points.append(TrialPoint(b, mb, lr, seed))
+        for f in study.search.train_fraction:
+            for lr in lr_values(study, b):
+                for seed in range(study.search.seeds):
+                    points.append(TrialPoint(b, mb, lr, seed, f))
     return points
 
 
@@ -87,10 +100,12 @@ def start_order(study: Study) -> list[TrialPoint]:
     come last and are compared with them. Batch sizes take turns (round robin, smallest
     first): the k-th trial of every batch size starts before the (k+1)-th of any, so a
     batch size's earlier trials are well ahead, or done, when its later ones reach a rung.
+    With several training fractions, each (batch size, fraction) takes its turn.
     """
+    grid = trial_grid(study)
     per_batch: list[list[TrialPoint]] = []
-    for b in study.search.batch_sizes:
-        points = [p for p in trial_grid(study) if p.batch_size == b]
+    for stratum in dict.fromkeys(p.stratum for p in grid):
+        points = [p for p in grid if p.stratum == stratum]
         lrs = sorted({p.lr for p in points})
         rank = {lrs[i]: r for r, i in enumerate(centre_out(len(lrs)))}
         per_batch.append(sorted(points, key=lambda p: (rank[p.lr], p.seed)))
@@ -114,15 +129,25 @@ def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
         max_examples=study.budget.max_examples,
         cpus=study.resources.worker_cpus,
         target=study.target,
-        stop_at_target=study.budget.stop_at_target,
+        stop_at_target=study.stops_at_target,
         settings=study.trainable_settings().model_dump(mode="json"),
+        train_fraction=point.train_fraction,
         world_size=study.resources.workers_per_trial,
     )
 
 
 def format_grid(study: Study) -> str:
     """The dry-run listing: one line per batch size, then the trial count."""
-    lines = [f"study {study.name}: trainable {study.trainable}, optimizer {study.search.optimizer}"]
+    lines = [
+        f"study {study.name}: trainable {study.trainable}, optimizer {study.search.optimizer}, "
+        f"protocol {study.protocol.kind}"
+    ]
+    lr = study.search.lr
+    if isinstance(lr, LrPolicies):
+        lines.append(f"LR policies {', '.join(lr.policies)} (base lr {lr.base_lr:g} at B={lr.base_batch})")
+    fractions = study.search.train_fraction
+    if fractions != [1.0]:
+        lines.append("training fractions " + ", ".join(f"{f:g}" for f in fractions) + " at every batch size")
     lines.append(f"{'batch':>7} {'micro':>7}  {'seeds':>5}  learning rates")
     grid = trial_grid(study)
     for b in study.search.batch_sizes:
@@ -131,7 +156,8 @@ def format_grid(study: Study) -> str:
         lines.append(
             f"{b:>7} {pts[0].micro_batch_size:>7}  {study.search.seeds:>5}  " + " ".join(f"{x:.3g}" for x in lrs)
         )
-    lines.append(f"{len(grid)} trials ({len(study.search.batch_sizes)} batch sizes)")
+    strata = f", {len(fractions)} fractions each" if len(fractions) > 1 else ""
+    lines.append(f"{len(grid)} trials ({len(study.search.batch_sizes)} batch sizes{strata})")
     lines.append(format_order(study))
     return "\n".join(lines)
 

@@ -4,7 +4,8 @@ examples-seen axis: asynchronous (``asha``) or synchronous (``sha``).
 Plain ASHA ranks every trial at a rung against all others; at equal examples seen a large
 batch has taken fewer steps and looks worse, so plain ASHA would stop every large-batch
 trial early -- exactly the bias a batch-size study must not have. These schedulers keep
-one independent set of rungs (``orchestrator.rungs``) per batch size.
+one independent set of rungs (``orchestrator.rungs``) per batch size -- per (batch size,
+training fraction), a ``Stratum``, when the study sweeps ``search.train_fraction``.
 
 ``PerBatchSizeASHA`` decides as results come: a trial reaching a rung is compared with
 whatever was recorded there before it. ``PerBatchSizeSHA`` waits: a trial reaching a rung
@@ -32,11 +33,11 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from orchestrator import rungs as sync
 from orchestrator.grid import start_order
 from orchestrator.rungs import Rungs, SyncRungs
+from orchestrator.strata import SHARED, Stratum, dump_groups, load_groups, stratum_name, stratum_of
 from orchestrator.study import Study
 from orchestrator.tune_config import config_of
 
-SHARED = 0  # the one group of a shared (not per-batch-size) scheduler
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 _TUNE = {sync.CONTINUE: TrialScheduler.CONTINUE, sync.PAUSE: TrialScheduler.PAUSE, sync.STOP: TrialScheduler.STOP}
 
@@ -45,6 +46,7 @@ class _PerBatchSize(FIFOScheduler):
     """What both schedulers share: groups, the start order, the record of stopped trials."""
 
     kind = ""
+    _rung_class: type[Rungs] | type[SyncRungs] = Rungs
 
     def __init__(
         self,
@@ -54,28 +56,27 @@ class _PerBatchSize(FIFOScheduler):
         reduction_factor: float,
         max_examples_by_batch: dict[int, int],
         per_batch_size: bool = True,
+        fractions: list[float] | None = None,
         time_attr: str = "examples_seen",
-        order: list[tuple[int, float, int]] | None = None,
+        order: list[tuple[Stratum, float, int]] | None = None,
     ) -> None:
         super().__init__()
         self._rank_metric, self._mode, self._time_attr = metric, mode, time_attr
         self._sign = 1.0 if mode == "max" else -1.0
         self._grace, self._rf = grace_examples, reduction_factor
         self._caps = dict(max_examples_by_batch)
-        self._max_t = dict(self._caps)
-        if not per_batch_size:
-            # one shared state (the biased baseline, kept for comparison studies)
-            self._max_t = {SHARED: max(self._max_t.values())}
         self._per_batch = per_batch_size
-        # (batch size, lr, seed) -> position in the start order
+        self._fractions = sorted(fractions or [1.0])
+        # (stratum, lr, seed) -> position in the start order
         self._order = {key: i for i, key in enumerate(order or [])}
-        self._batch_of: dict[str, int] = {}
+        self._stratum_of: dict[str, Stratum] = {}
         self._trials: dict[str, Trial] = {}
         self._pos: dict[str, int] = {}  # trial id -> position in the start order
         self.early_stopped: set[str] = set()
         """Trials this scheduler stopped early (shared with the sink and the progress display)."""
         self.stopped_at: dict[str, float] = {}
         """Trial id -> the rung (examples seen) it was stopped at."""
+        self._rungs: dict[Stratum, Any] = {}
 
     @classmethod
     def _study_kwargs(cls, study: Study) -> dict[str, Any]:
@@ -87,7 +88,8 @@ class _PerBatchSize(FIFOScheduler):
             reduction_factor=es.reduction_factor,
             max_examples_by_batch={b: study.budget.examples_cap(b) for b in study.search.batch_sizes},
             per_batch_size=es.per_batch_size,
-            order=[(p.batch_size, p.lr, p.seed) for p in start_order(study)],
+            fractions=study.search.train_fraction,
+            order=[(p.stratum, p.lr, p.seed) for p in start_order(study)],
         )
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -97,18 +99,22 @@ class _PerBatchSize(FIFOScheduler):
         v = result.get(self._rank_metric)
         return None if v is None or self._time_attr not in result else self._sign * float(v)
 
-    def _key(self, trial: Trial) -> int:
-        """The group of a trial from its config: its batch size, or SHARED."""
-        return config_of(trial).batch_size if self._per_batch else SHARED
+    def _max_t(self, group: Stratum) -> int:
+        """The budget end of a group, in examples: its batch size's cap (the largest, shared)."""
+        return max(self._caps.values()) if group == SHARED else self._caps[group[0]]
 
-    def _group_of(self, trial_id: str) -> int | None:
-        b = self._batch_of.get(trial_id)
-        return b if b is None or self._per_batch else SHARED
+    def _key(self, trial: Trial) -> Stratum:
+        """The group of a trial from its config: its (batch size, fraction), or SHARED."""
+        return stratum_of(config_of(trial)) if self._per_batch else SHARED
+
+    def _group_of(self, trial_id: str) -> Stratum | None:
+        g = self._stratum_of.get(trial_id)
+        return g if g is None or self._per_batch else SHARED
 
     def _position(self, trial: Trial) -> int:
         if trial.trial_id not in self._pos:
             c = config_of(trial)
-            self._pos[trial.trial_id] = self._order.get((c.batch_size, c.lr, c.seed), len(self._order))
+            self._pos[trial.trial_id] = self._order.get((stratum_of(c), c.lr, c.seed), len(self._order))
         return self._pos[trial.trial_id]
 
     def _stopped(self, trial_id: str, rung: float) -> None:
@@ -116,7 +122,7 @@ class _PerBatchSize(FIFOScheduler):
         self.stopped_at[trial_id] = float(rung)
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        self._batch_of[trial.trial_id] = config_of(trial).batch_size
+        self._stratum_of[trial.trial_id] = stratum_of(config_of(trial))
         self._trials[trial.trial_id] = trial
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
@@ -133,47 +139,57 @@ class _PerBatchSize(FIFOScheduler):
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         pass  # what a trial recorded at its rungs stays: others were compared with it
 
-    def _groups(self) -> dict[int, Rungs | SyncRungs]:
-        raise NotImplementedError
+    def _groups(self) -> dict[Stratum, Rungs | SyncRungs]:
+        return dict(self._rungs)
 
-    def rung_summary(self) -> dict[int, list[tuple[float, int]]]:
-        """Per group (batch size, or SHARED): (rung in examples, trials recorded there)."""
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue, mid-rung included: each (batch size, fraction)'s
+        rung records (with SHA: decided cutoffs, ended and stopped trials)."""
+        return {"rungs": dump_groups(self._rungs), **self._common_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._rungs.update({g: self._rung_class.from_state(r) for g, r in load_groups(state["rungs"])})
+        self._load_common(state)
+
+    def rung_summary(self) -> dict[Stratum, list[tuple[float, int]]]:
+        """Per group ((batch size, fraction), or SHARED): (rung in examples, trials recorded there)."""
         return {g: r.counts() for g, r in sorted(self._groups().items())}
 
     def debug_string(self) -> str:
-        return (
-            type(self).__name__
-            + " "
-            + " ".join(f"B={b}:" + ",".join(str(n) for _, n in rungs) for b, rungs in self.rung_summary().items())
+        groups = self.rung_summary().items()
+        return f"{type(self).__name__} " + " ".join(
+            f"{stratum_name(g)}:" + ",".join(str(n) for _, n in rungs) for g, rungs in groups
         )
 
     def rung_positions(self) -> dict[int, list[float]]:
         """Per batch size of the study: the rungs its trials are compared at, in examples."""
         out = {}
         for b in self._caps:
-            group = b if self._per_batch else SHARED
-            out[b] = Rungs.new(self._grace, self._max_t[group], self._rf).milestones
+            group = (b, 1.0) if self._per_batch else SHARED
+            out[b] = Rungs.new(self._grace, self._max_t(group), self._rf).milestones
         return out
 
     def record(self) -> dict[str, Any]:
         """What early stopping did, for ``RUN_DIR/tune/early_stopping.json``: the settings,
-        per batch size its rungs with the trials recorded and stopped at each, and every
-        trial stopped early with the rung it stopped at."""
+        per (batch size, fraction) its rungs with the trials recorded and stopped at each,
+        and every trial stopped early with the rung it stopped at."""
         groups = self._groups()
         batches = []
         for b, milestones in sorted(self.rung_positions().items()):
-            g = groups.get(b if self._per_batch else SHARED)
-            rungs = []
-            for k, m in enumerate(milestones):
-                here = g.records[k] if g is not None and k < len(g.records) else {}
-                rungs.append(
+            for f in self._fractions:
+                stratum = (b, f)
+                g = groups.get(stratum if self._per_batch else SHARED)
+                here = [g.records[k] if g is not None and k < len(g.records) else {} for k in range(len(milestones))]
+                mine = {t for t, s in self._stratum_of.items() if s == stratum}
+                rungs = [
                     {
                         "examples": m,
-                        "recorded": sum(1 for t in here if self._batch_of.get(t) == b),
-                        "stopped": sum(1 for t, r in self.stopped_at.items() if r == m and self._batch_of.get(t) == b),
+                        "recorded": len(mine & set(at)),
+                        "stopped": sum(self.stopped_at.get(t) == m for t in mine),
                     }
-                )
-            batches.append({"batch_size": b, "max_examples": self._caps[b], "rungs": rungs})
+                    for m, at in zip(milestones, here, strict=True)
+                ]
+                batches.append({"batch_size": b, "train_fraction": f, "max_examples": self._caps[b], "rungs": rungs})
         return {
             "version": RECORD_VERSION,
             "scheduler": self.kind,
@@ -188,13 +204,16 @@ class _PerBatchSize(FIFOScheduler):
 
     def _common_state(self) -> dict[str, Any]:
         return {
-            "batch_of": dict(self._batch_of),
+            "stratum_of": {t: list(g) for t, g in self._stratum_of.items()},
             "early_stopped": sorted(self.early_stopped),
             "stopped_at": dict(self.stopped_at),
         }
 
     def _load_common(self, state: dict[str, Any]) -> None:
-        self._batch_of.update(state["batch_of"])
+        if "batch_of" in state:  # a run from before training fractions: all of the data
+            self._stratum_of.update({t: (int(b), 1.0) for t, b in state["batch_of"].items()})
+        else:
+            self._stratum_of.update({t: (int(g[0]), float(g[1])) for t, g in state["stratum_of"].items()})
         self.early_stopped |= set(state["early_stopped"])
         self.stopped_at.update(state["stopped_at"])
 
@@ -204,17 +223,13 @@ class PerBatchSizeASHA(_PerBatchSize):
 
     kind = "asha"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rungs: dict[int, Rungs] = {}
-
     @classmethod
     def for_study(cls, study: Study) -> PerBatchSizeASHA:
         return cls(**cls._study_kwargs(study))
 
-    def _group(self, group: int) -> Rungs:
+    def _group(self, group: Stratum) -> Rungs:
         if group not in self._rungs:
-            self._rungs[group] = Rungs.new(self._grace, self._max_t[group], self._rf)
+            self._rungs[group] = Rungs.new(self._grace, self._max_t(group), self._rf)
         return self._rungs[group]
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
@@ -245,17 +260,6 @@ class PerBatchSizeASHA(_PerBatchSize):
         if trial.trial_id not in self.early_stopped and math.isfinite(value) and config_of(trial).ends_at(result):
             rungs.credit(trial.trial_id, t, value)
 
-    def _groups(self) -> dict[int, Rungs | SyncRungs]:
-        return dict(self._rungs)
-
-    def state(self) -> dict[str, Any]:
-        """Everything needed to continue: the rung records of every batch size."""
-        return {"rungs": {b: r.state() for b, r in self._rungs.items()}, **self._common_state()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self._rungs.update({int(b): Rungs.from_state(r) for b, r in state["rungs"].items()})
-        self._load_common(state)
-
 
 class PerBatchSizeSHA(_PerBatchSize):
     """Synchronous successive halving per batch size (``orchestrator.rungs.SyncRungs``).
@@ -267,21 +271,22 @@ class PerBatchSizeSHA(_PerBatchSize):
     """
 
     kind = "sha"
+    _rung_class = SyncRungs
     _supports_buffered_results = False  # a decision must follow the result it is about
 
-    def __init__(self, *args: Any, trials_by_batch: dict[int, int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, trials_by_stratum: dict[Stratum, int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._n_trials = dict(trials_by_batch) if self._per_batch else {SHARED: sum(trials_by_batch.values())}
-        self._rungs: dict[int, SyncRungs] = {}
+        n = dict(trials_by_stratum)
+        self._n_trials = n if self._per_batch else {SHARED: sum(n.values())}
 
     @classmethod
     def for_study(cls, study: Study) -> PerBatchSizeSHA:
-        n = Counter(p.batch_size for p in start_order(study))
-        return cls(**cls._study_kwargs(study), trials_by_batch=dict(n))
+        n = Counter(p.stratum for p in start_order(study))
+        return cls(**cls._study_kwargs(study), trials_by_stratum=dict(n))
 
-    def _group(self, group: int) -> SyncRungs:
+    def _group(self, group: Stratum) -> SyncRungs:
         if group not in self._rungs:
-            self._rungs[group] = SyncRungs.new(self._grace, self._max_t[group], self._rf, self._n_trials[group])
+            self._rungs[group] = SyncRungs.new(self._grace, self._max_t(group), self._rf, self._n_trials[group])
         return self._rungs[group]
 
     def _rungs_of(self, trial_id: str) -> SyncRungs | None:
@@ -306,7 +311,7 @@ class PerBatchSizeSHA(_PerBatchSize):
             # Nothing runs and every trial left waits at a rung: the group counted trials
             # that never came (a study whose grid changed under a resumed run). Decide with
             # the trials there are rather than wait forever.
-            known = Counter(self._group_of(t) for t in self._batch_of)
+            known = Counter(self._group_of(t) for t in self._stratum_of)
             for g, rungs in self._rungs.items():
                 self._apply(tune_controller, rungs, rungs.shrink(known[g]))
             chosen = self._choose(tune_controller)
@@ -364,18 +369,6 @@ class PerBatchSizeSHA(_PerBatchSize):
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         self._end(tune_controller, trial, None)
-
-    def _groups(self) -> dict[int, Rungs | SyncRungs]:
-        return dict(self._rungs)
-
-    def state(self) -> dict[str, Any]:
-        """Everything needed to continue, mid-rung included: each batch size's records,
-        decided cutoffs, ended and stopped trials."""
-        return {"rungs": {b: r.state() for b, r in self._rungs.items()}, **self._common_state()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self._rungs.update({int(b): SyncRungs.from_state(r) for b, r in state["rungs"].items()})
-        self._load_common(state)
 
 
 EarlyStoppingScheduler = PerBatchSizeASHA | PerBatchSizeSHA

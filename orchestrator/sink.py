@@ -189,6 +189,7 @@ class ParquetSink(Callback):
             "micro_batch_size": cfg.micro_batch_size,
             "lr": cfg.lr,
             "seed": cfg.seed,
+            "train_fraction": cfg.train_fraction,
             "step": step,
             "examples_seen": int(result.get("examples_seen", step * cfg.batch_size)),
         }
@@ -226,6 +227,7 @@ class ParquetSink(Callback):
                     "micro_batch_size": cfg.micro_batch_size,
                     "lr": cfg.lr,
                     "seed": cfg.seed,
+                    "train_fraction": cfg.train_fraction,
                     "optimizer": cfg.optimizer,
                     "status": decide_status(
                         diverged=rec.diverged, errored=rec.failed, early_stopped=rec.trial_id in self.early_stopped

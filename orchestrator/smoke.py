@@ -1,7 +1,9 @@
 """``--budget smoke``: shrink any study to a run of well under a minute on 2 CPU cores.
 
-Three batch sizes from the lower half of the study's range, the three central learning rates,
-one seed, and at most 20,000 examples or 150 steps per trial. The result exercises the whole
+Three batch sizes from the lower half of the study's range, the three central learning rates
+(of an LR policies table: its rules, and three of its tuned grid), the smallest and largest
+training fractions, one seed, and at most 20,000 examples or 150 steps per trial (a
+fixed_budget study: 20,000 examples, the same at every batch size). The result exercises the whole
 pipeline (Tune, ASHA, sink, report); its numbers are not a study.
 """
 
@@ -32,16 +34,29 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
     if "rule" in lr:
         lr["decades"] = min(lr["decades"], 0.5)
         lr["points"] = min(lr["points"], SMOKE_LRS)
-    elif lr["points"] > SMOKE_LRS:
-        grid = np.geomspace(lr["min"], lr["max"], lr["points"])
-        mid = len(grid) // 2
-        lr.update(min=float(grid[mid - 1]), max=float(grid[mid + 1]), points=SMOKE_LRS)
+    elif "policies" in lr:
+        if lr.get("tuned"):
+            lr["tuned"] = _central(dict(lr["tuned"]))
+    else:
+        lr = _central(lr)
     search["lr"] = lr
     search["seeds"] = 1
+    fractions = search.get("train_fraction", [1.0])
+    search["train_fraction"] = sorted({min(fractions), max(fractions)})
     budget = dict(raw["budget"])
     budget["max_examples"] = min(budget.get("max_examples") or SMOKE_MAX_EXAMPLES, SMOKE_MAX_EXAMPLES)
-    budget["max_steps"] = min(budget.get("max_steps") or SMOKE_MAX_STEPS, SMOKE_MAX_STEPS)
+    if raw.get("protocol", {}).get("kind") != "fixed_budget":
+        budget["max_steps"] = min(budget.get("max_steps") or SMOKE_MAX_STEPS, SMOKE_MAX_STEPS)
     es = dict(raw.get("early_stopping", {}))
     if es:
         es["grace_examples"] = min(es.get("grace_examples", SMOKE_GRACE_EXAMPLES), SMOKE_GRACE_EXAMPLES)
     return {**raw, "search": search, "budget": budget, "early_stopping": es}
+
+
+def _central(grid: dict[str, Any]) -> dict[str, Any]:
+    """A ``{min, max, points}`` grid cut to its ``SMOKE_LRS`` central points."""
+    if grid["points"] <= SMOKE_LRS:
+        return grid
+    values = np.geomspace(grid["min"], grid["max"], grid["points"])
+    mid = len(values) // 2
+    return {**grid, "min": float(values[mid - 1]), "max": float(values[mid + 1]), "points": SMOKE_LRS}

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRule, lr_form
 from orchestrator.overrides import apply_overrides
 from trainables.contract import Target, UsageError, read_toml, step_cap
 
@@ -26,46 +27,6 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LrGrid(_Strict):
-    """A log-spaced learning-rate grid, the same for every batch size."""
-
-    min: float = Field(gt=0)
-    """Smallest learning rate of the grid."""
-    max: float = Field(gt=0)
-    """Largest learning rate of the grid."""
-    points: PositiveInt = 9
-    """Number of log-spaced learning rates from ``min`` to ``max`` inclusive."""
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self) -> LrGrid:
-        if self.max < self.min:
-            raise ValueError("max must be >= min")
-        if self.points == 1 and self.max != self.min:
-            raise ValueError("points = 1 needs min == max (one learning rate)")
-        return self
-
-
-class LrRule(_Strict):
-    """A log-spaced grid centred, per batch size, on a scaling rule's prediction."""
-
-    rule: Literal["linear", "sqrt"]
-    """linear: lr = base_lr * B/base_batch (Goyal et al.); sqrt: base_lr * sqrt(B/base_batch)."""
-    base_batch: PositiveInt
-    """Batch size at which ``base_lr`` is the centre of the grid."""
-    base_lr: float = Field(gt=0)
-    """Learning rate the rule starts from at ``base_batch``."""
-    decades: float = Field(default=1.0, gt=0)
-    """Half-width of the grid around the rule's prediction, in powers of ten."""
-    points: PositiveInt = 7
-    """Number of log-spaced learning rates per batch size."""
-
-
-def _lr_kind(v: Any) -> str:
-    # a table with a ``rule`` key is a rule-centred grid; anything else a plain grid, so
-    # errors name the keys of the form the user meant
-    return "lr_rule" if isinstance(v, LrRule) or (isinstance(v, dict) and "rule" in v) else "lr_grid"
 
 
 class Adaptive(_Strict):
@@ -86,10 +47,18 @@ class Search(_Strict):
     batch_sizes: list[PositiveInt] = Field(min_length=1)
     """Global batch sizes of one optimizer update (distinct)."""
     lr: Annotated[
-        Annotated[LrGrid, pydantic.Tag("lr_grid")] | Annotated[LrRule, pydantic.Tag("lr_rule")],
-        pydantic.Discriminator(_lr_kind),
+        Annotated[LrGrid, pydantic.Tag("lr_grid")]
+        | Annotated[LrRule, pydantic.Tag("lr_rule")]
+        | Annotated[LrPolicies, pydantic.Tag("lr_policies")],
+        pydantic.Discriminator(lr_form),
     ]
-    """Learning-rate grid: ``{min, max, points}`` or ``{rule, base_batch, base_lr, decades, points}``."""
+    """Learning rates: a grid ``{min, max, points}``, a rule-centred grid ``{rule, base_batch,
+    base_lr, decades, points}`` or LR policies ``{policies, base_batch, base_lr, tuned}``."""
+    train_fraction: list[Annotated[float, Field(gt=0, le=1)]] = Field(default=[1.0], min_length=1)
+    """Fractions of the training set to sweep (``trainables.subsets``: fixed, seeded, nested
+    subsets, the same at every batch size and LR); early stopping and the analysis compare
+    trials only within one (batch size, fraction). The steps-to-target analysis uses the
+    largest fraction; the report's "Curvature or forgetting" section compares them all."""
     seeds: PositiveInt = 1
     """Seeds per (batch size, learning rate)."""
     optimizer: Literal["sgd", "adamw", "lars"] = "sgd"
@@ -106,11 +75,11 @@ class Search(_Strict):
     adaptive: Adaptive = Adaptive()
     """Settings of the adaptive search."""
 
-    @pydantic.field_validator("batch_sizes")
+    @pydantic.field_validator("batch_sizes", "train_fraction")
     @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
+    def _distinct(cls, v: list[Any]) -> list[Any]:
         if len(set(v)) != len(v):
-            raise ValueError("batch sizes must be distinct")
+            raise ValueError("values must be distinct")
         return sorted(v)
 
 
@@ -121,8 +90,9 @@ class Budget(_Strict):
     """Cap on examples seen per trial."""
     max_steps: PositiveInt | None = None
     """Cap on optimizer updates per trial (the tighter of the two caps applies)."""
-    stop_at_target: bool = True
-    """End a trial as soon as it reaches the target."""
+    stop_at_target: bool | None = None
+    """End a trial as soon as it reaches the target (default: true for steps_to_target,
+    false for fixed_budget, which may not set it true)."""
     max_micro_batch: PositiveInt = 4096
     """Largest forward/backward pass; larger batches accumulate (averaged) gradients."""
 
@@ -135,6 +105,16 @@ class Budget(_Strict):
     def examples_cap(self, batch_size: int) -> int:
         """The per-trial cap in examples for one batch size: its step cap times B."""
         return step_cap(batch_size, self.max_steps, self.max_examples) * batch_size
+
+
+class Protocol(_Strict):
+    """What the study measures (``[protocol]``)."""
+
+    kind: Literal["steps_to_target", "fixed_budget"] = "steps_to_target"
+    """steps_to_target (Shallue et al. 2018): trials end at the target, the analysis counts
+    the steps; fixed_budget: every batch size trains on the same ``budget.max_examples``
+    (set alone: no max_steps), nothing stops at the target, and the report compares the
+    LR policies at equal epochs ("Equal-budget comparison")."""
 
 
 class EarlyStopping(_Strict):
@@ -257,6 +237,7 @@ class Study(_Strict):
     search: Search
     budget: Budget
     target: Target
+    protocol: Protocol = Protocol()
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
     slurm: dict[str, Any] = Field(default_factory=dict)
@@ -264,6 +245,13 @@ class Study(_Strict):
     mem, setup lines, ...); the launcher's flags win over them."""
     tracking: Tracking = Tracking()
     """Experiment trackers (MLflow, TensorBoard, W&B) the sweep logs every trial to."""
+
+    @property
+    def stops_at_target(self) -> bool:
+        """Whether a trial ends at the target: ``budget.stop_at_target``, else the protocol's default."""
+        if self.budget.stop_at_target is not None:
+            return self.budget.stop_at_target
+        return self.protocol.kind == "steps_to_target"
 
     @pydantic.field_validator("trainable")
     @classmethod
@@ -298,7 +286,7 @@ def _first_error(err: pydantic.ValidationError, prefix: str = "") -> str:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the union member it tried in the location; users never wrote it.
-    return isinstance(part, str) and part in ("lr_grid", "lr_rule")
+    return isinstance(part, str) and part in LR_FORM_TAGS
 
 
 def study_path(name_or_path: str | None) -> Path:
@@ -330,6 +318,8 @@ def validate(raw: dict[str, Any]) -> Study:
 
     from_table(study.slurm, "slurm")  # a bad [slurm] key is bad input on every back-end
     _check_metrics(study)
+    _check_protocol(study)
+    _check_subsets(study)
     study.resources.check_batch_sizes(study.search.batch_sizes)
     return study
 
@@ -350,6 +340,32 @@ def _check_metrics(study: Study) -> None:
             raise UsageError(
                 f"{key}: {metric!r} is not reported by trainable {study.trainable} (it reports {', '.join(known)})"
             )
+
+
+def _check_protocol(study: Study) -> None:
+    s = study.search
+    if s.strategy == "adaptive" and (s.train_fraction != [1.0] or isinstance(s.lr, LrPolicies)):
+        raise UsageError(
+            "search.strategy: the adaptive search tunes one LR grid on all of the data (no lr.policies, no train_fraction)"
+        )
+    if study.protocol.kind != "fixed_budget":
+        return
+    if study.budget.max_steps is not None:
+        raise UsageError(
+            "budget.max_steps: a fixed_budget study gives every batch size the same examples; set max_examples only"
+        )
+    if study.budget.stop_at_target:
+        raise UsageError("budget.stop_at_target: a fixed_budget study trains every trial to its budget")
+
+
+def _check_subsets(study: Study) -> None:
+    import trainables
+
+    if study.search.train_fraction != [1.0] and not trainables.supports_subsets(study.trainable):
+        raise UsageError(
+            f"search.train_fraction: trainable {study.trainable} does not train on subsets (its module "
+            "does not declare SUBSETS = True; trainables.subsets)"
+        )
 
 
 def load_study(

@@ -80,7 +80,7 @@ def test_one_cap_and_a_target_on_the_last_step() -> None:
     cap = step_cap(64, 500, 20_000)
     assert cap == 312 == 20_000 // 64
     assert study.budget.examples_cap(64) == cap * 64
-    assert PerBatchSizeASHA.for_study(study)._max_t[64] == cap * 64
+    assert PerBatchSizeASHA.for_study(study)._max_t((64, 1.0)) == cap * 64
     cfg = trial_config(study, trial_grid(study)[0])
     assert cfg.step_cap == cap
 

@@ -75,7 +75,7 @@ def test_only_a_trial_at_the_target_counts_at_rungs_it_skipped() -> None:
     s.on_trial_complete(None, stopped, result(100, 0.5))
     s.on_trial_complete(None, loser, result(50, 0.9, acc=0.6))  # ended below the target
     s.on_trial_complete(None, winner, result(50, 0.2, acc=0.95))  # reached it before rung 100
-    r = s._rungs[16]
+    r = s._rungs[(16, 1.0)]
     rungs = dict(zip(r.milestones, r.records))
     assert {m: sorted(r) for m, r in rungs.items()} == {100: ["w", "x"], 300: ["w"], 900: ["w"], 2700: ["w"]}
     assert rungs[300]["w"] == -0.2
@@ -156,7 +156,7 @@ def sha(n_per_batch: int = 3) -> PerBatchSizeSHA:
         grace_examples=100,
         reduction_factor=3,
         max_examples_by_batch={16: 2700, 1024: 2700},
-        trials_by_batch={16: n_per_batch, 1024: n_per_batch},
+        trials_by_stratum={(16, 1.0): n_per_batch, (1024, 1.0): n_per_batch},
     )
 
 
@@ -185,7 +185,7 @@ def test_sha_pauses_at_a_rung_until_its_batch_size_is_there() -> None:
     assert small[0].status == Trial.TERMINATED  # stopped while paused, through Tune
     # the promoted, paused trial comes before any pending one
     assert s.choose_trial_to_run(tune) is small[1]
-    assert s._rungs[1024].cutoffs[0] is None  # still waiting for b1, b2
+    assert s._rungs[(1024, 1.0)].cutoffs[0] is None  # still waiting for b1, b2
 
 
 def test_sha_resumes_mid_rung_with_its_waiting_trials_paused() -> None:

@@ -57,6 +57,11 @@ def metrics(spec: str) -> tuple[str, ...] | None:
     return registry.metrics(resolve(spec))
 
 
+def supports_subsets(spec: str) -> bool:
+    """Whether a trainable trains on ``config.train_fraction`` of its data (``SUBSETS = True``)."""
+    return registry.supports_subsets(resolve(spec))
+
+
 def config_model(spec: str) -> type[pydantic.BaseModel]:
     """The pydantic model that validates a study's ``[trainable_config]`` for ``spec``."""
     return registry.config_model(resolve(spec))

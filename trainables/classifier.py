@@ -54,6 +54,7 @@ from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
 from trainables.optim import make_optimizer
 from trainables.schedule import eval_steps, lr_at
 from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
+from trainables.subsets import train_subset
 from trainables.weights import DistanceFromInit
 
 EVAL_CHUNK = 4096
@@ -220,7 +221,11 @@ def train_classifier(
     settings: LoopSettings,
 ) -> None:
     """Train ``build_model()`` on ``data`` as the trial ``config`` says (as one rank of
-    ``config.world_size``: see the module docstring)."""
+    ``config.world_size``: see the module docstring), on its ``train_fraction`` subset
+    of the training set (``trainables.subsets``)."""
+    if config.train_fraction < 1:
+        idx = train_subset(len(data.x_train), config.train_fraction)
+        data = ClassificationData(data.x_train[idx], data.y_train[idx], data.x_val, data.y_val)
     with process_group(config) as dp:
         _train(config, report, data, build_model, settings, dp)
 

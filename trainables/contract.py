@@ -90,6 +90,29 @@ def step_cap(batch_size: int, max_steps: int | None, max_examples: int | None) -
     return min(caps)
 
 
+# --------------------------------------------------------------------------- LR rules
+
+LR_RULE_EXPONENTS: dict[str, float] = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}
+"""The fixed-exponent LR scaling rules, eta(B) = base_lr * (B / base_batch) ** k: constant,
+square root (Krizhevsky 2014, Malladi et al. 2022) and linear (Goyal et al. 2017)."""
+
+
+def rule_lr(rule: str, base_lr: float, base_batch: int, batch_size: int) -> float:
+    """The learning rate a fixed-exponent rule gives ``batch_size``, rounded as a trial's
+    LR is (``round_lr``), so the sweep and the analysis name the same trial.
+
+    >>> rule_lr("linear", 0.01, 32, 256), rule_lr("sqrt", 0.01, 32, 128), rule_lr("constant", 0.01, 32, 4096)
+    (0.08, 0.02, 0.01)
+    """
+    return round_lr(base_lr * (batch_size / base_batch) ** LR_RULE_EXPONENTS[rule])
+
+
+def round_lr(lr: float) -> float:
+    """A trial's learning rate to 6 significant digits: readable in tables and file names,
+    far below any LR effect, and equal wherever two rules or grids give the same LR."""
+    return float(f"{lr:.6g}")
+
+
 # --------------------------------------------------------------------------- status
 
 TrialStatus = Literal["completed", "early_stopped", "diverged", "failed"]
@@ -151,6 +174,10 @@ class TrialConfig:
     """The study's ``[trainable_config]`` table, validated, with the trainable's defaults."""
     checkpoint: dict[str, Any] | None = None
     """The trainable's own checkpoint to resume from (None: start fresh)."""
+    train_fraction: float = 1.0
+    """Fraction of the training set the trial trains on: a fixed, seeded subset, nested
+    across fractions and the same at every batch size, LR and seed
+    (``trainables.subsets.train_subset``); 1.0 is all of it."""
     world_size: int = 1
     """Workers (``torch.distributed`` ranks) the trial runs as; each trains on an equal,
     contiguous share of every global batch, so ``batch_size = world_size × micro_batch_size
@@ -171,6 +198,8 @@ class TrialConfig:
                 f"micro_batch_size {self.micro_batch_size}"
                 + (f" × world_size {self.world_size}" if self.world_size > 1 else "")
             )
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if not (self.lr >= 0 and math.isfinite(self.lr)):  # 0: a measurement that never moves
             raise ValueError(f"lr must be non-negative and finite, got {self.lr}")
         step_cap(self.batch_size, self.max_steps, self.max_examples)  # raises without a cap
@@ -226,6 +255,7 @@ CURVES_SCHEMA = pa.schema(
         ("micro_batch_size", pa.int64()),
         ("lr", pa.float64()),
         ("seed", pa.int64()),
+        ("train_fraction", pa.float64()),
         ("step", pa.int64()),
         ("examples_seen", pa.int64()),
         ("epoch", pa.float64()),
@@ -243,12 +273,14 @@ CURVES_SCHEMA = pa.schema(
 """Columns of ``curves/`` (contract "curves/ columns", plus ``train_eval_loss`` and
 ``train_eval_accuracy``: the current weights on a fixed training subset as large as the
 validation split, and ``weight_distance``: ‖θ − θ₀‖₂, ``trainables.weights``; null where a
-trainable does not measure them)."""
+trainable does not measure them; ``train_fraction``: ``TrialConfig.train_fraction``)."""
 # batch_size is the hive partition key: files inside a partition do not repeat it, since
 # pyarrow infers the key's type from the path and refuses to merge it with a file column.
 CURVES_FILE_SCHEMA = pa.schema([f for f in CURVES_SCHEMA if f.name != "batch_size"])
 CURVES_PARTITIONING = pads.partitioning(pa.schema([("batch_size", pa.int64())]), flavor="hive")
-METRIC_COLUMNS = tuple(f.name for f in CURVES_FILE_SCHEMA if pa.types.is_floating(f.type) and f.name not in ("lr",))
+METRIC_COLUMNS = tuple(
+    f.name for f in CURVES_FILE_SCHEMA if pa.types.is_floating(f.type) and f.name not in ("lr", "train_fraction")
+)
 """The float columns a trainable reports (epoch, wall time, losses, accuracy, ...)."""
 
 TRIALS_SCHEMA = pa.schema(
@@ -259,6 +291,7 @@ TRIALS_SCHEMA = pa.schema(
         ("micro_batch_size", pa.int64()),
         ("lr", pa.float64()),
         ("seed", pa.int64()),
+        ("train_fraction", pa.float64()),
         ("optimizer", pa.string()),
         ("status", pa.string()),
         ("steps", pa.int64()),

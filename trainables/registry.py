@@ -199,6 +199,12 @@ def metrics(ref: TrainableRef) -> tuple[str, ...] | None:
     return None if declared is None else tuple(declared)
 
 
+def supports_subsets(ref: TrainableRef) -> bool:
+    """Whether the trainable trains on ``config.train_fraction`` of its data (its module
+    says ``SUBSETS = True``; ``trainables.subsets``)."""
+    return getattr(load(ref), "SUBSETS", False) is True
+
+
 def preflight(ref: TrainableRef, settings: BaseModel) -> None:
     """The trainable's own check of what it needs (its data on disk), if it has one."""
     check = getattr(load(ref), "preflight", None)

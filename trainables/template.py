@@ -11,8 +11,9 @@ micro-batch size, LR, seed, optimizer settings, caps, target, this study's
 ``[trainable_config]`` as ``config.settings``, the checkpoint to resume from); ``report``
 takes each evaluation's metrics (at least step, examples_seen, train_loss and the study's
 target and early-stopping metrics) and a checkpoint dict. Import no Ray; from this project
-only the public helpers ``trainables.schedule`` (``eval_steps``, ``lr_at``) and
-``trainables.weights`` (``DistanceFromInit``)."""
+only the public helpers ``trainables.schedule`` (``eval_steps``, ``lr_at``),
+``trainables.weights`` (``DistanceFromInit``) and ``trainables.subsets`` (``train_subset``,
+for a study's ``search.train_fraction``)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from trainables.schedule import eval_steps, lr_at
+from trainables.subsets import train_subset
 from trainables.weights import DistanceFromInit
 
 # What report() carries: a study's target and early-stopping metrics must be among these.
 METRICS = ("train_loss", "val_loss", "val_accuracy")
+# This trainable trains on config.train_fraction of its data, so a study may sweep that axis.
+SUBSETS = True
 
 
 class TrainableConfig(BaseModel):
@@ -64,6 +68,8 @@ def train(config: Any, report: Any) -> None:
     settings = TrainableConfig.model_validate(config.settings)
     torch.set_num_threads(max(1, math.ceil(config.cpus)))
     x_train, y_train, x_val, y_val = make_data(settings)
+    keep = train_subset(len(x_train), config.train_fraction)  # nested, the same for every trial
+    x_train, y_train = x_train[keep], y_train[keep]
     torch.manual_seed(config.seed)
     model = nn.Linear(settings.features, 2)  # replace with your model
     distance = DistanceFromInit(model)  # ‖θ − θ₀‖, the curves' weight_distance (before a resume)
