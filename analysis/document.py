@@ -24,6 +24,7 @@ from .figures import FIGURE_NAMES
 from .generalization import TRAIN_EVAL
 from .lr_rules import GRID_FLOOR, SELECTION
 from .numbers import format_interval, format_number
+from .protocol_sections import SECTION_ITEMS, protocol_sections
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis, Interval
 from .tables import TableFile
@@ -342,12 +343,13 @@ def build_document(a: Analysis, figures: list[FigureFile], tables: list[TableFil
         Bullets(tuple(summary(a))),
     ]
     blocks.append(Heading("Figures"))
-    blocks += [Figure(f) for f in figures]
+    blocks += [Figure(f) for f in figures if f.name not in SECTION_ITEMS]
     missing = set(FIGURE_NAMES) - {f.name for f in figures}
     if missing:
         blocks.append(Paragraph("Not drawn, for lack of data: " + ", ".join(sorted(missing)) + "."))
     blocks.append(Heading("Tables"))
-    blocks += [Table(t) for t in tables]
+    blocks += [Table(t) for t in tables if t.name not in SECTION_ITEMS]
+    blocks += protocol_sections(a, figures, tables)
     es = early_stopping_section(a.run.run_dir, a.run.trials, a.run.study)
     if es is not None:
         blocks += [Heading("Early stopping"), Paragraph(es.text)]

@@ -40,6 +40,7 @@ from .figure_style import (
     save_figure,
 )
 from .numbers import format_number
+from .protocol_figures import PROTOCOL_FIGURES
 from .results import Analysis
 from .scaling_figures import examples_vs_batch, lr_vs_batch, steps_vs_batch
 
@@ -336,7 +337,7 @@ def write_figures(a: Analysis, out_dir: str | Path) -> list[FigureFile]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with plt.rc_context(STYLE):
-        for draw in FIGURES:
+        for draw in (*FIGURES, *PROTOCOL_FIGURES):
             f = draw(a, out)
             if f is not None:
                 written.append(f)

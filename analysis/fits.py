@@ -53,8 +53,13 @@ def _per_batch_rows(per_batch: pd.DataFrame) -> tuple[PerBatchRow, ...]:
 
 
 def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> Analysis:
-    """Run every step of the analysis on ``run`` with ``n_boot`` bootstrap resamples."""
+    """Run every step of the analysis on ``run`` with ``n_boot`` bootstrap resamples.
+
+    A run that sweeps ``search.train_fraction`` is analysed on its largest fraction (all of
+    the data, as a rule); ``Analysis.subsets`` holds every trial of every fraction."""
     target = run.target
+    subsets = trial_table(run) if len(run.fractions) > 1 else None
+    run = run.at_fraction(run.fractions[-1]) if subsets is not None else run
     table = trial_table(run)
     summary = summary_from_table(table, target)
     boot = resample(batch_trials(table, target), n_boot=n_boot, seed=seed)
@@ -83,6 +88,7 @@ def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) ->
         n_boot=n_boot,
         seed=seed,
         gap_train_column=gap_column,
+        subsets=subsets,
         reasons=_reasons(critical, lr, reg, noise, summary),
     )
 

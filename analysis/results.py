@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.contract import Target
+from trainables.contract import LR_RULE_EXPONENTS, Target
 
 from .bootstrap import Resamples
 from .load import Run
@@ -33,7 +33,7 @@ RULES: tuple[str, ...] = ("linear", "sqrt", "power", "saturating", "constant", "
 """The LR scaling rules that are compared, in the order fits.json lists their AICc: the
 contract's four, then the flat and the rise-then-fall laws that Adam-era sweeps show."""
 
-FIXED_RULES: dict[str, float] = {"linear": 1.0, "sqrt": 0.5, "constant": 0.0}
+FIXED_RULES: dict[str, float] = LR_RULE_EXPONENTS
 """The rules with a fixed exponent (eta* ∝ B^k, one parameter), and that exponent."""
 
 NOISE_LAWS: tuple[str, ...] = ("saturating", "surge")
@@ -298,6 +298,10 @@ class Analysis:
     reasons: Mapping[str, str] = field(default_factory=dict)
     """fits.json key path (``critical_batch.b_crit``, ``per_batch[256].steps_to_target``) ->
     why its value is null."""
+
+    subsets: pd.DataFrame | None = None
+    """With several ``search.train_fraction`` values: the trial table of every fraction
+    (``run``, ``trials`` and the fits hold the largest one only); None otherwise."""
 
 
 def _interval(ci: Interval | None) -> list[float | None] | None:

@@ -21,13 +21,21 @@ from .numbers import format_number
 from .results import Analysis
 
 
-def _spread(values: pd.Series) -> tuple[float, float, float, float]:
+def spread(values: pd.Series) -> tuple[float, float, float, float]:
     """(mean, sample sd, min, max) of the finite values; NaN where there are too few."""
     v = values.to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return (np.nan,) * 4
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else np.nan, float(v.min()), float(v.max())
+
+
+def plus_minus(mean: float, sd: float) -> str:
+    """``mean ± sd`` as the tables print it (the mean alone with one seed, a dash with none)."""
+    if not np.isfinite(mean):
+        return MISSING
+    g = format_number(mean, missing=MISSING)
+    return g if not np.isfinite(sd) else f"{g} ± {format_number(sd, missing=MISSING)}"
 
 
 def seed_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -39,8 +47,8 @@ def seed_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     metric = a.target.metric
     rows = []
     for (b, lr), grp in groups:
-        s_mean, s_sd, s_min, s_max = _spread(grp["steps_to_target"])
-        m_mean, m_sd, _, _ = _spread(grp["final_metric"])
+        s_mean, s_sd, s_min, s_max = spread(grp["steps_to_target"])
+        m_mean, m_sd, _, _ = spread(grp["final_metric"])
         rows.append(
             {
                 "batch_size": int(b),
@@ -61,9 +69,7 @@ def seed_table(a: Analysis) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     def g(x: float) -> str:
         return format_number(x, missing=MISSING)
 
-    def pm(mean: float, sd: float) -> str:
-        return MISSING if not np.isfinite(mean) else g(mean) + ("" if not np.isfinite(sd) else f" ± {g(sd)}")
-
+    pm = plus_minus
     text = pd.DataFrame(
         {
             "B": data["batch_size"].map(g),

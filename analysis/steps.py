@@ -35,6 +35,17 @@ def _last_finite(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _first_finite(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per code, the value in the first row (rows sorted by code, then step) that is finite."""
+    out = np.full(n, np.nan)
+    ok = np.isfinite(values)
+    c, v = codes[ok], values[ok]
+    if c.size:
+        is_first = np.r_[True, c[1:] != c[:-1]]
+        out[c[is_first]] = v[is_first]
+    return out
+
+
 def crossing_steps(
     codes: np.ndarray,
     step: np.ndarray,
@@ -84,8 +95,8 @@ def crossing_steps(
 def trial_table(run: Run) -> pd.DataFrame:
     """One row per trial (from curves and trials.parquet), indexed 0..n-1.
 
-    Columns: trial_id, batch_size, lr, seed, status, reached, steps_to_target,
-    examples_to_target, wall_time_to_target_s, best_metric, final_metric,
+    Columns: trial_id, batch_size, lr, seed, train_fraction, status, reached, steps_to_target,
+    examples_to_target, wall_time_to_target_s, best_metric, final_metric, first_train_loss,
     final_train_loss, final_train_eval_loss (NaN where the curves lack the column),
     final_val_loss, last_step, and ``FINAL_COLUMNS`` (sharpness, the forgetting probe; NaN
     where not measured). Trials listed in
@@ -122,6 +133,7 @@ def trial_table(run: Run) -> pd.DataFrame:
     batch = c["batch_size"].to_numpy(dtype=np.int64)[firsts]
     lr = c["lr"].to_numpy(dtype=float)[firsts]
     seed = c["seed"].to_numpy(dtype=float, na_value=np.nan)[firsts] if "seed" in c.columns else np.full(n, np.nan)
+    fraction = column("train_fraction")[first_row]
 
     table = pd.DataFrame(
         {
@@ -129,10 +141,13 @@ def trial_table(run: Run) -> pd.DataFrame:
             "batch_size": batch,
             "lr": lr,
             "seed": seed,
+            # runs from before the axis (and other writers) trained on all of the data
+            "train_fraction": np.where(np.isfinite(fraction), fraction, 1.0),
             "steps_to_target": s_to,
             "wall_time_to_target_s": w_to,
             "best_metric": best_metric,
             "final_metric": _last_finite(codes, metric, n),
+            "first_train_loss": _first_finite(codes, column("train_loss"), n),
             "final_train_loss": _last_finite(codes, column("train_loss"), n),
             "final_train_eval_loss": _last_finite(codes, column("train_eval_loss"), n),
             "final_val_loss": _last_finite(codes, column("val_loss"), n),
@@ -156,7 +171,9 @@ def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataF
             table[c] = np.nan
         return table
     finals = [c for c in FINAL_COLUMNS if c in trials.columns]
-    cols = [c for c in ("trial_id", "status", *finals, "batch_size", "lr", "seed") if c in trials.columns]
+    cols = [
+        c for c in ("trial_id", "status", *finals, "batch_size", "lr", "seed", "train_fraction") if c in trials.columns
+    ]
     t = trials[cols].drop_duplicates("trial_id", keep="last")
     merged = table.merge(t[[c for c in ("trial_id", "status", *finals) if c in t.columns]], on="trial_id", how="left")
     # A trial with curves but no row yet (e.g. a report written mid-run) counts as completed.
@@ -173,6 +190,9 @@ def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataF
                 "seed": pd.to_numeric(missing["seed"], errors="coerce").to_numpy(dtype=float)
                 if "seed" in missing.columns
                 else np.nan,
+                "train_fraction": pd.to_numeric(missing["train_fraction"], errors="coerce").fillna(1.0).to_numpy()
+                if "train_fraction" in missing.columns
+                else 1.0,
                 "status": missing["status"].astype(str).to_numpy(),
                 **{
                     c: pd.to_numeric(missing[c], errors="coerce").to_numpy(dtype=float)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .curvature import curvature_forgetting
+from .equal_budget import equal_budget
 from .numbers import MISSING_CELL, format_interval, format_number
 from .probe import probe_table
 from .results import NOISE_LAWS, RULES, Analysis, Interval, LrScalingFit
@@ -249,6 +251,13 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     ]
     if (seeds := seed_table(a)) is not None:
         tables.append(("seeds", "Seeds per batch size and LR: how many reach the target, and their spread", seeds))
+    if (eb := equal_budget(a)) is not None:
+        tables.append(
+            ("equal_budget", "Equal-budget comparison: each LR policy at every batch size", (eb.table, eb.text))
+        )
+    if (cf := curvature_forgetting(a)) is not None:
+        title = "LR sweeps on training subsets: best and instability LR per batch size and fraction"
+        tables.append(("curvature_forgetting", title, (cf.table, cf.text)))
     if (probe := probe_table(a)) is not None:
         title = "Forgetting probe: the final weights' loss on recent, start-of-epoch and held-out data"
         tables.append(("forgetting_probe", title, probe))

@@ -167,7 +167,8 @@ def format_order(study: Study, first: int = 6) -> str:
     order = start_order(study)
     n_lrs = len(lr_values(study, study.search.batch_sizes[0]))
     seeds = ", the seeds of one LR together" if study.search.seeds > 1 else ""
-    head = ", ".join(f"B={p.batch_size} lr={p.lr:.3g}" for p in order[:first])
+    at = (lambda p: f" on {p.train_fraction:g}") if len(study.search.train_fraction) > 1 else (lambda p: "")
+    head = ", ".join(f"B={p.batch_size}{at(p)} lr={p.lr:.3g}" for p in order[:first])
     return (
         f"order: within a batch size, LRs by grid position {' '.join(str(i + 1) for i in centre_out(n_lrs))} "
         f"(centre outwards){seeds}; batch sizes take turns: {head}" + (", ..." if len(order) > first else "")

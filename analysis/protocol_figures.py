@@ -1,0 +1,121 @@
+"""The figures of the protocols beyond steps to target, drawn only where the run has them:
+the equal-budget comparison of LR policies (``analysis.equal_budget``) and the LR sweeps on
+training subsets (``analysis.curvature``).
+
+    from analysis import load_run
+    from analysis.fits import analyse
+    from analysis.protocol_figures import PROTOCOL_FIGURES
+    a = analyse(load_run("runs/lr-policies-..."), n_boot=50)
+    [draw(a, Path("/tmp/figs")) for draw in PROTOCOL_FIGURES]   # None where not applicable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .curvature import curvature_forgetting
+from .equal_budget import equal_budget
+from .figure_style import COLUMN_WIDTH, FULL_WIDTH, HEIGHT, PALETTE, FigureFile, batch_axis, plain_log_axis, save_figure
+from .results import Analysis
+
+POLICY_COLOURS = {"constant": PALETTE[7], "sqrt": PALETTE[2], "linear": PALETTE[0], "tuned": PALETTE[3]}
+POLICY_MARKERS = {"constant": "s", "sqrt": "^", "linear": "o", "tuned": "D"}
+
+
+def equal_budget_figure(a: Analysis, out: Path) -> FigureFile | None:
+    eb = equal_budget(a)
+    if eb is None or eb.table.empty:
+        return None
+    panels = [
+        ("final_val_loss", "final val loss"),
+        ("final_val_accuracy", "final val accuracy"),
+        ("weight_distance", r"$\|\theta - \theta_0\|$"),
+        ("epoch_time_s", "seconds per epoch"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, HEIGHT * 1.6), layout="constrained", sharex=True)
+    batches = np.sort(eb.table["batch_size"].unique()).astype(float)
+    for ax, (col, label) in zip(axes.flat, panels, strict=True):
+        for policy, d in eb.table.groupby("policy", sort=False):
+            ok = np.isfinite(d[f"{col}_mean"].to_numpy(dtype=float))
+            if not ok.any():
+                continue
+            sd = np.nan_to_num(d[f"{col}_sd"].to_numpy(dtype=float)[ok])
+            ax.errorbar(
+                d["batch_size"].to_numpy(dtype=float)[ok],
+                d[f"{col}_mean"].to_numpy(dtype=float)[ok],
+                yerr=sd,
+                color=POLICY_COLOURS.get(str(policy)),
+                marker=POLICY_MARKERS.get(str(policy), "o"),
+                ms=3.5,
+                lw=0.9,
+                capsize=2,
+                label=str(policy),
+                # tuned often is a rule's LR: dashed and hollow, so the rule's line shows through
+                ls="--" if policy == "tuned" else "-",
+                mfc="none" if policy == "tuned" else None,
+            )
+        ax.set_ylabel(label)
+        batch_axis(ax, batches)
+        if col == "epoch_time_s":
+            ax.set_yscale("log")
+            plain_log_axis(ax.yaxis)
+    for ax in axes[0]:
+        ax.set_xlabel("")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, handlelength=1.6)
+    return save_figure(
+        fig,
+        out,
+        "equal_budget",
+        "Equal-budget comparison of LR policies",
+        "Every batch size trains on the same examples; per LR policy, the mean over seeds (bars: sd) of the final "
+        "validation loss and accuracy, the distance from the initial weights and the wall time per epoch.",
+    )
+
+
+def curvature_figure(a: Analysis, out: Path) -> FigureFile | None:
+    cf = curvature_forgetting(a)
+    if cf is None:
+        return None
+    batches = sorted(cf.verdicts)
+    fig, axes = plt.subplots(
+        1,
+        len(batches),
+        figsize=(max(COLUMN_WIDTH, 2.4 * len(batches)), HEIGHT + 0.4),
+        layout="constrained",
+        squeeze=False,
+    )
+    fractions = sorted(cf.curves["train_fraction"].unique())
+    colours = dict(zip(fractions, plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(fractions))), strict=True))
+    for ax, b in zip(axes[0], batches, strict=True):
+        at_b = cf.curves[cf.curves["batch_size"] == b]
+        top = np.nanmax(at_b["loss"].to_numpy(dtype=float)) if at_b["loss"].notna().any() else 1.0
+        for f, d in at_b.groupby("train_fraction", sort=True):
+            lr, loss = d["lr"].to_numpy(dtype=float), d["loss"].to_numpy(dtype=float)
+            ax.plot(lr, loss, "o-", color=colours[f], ms=3, lw=0.9, label=f"{f:g}")
+            bad = d["unstable"].to_numpy(dtype=bool)
+            ax.plot(lr[bad], np.full(bad.sum(), top * 1.05), "x", color=colours[f], ms=5)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"B={b}: {cf.verdicts[b].verdict}", fontsize=7.5)
+        ax.set_xlabel("learning rate")
+    axes[0][0].set_ylabel(cf.loss_column.removeprefix("final_").replace("_", " "))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="training fraction", loc="outside lower center", ncol=len(fractions))
+    return save_figure(
+        fig,
+        out,
+        "curvature_forgetting",
+        "LR sweeps on training subsets: curvature or forgetting",
+        "Final training loss against the learning rate, one line per fraction of the training set (nested subsets), "
+        "mean over stable seeds; x marks an unstable LR (diverged, or no lower than its first loss).",
+    )
+
+
+PROTOCOL_FIGURES: tuple[Callable[[Analysis, Path], FigureFile | None], ...] = (equal_budget_figure, curvature_figure)
+"""Drawn after ``figures.FIGURES``; a run without the protocol gets none of them (and the
+report does not list them as missing)."""

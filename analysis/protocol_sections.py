@@ -1,0 +1,80 @@
+"""The report's sections beyond steps to target, each present only where the run has its
+data: "Equal-budget comparison" (LR policies at equal examples, ``analysis.equal_budget``),
+"Curvature or forgetting" (LR sweeps on training subsets, ``analysis.curvature``) and
+"Forgetting probe" (``analysis.probe``). Each holds its own figure and table, so
+``document.build_document`` leaves them out of its general lists (``SECTION_ITEMS``).
+
+    from analysis.protocol_sections import protocol_sections
+    blocks = protocol_sections(a, figures, tables)    # a: analysis.fits.analyse(...)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .curvature import EDGE_STEPS, FORGETTING_RISE, SAME_STEPS, curvature_forgetting
+from .equal_budget import equal_budget
+from .figure_style import FigureFile
+from .render import Block, Bullets, Figure, Heading, Paragraph, Table
+from .results import Analysis
+from .tables import TableFile
+
+SECTION_ITEMS = frozenset({"equal_budget", "curvature_forgetting", "forgetting_probe"})
+"""Figure and table names that belong to these sections, not to the general lists."""
+
+
+def protocol_sections(a: Analysis, figures: list[FigureFile], tables: list[TableFile]) -> list[Block]:
+    """The sections the run has data for, in report order."""
+    fig = {f.name: f for f in figures}
+    tab = {t.name: t for t in tables}
+    blocks: list[Block] = []
+    if (eb := equal_budget(a)) is not None:
+        blocks += [
+            Heading("Equal-budget comparison"),
+            Paragraph(
+                "Every batch size trains on the same examples and nothing stops at the target. Per LR policy, "
+                "the seeds of its learning rate (mean ± sd; `tuned` is the LR with the lowest mean final val "
+                "loss among those whose every seed finished). The gap is final val loss minus final training "
+                "loss of the same weights; ‖θ − θ₀‖ is the distance travelled from the initial weights."
+            ),
+        ]
+        blocks += [Bullets(eb.findings)] if eb.findings else []
+        blocks += [Figure(fig["equal_budget"])] if "equal_budget" in fig else []
+        blocks += [Table(tab["equal_budget"])] if "equal_budget" in tab else []
+    if (cf := curvature_forgetting(a)) is not None:
+        items = [f"B={b}: **{v.verdict}**: {v.evidence}." for b, v in sorted(cf.verdicts.items())]
+        full = cf.table[cf.table["train_fraction"] == cf.table["train_fraction"].max()]
+        inst = [(int(r.batch_size), r.instability_lr) for r in full.itertuples() if r.instability_lr is not None]
+        inst = [(b, x) for b, x in inst if np.isfinite(x)]
+        if len(inst) >= 2:
+            items.append(
+                "Instability LR on the largest fraction: "
+                + ", ".join(f"{x:g} at B={b}" for b, x in inst)
+                + " (curvature moves it with the batch size; forgetting does not)."
+            )
+        blocks += [
+            Heading("Curvature or forgetting"),
+            Paragraph(
+                "LR sweeps on nested subsets of the training set (the same subsets at every batch size and LR). "
+                f"Losses are the final {cf.loss_column.removeprefix('final_').replace('_', ' ')} over stable "
+                "seeds; an LR is unstable when most of its seeds diverged or ended no lower than their first "
+                f"loss. Forgetting-limited: the best LR rises by at least {FORGETTING_RISE} grid steps as the "
+                "subset shrinks, never falling. Curvature-limited: the best LR is the same at every fraction "
+                f"(within {SAME_STEPS} step) and at most {EDGE_STEPS} steps below an instability LR that is the "
+                "same at every fraction. Anything else is undetermined."
+            ),
+            Bullets(tuple(items)),
+        ]
+        blocks += [Figure(fig["curvature_forgetting"])] if "curvature_forgetting" in fig else []
+        blocks += [Table(tab["curvature_forgetting"])] if "curvature_forgetting" in tab else []
+    if "forgetting_probe" in tab:
+        blocks += [
+            Heading("Forgetting probe"),
+            Paragraph(
+                "The final weights' loss on the batches trained on last (recent), on batches from the start "
+                "of that epoch (early, seen the given number of epochs before the end) and on held-out data. "
+                "A model that forgets within an epoch has recent below early, and early back near held-out."
+            ),
+            Table(tab["forgetting_probe"]),
+        ]
+    return blocks
