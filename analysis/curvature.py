@@ -10,9 +10,11 @@ these, per (B, fraction): the best LR (lowest mean loss among stable LRs) and th
 instability LR (the smallest unstable one). The verdict per batch size, in steps of its LR
 grid:
 
-- **forgetting-limited**: the best LR does not fall as the subset grows, and stands at
-  least ``FORGETTING_RISE`` grid steps higher on the smallest subset than on the largest
-  (a smaller set is revisited sooner, so forgetting within an epoch binds less);
+- **forgetting-limited**: the best LR does not fall as the subset grows, and every LR
+  within ``NEAR`` of the best loss on the smallest subset stands at least
+  ``FORGETTING_RISE`` grid steps above every such LR on the largest (a smaller set is
+  revisited sooner, so forgetting within an epoch binds less; a flat, noisy sweep has a
+  wide near-best range and cannot show a rise);
 - **curvature-limited**: the best LR is the same at every fraction (within
   ``SAME_STEPS``), every fraction has an instability LR, the same (within ``SAME_STEPS``),
   and the best LR sits at most ``EDGE_STEPS`` below it (the LR is as high as stability
@@ -41,6 +43,8 @@ SAME_STEPS = 1
 """Grid steps within which two best (or instability) LRs count as the same."""
 EDGE_STEPS = 2
 """Grid steps below the instability LR within which the best LR counts as stability-bound."""
+NEAR = 0.02
+"""Relative loss within which an LR is as good as the best (the noise of one final loss)."""
 
 CURVATURE, FORGETTING, UNDETERMINED = "curvature-limited", "forgetting-limited", "undetermined"
 
@@ -58,6 +62,14 @@ class Sweep:
         """The stable LR with the lowest loss; None when no LR is stable."""
         ok = [(v, lr) for lr, v, u in zip(self.lrs, self.loss, self.unstable, strict=True) if not u and np.isfinite(v)]
         return min(ok)[1] if ok else None
+
+    def near_best(self) -> list[float]:
+        """The stable LRs whose loss is within ``NEAR`` of the best one's."""
+        best = self.best()
+        if best is None:
+            return []
+        cut = self.loss[self.lrs.index(best)] * (1 + NEAR)
+        return [lr for lr, v, u in zip(self.lrs, self.loss, self.unstable, strict=True) if not u and v <= cut]
 
     def instability(self) -> float | None:
         """The smallest unstable LR; None when every LR of the sweep is stable."""
@@ -89,7 +101,10 @@ def verdict(sweeps: dict[float, Sweep]) -> Verdict:
     b = [step[best[f]] for f in fractions]  # type: ignore[index]
     shown = ", ".join(f"{f:g}: {best[f]:g}" for f in fractions)
     rise = b[0] - b[-1]
-    if all(x >= y for x, y in zip(b, b[1:], strict=False)) and rise >= FORGETTING_RISE:
+    clear = min(step[x] for x in sweeps[fractions[0]].near_best()) - max(
+        step[x] for x in sweeps[fractions[-1]].near_best()
+    )
+    if all(x >= y for x, y in zip(b, b[1:], strict=False)) and clear >= FORGETTING_RISE:
         return Verdict(
             FORGETTING,
             f"the best LR rises by {rise} grid steps as the subset shrinks (fraction: best LR {shown})",

@@ -176,7 +176,7 @@ class _PerBatchSize(FIFOScheduler):
         groups = self._groups()
         batches = []
         for b, milestones in sorted(self.rung_positions().items()):
-            for f in self._fractions:
+            for f in sorted({*self._fractions, *(f for _, f in self._stratum_of.values())}):
                 stratum = (b, f)
                 g = groups.get(stratum if self._per_batch else SHARED)
                 here = [g.records[k] if g is not None and k < len(g.records) else {} for k in range(len(milestones))]

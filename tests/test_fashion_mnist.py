@@ -17,6 +17,7 @@ from trainables.fashion_mnist import TrainableConfig, build_model, load_data
 from trainables.forgetting import probe_windows
 from trainables.schedule import eval_steps, lr_at
 from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
+from trainables.subsets import train_subset
 
 # What every evaluation row reports (contract "curves/ columns"); the last one adds sharpness.
 ROW_KEYS = {"step", "examples_seen", *METRIC_COLUMNS}
@@ -344,3 +345,52 @@ def test_forgetting_probe_measures_the_batches_it_claims(data_dir: Path, steps: 
     assert last["probe_early_age_epochs"] == pytest.approx(w.early_age_epochs)
     assert last["probe_heldout_loss"] == last["val_loss"]
     assert all(not any(k.startswith("probe_") for k in r) for r in rows[:-1])  # the last row only
+
+
+def test_subsets_are_nested_seeded_and_the_same_for_every_trial() -> None:
+    subsets = {f: train_subset(1000, f) for f in (0.125, 0.25, 0.5, 1.0)}
+    assert [len(v) for v in subsets.values()] == [125, 250, 500, 1000]
+    for small, big in ((0.125, 0.25), (0.25, 0.5), (0.5, 1.0)):
+        assert set(subsets[small].tolist()) <= set(subsets[big].tolist())  # nested
+    assert all(torch.equal(v, v.sort().values) for v in subsets.values())
+    # a function of (n, fraction) alone: no batch size, LR or trial seed can move it
+    assert torch.equal(train_subset(1000, 0.25), subsets[0.25])
+    assert len(set(subsets[0.5].tolist()) & set(range(500))) < 300  # drawn, not the first half
+
+
+def test_a_subset_trial_trains_and_probes_only_its_subset(data_dir: Path) -> None:
+    """train_fraction 0.5: the data stream runs over the 500-example subset (epoch counts
+    it), the probe's batches are the subset's, and the examples outside it are never
+    touched (NaN there would make the loss NaN)."""
+    steps = 34
+    rows, ckpts = run(
+        config(data_dir, batch_size=64, micro_batch_size=32, max_steps=steps, probe_examples=256, train_fraction=0.5)
+    )
+    keep = train_subset(1000, 0.5)
+    assert rows[-1]["epoch"] == pytest.approx(steps * 64 / 500)
+    drawn = classifier._BatchStream(500, 3)
+    batches = [keep[drawn.next(64)] for _ in range(steps)]  # positions in the subset -> examples
+    data = load_data(str(data_dir), 200)
+    model = model_of(data_dir, ckpts[-1]["model"]).eval()
+    w = probe_windows(steps, 64, 500, 256)
+    idx = torch.cat([batches[j] for j in w.recent])
+    with torch.no_grad():
+        expect = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).item()
+    assert rows[-1]["probe_recent_loss"] == pytest.approx(expect, rel=1e-5)
+
+    poisoned = classifier.ClassificationData(data.x_train.clone(), data.y_train, data.x_val, data.y_val)
+    outside = torch.ones(len(poisoned.x_train), dtype=torch.bool)
+    outside[keep] = False
+    poisoned.x_train[outside] = float("nan")
+    out: list[dict] = []
+    settings = classifier.LoopSettings(noise_scale_every=0, sharpness_examples=0, probe_examples=0)
+    for fraction in (0.5, 1.0):
+        out.clear()
+        cfg = trial(config(data_dir, batch_size=64, micro_batch_size=64, max_steps=steps, train_fraction=fraction))
+        classifier.train_classifier(
+            cfg, lambda m, checkpoint=None: out.append(m), poisoned, lambda: model_of(data_dir), settings
+        )
+        if fraction == 0.5:
+            assert len(out) > 3 and all(math.isfinite(r["train_loss"]) and not r.get("diverged") for r in out)
+        else:  # the control: all of the data reaches the poison at once
+            assert out[-1].get("diverged") is True and len(out) == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import smoke
-from orchestrator.grid import lr_values, trial_config, trial_grid
+from orchestrator.grid import lr_values, start_order, trial_config, trial_grid
 from orchestrator.launch import main
 from orchestrator.study import load_study, validate
 from support import launch
@@ -246,3 +246,41 @@ def test_slurm_dry_run_default_cpus_follow_the_trials_per_node(
     gpu_lines = {ln for ln in lines if "gpu" in ln}
     assert gpu_lines == ({f"#SBATCH --gpus-per-node={gpus}"} if gpus else set()), lines
     assert not no_sbatch.exists()
+
+
+def test_lr_policies_run_each_rule_lr_once_beside_the_tuned_grid() -> None:
+    study = load_study("lr-policies")
+    tuned = [0.003 * 1000 ** (i / 6) for i in range(7)]  # the study's {min 0.003, max 3, points 7}
+    for b in study.search.batch_sizes:
+        rules = {0.01, 0.01 * (b / 32) ** 0.5, 0.01 * b / 32}  # constant, sqrt, linear from 0.01 at B=32
+        got = lr_values(study, b)
+        assert got == sorted(got) and len(got) == len(set(got))
+        assert len(got) == len({round(x, 9) for x in [*tuned, *rules]})
+        for x in [*tuned, *rules]:
+            assert any(abs(g - x) <= 1e-5 * x for g in got), (b, x, got)
+    assert lr_values(study, 32).count(0.01) == 1  # at base_batch the three rules are one trial
+    points = trial_grid(study)
+    assert len(points) == 3 * sum(len(lr_values(study, b)) for b in study.search.batch_sizes)
+    config = trial_config(study, points[0])
+    assert config.stop_at_target is False and config.max_steps is None and config.max_examples == 110_000
+    assert config.step_cap * config.batch_size <= 110_000  # the same examples at every batch size
+
+
+def test_training_fractions_cross_every_trial_and_take_turns_in_the_start_order() -> None:
+    study = load_study("curvature-forgetting")
+    points = trial_grid(study)
+    fractions = study.search.train_fraction
+    by_trial: dict[tuple[int, float, int], list[float]] = {}
+    for p in points:
+        by_trial.setdefault((p.batch_size, p.lr, p.seed), []).append(p.train_fraction)
+    assert all(sorted(v) == fractions for v in by_trial.values())  # every (B, LR, seed) on every subset
+    assert {trial_config(study, p).train_fraction for p in points} == set(fractions)
+    first = start_order(study)[: 2 * len(fractions)]
+    assert {(p.batch_size, p.train_fraction) for p in first} == {(b, f) for b in (128, 512) for f in fractions}
+
+
+def test_smoke_keeps_a_fixed_budget_fixed_and_two_fractions() -> None:
+    lrp = load_study("lr-policies", budget="smoke")
+    assert lrp.budget.max_steps is None and lrp.budget.max_examples == smoke.SMOKE_MAX_EXAMPLES
+    assert lrp.search.lr.tuned is not None and lrp.search.lr.tuned.points == smoke.SMOKE_LRS
+    assert load_study("curvature-forgetting", budget="smoke").search.train_fraction == [0.125, 1.0]

@@ -23,10 +23,11 @@ from orchestrator.tune_config import CONFIG_KEY
 from support import trial as trial_config
 
 
-def trial(tid: str, batch_size: int) -> Trial:
+def trial(tid: str, batch_size: int, train_fraction: float = 1.0) -> Trial:
     cfg = trial_config(
         {
             "batch_size": batch_size,
+            "train_fraction": train_fraction,
             "lr": 0.1,
             "max_steps": 100,
             "target_metric": "val_accuracy",
@@ -63,6 +64,23 @@ def test_batch_sizes_are_ranked_separately() -> None:
     s.on_trial_add(None, worse_small)
     assert s.on_trial_result(None, worse_small, result(100, 1.0)) == TrialScheduler.STOP
     assert s.early_stopped == {"s9"}
+
+
+def test_training_fractions_are_ranked_separately_and_survive_a_state_round_trip() -> None:
+    s = scheduler()
+    full, small = trial("f0", 16), trial("q0", 16, train_fraction=0.25)
+    for t in (full, small):
+        s.on_trial_add(None, t)
+    assert s.on_trial_result(None, full, result(100, 0.1)) == TrialScheduler.CONTINUE
+    # far worse than the full-data trial at the same rung, but alone on its subset
+    assert s.on_trial_result(None, small, result(100, 5.0)) == TrialScheduler.CONTINUE
+    restored = scheduler()
+    restored.load_state(json.loads(json.dumps(s.state())))
+    worse = trial("q9", 16, train_fraction=0.25)
+    restored.on_trial_add(None, worse)
+    assert restored.on_trial_result(None, worse, result(100, 9.0)) == TrialScheduler.STOP  # vs q0, not f0
+    rec = {(b["batch_size"], b["train_fraction"]): b for b in restored.record()["batches"]}
+    assert rec[(16, 0.25)]["rungs"][0]["stopped"] == 1 and rec[(16, 1.0)]["rungs"][0]["stopped"] == 0
 
 
 def test_only_a_trial_at_the_target_counts_at_rungs_it_skipped() -> None:

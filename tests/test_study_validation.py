@@ -33,6 +33,15 @@ BAD_SETS = [
     ("trainable_config.model=rnn", "trainable_config.model"),
     ("trainable_config.depth=3", "trainable_config.depth"),
     ("trainable_config.data_dir=/nonexistent", "trainable_config.data_dir"),
+    ("protocol.kind=fixed_budget", "budget.stop_at_target"),  # the built-in study stops at its target
+    ("protocol.kind=epochs", "protocol.kind"),
+    ("search.train_fraction=[0,1]", "search.train_fraction.0"),
+    ("search.train_fraction=[0.5,1.5]", "search.train_fraction.1"),
+    ("search.train_fraction=[0.5,0.5]", "search.train_fraction"),
+    ("search.lr={policies=['linear','tuned'],base_batch=32,base_lr=0.01}", "search.lr"),
+    ("search.lr={policies=['linear'],base_batch=32,base_lr=0.01,tuned={min=0.1,max=1}}", "search.lr"),
+    ("search.lr={policies=['cubic'],base_batch=32,base_lr=0.01}", "search.lr.policies.0"),
+    ("search.lr={policies=['linear'],base_batch=32}", "search.lr.base_lr"),
     ("search", "--set"),
     ("search..lr=1", "--set"),
 ]
@@ -74,6 +83,29 @@ def test_bad_flag_exits_2_naming_the_flag(flags: list[str], key: str, tmp_path: 
     assert err.count("\n") == 0, err
     assert key in err, err
     assert (list(out.iterdir()) == []) if flags == ["--resume"] else not out.exists()
+
+
+@pytest.mark.parametrize(
+    "study,sets,message",
+    [
+        ("lr-policies", ["budget.max_steps=100"], "error: budget.max_steps: a fixed_budget study gives every batch"),
+        ("lr-policies", ["budget.stop_at_target=true"], "error: budget.stop_at_target: a fixed_budget study trains"),
+        ("nqm", ["search.train_fraction=[0.5,1.0]"], "error: search.train_fraction: trainable nqm does not train on"),
+        (
+            "fashion-mnist",
+            ["search.strategy=adaptive", "search.train_fraction=[0.5,1.0]"],
+            "error: search.strategy: the adaptive search tunes one LR grid",
+        ),
+    ],
+)
+def test_protocol_and_subset_conflicts_exit_2(
+    study: str, sets: list[str], message: str, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["--study", study, *(a for s in sets for a in ("--set", s)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and err.count("\n") == 0, err
+    assert not out.exists()
 
 
 def test_bad_toml_file_names_file_and_line(tmp_path: Path, capsys) -> None:
