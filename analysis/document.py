@@ -24,7 +24,7 @@ from .figures import FIGURE_NAMES
 from .generalization import TRAIN_EVAL
 from .lr_rules import GRID_FLOOR, SELECTION
 from .numbers import format_interval, format_number
-from .protocol_sections import SECTION_ITEMS, protocol_sections
+from .protocol_sections import SECTION_ITEMS, protocol_sections, protocol_summary
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis, Interval
 from .tables import TableFile
@@ -340,7 +340,7 @@ def build_document(a: Analysis, figures: list[FigureFile], tables: list[TableFil
     blocks: list[Block] = [
         Heading(f"Batch-size study: {a.run.name}", 1),
         Heading("Summary"),
-        Bullets(tuple(summary(a))),
+        Bullets((*summary(a), *protocol_summary(a))),
     ]
     blocks.append(Heading("Figures"))
     blocks += [Figure(f) for f in figures if f.name not in SECTION_ITEMS]

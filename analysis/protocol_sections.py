@@ -23,6 +23,26 @@ SECTION_ITEMS = frozenset({"equal_budget", "curvature_forgetting", "forgetting_p
 """Figure and table names that belong to these sections, not to the general lists."""
 
 
+def protocol_summary(a: Analysis) -> list[str]:
+    """The summary's bullets on these protocols (none for a plain steps-to-target run)."""
+    out = []
+    budget = a.run.study.get("budget", {})
+    if a.run.study.get("protocol", {}).get("kind") == "fixed_budget":
+        out.append(
+            f"Protocol `fixed_budget`: every batch size trains on {budget.get('max_examples', 0):,} examples and "
+            "none stops at the target; steps to target count the trials that reached it on the way."
+        )
+    if (eb := equal_budget(a)) is not None and eb.findings:
+        out.append("Equal budget: " + eb.findings[0][0].lower() + eb.findings[0][1:])
+    if (cf := curvature_forgetting(a)) is not None:
+        out.append(
+            "What limits the LR (LR sweeps on training subsets): "
+            + "; ".join(f"B={b} {v.verdict}" for b, v in sorted(cf.verdicts.items()))
+            + "."
+        )
+    return out
+
+
 def protocol_sections(a: Analysis, figures: list[FigureFile], tables: list[TableFile]) -> list[Block]:
     """The sections the run has data for, in report order."""
     fig = {f.name: f for f in figures}
