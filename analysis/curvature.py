@@ -99,7 +99,7 @@ def verdict(sweeps: dict[float, Sweep]) -> Verdict:
         missing = ", ".join(f"{f:g}" for f in fractions if best[f] is None)
         return Verdict(UNDETERMINED, f"no stable LR at fraction {missing}")
     b = [step[best[f]] for f in fractions]  # type: ignore[index]
-    shown = ", ".join(f"{f:g}: {best[f]:g}" for f in fractions)
+    shown = ", ".join(f"{f:g}: {best[f]:.3g}" for f in fractions)
     rise = b[0] - b[-1]
     clear = min(step[x] for x in sweeps[fractions[0]].near_best()) - max(
         step[x] for x in sweeps[fractions[-1]].near_best()
@@ -120,7 +120,7 @@ def verdict(sweeps: dict[float, Sweep]) -> Verdict:
             f"{missing}: the sweep does not reach the edge of stability",
         )
     u = [step[unstable[f]] for f in fractions]  # type: ignore[index]
-    at = ", ".join(f"{f:g}: {unstable[f]:g}" for f in fractions)
+    at = ", ".join(f"{f:g}: {unstable[f]:.3g}" for f in fractions)
     if max(u) - min(u) <= SAME_STEPS and all(ui - bi <= EDGE_STEPS for ui, bi in zip(u, b, strict=True)):
         return Verdict(
             CURVATURE,

@@ -182,7 +182,7 @@ def _findings(table: pd.DataFrame) -> list[str]:
                 parts.append(f"B={b}: {closed:.0%} (constant {c:.3f}, {rule} {r:.3f}, tuned {t:.3f})")
             elif np.isfinite(c) and np.isfinite(t) and not np.isfinite(r):
                 lr, div, n = (at(rule, b, k) for k in ("lr", "diverged", "seeds"))
-                parts.append(f"B={b}: the {rule} LR {lr:g} diverged on {div:.0f} of {n:.0f} seeds")
+                parts.append(f"B={b}: the {rule} LR {lr:.3g} diverged on {div:.0f} of {n:.0f} seeds")
         if parts:
             out.append(
                 f"Share of the constant LR's excess final val loss over tuned that {rule} scaling removes: "

@@ -101,6 +101,7 @@ def curvature_figure(a: Analysis, out: Path) -> FigureFile | None:
             ax.plot(lr[bad], np.full(bad.sum(), top * 1.05), "x", color=colours[f], ms=5)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain_log_axis(ax.yaxis)
         ax.set_title(f"B={b}: {cf.verdicts[b].verdict}", fontsize=7.5)
         ax.set_xlabel("learning rate")
     axes[0][0].set_ylabel(cf.loss_column.removeprefix("final_").replace("_", " "))

@@ -69,7 +69,7 @@ def protocol_sections(a: Analysis, figures: list[FigureFile], tables: list[Table
         if len(inst) >= 2:
             items.append(
                 "Instability LR on the largest fraction: "
-                + ", ".join(f"{x:g} at B={b}" for b, x in inst)
+                + ", ".join(f"{x:.3g} at B={b}" for b, x in inst)
                 + " (curvature moves it with the batch size; forgetting does not)."
             )
         blocks += [
