@@ -189,19 +189,17 @@ def _findings(table: pd.DataFrame) -> list[str]:
                 + "; ".join(parts)
                 + "."
             )
-    best = table[table["policy"] == ("tuned" if "tuned" in policies else table["policy"].iloc[0])]
-    d = best.dropna(subset=["weight_distance_mean"])
-    if len(d) >= 2:
-        lo, hi = d.iloc[0], d.iloc[-1]
-        out.append(
-            f"Distance from the initial weights at the {lo['policy']} LR: {lo['weight_distance_mean']:.3g} at "
-            f"B={int(lo['batch_size'])}, {hi['weight_distance_mean']:.3g} at B={int(hi['batch_size'])}."
-        )
-    e = best.dropna(subset=["epoch_time_s_mean"])
-    if len(e) >= 2:
-        lo, hi = e.iloc[0], e.iloc[-1]
-        out.append(
-            f"Wall time per epoch: {lo['epoch_time_s_mean']:.3g} s at B={int(lo['batch_size'])}, "
-            f"{hi['epoch_time_s_mean']:.3g} s at B={int(hi['batch_size'])} (this run's hardware, packed trials)."
-        )
+    policy = "tuned" if "tuned" in policies else str(table["policy"].iloc[0])
+    mine = table[table["policy"] == policy]
+    for col, what, unit in (
+        ("weight_distance_mean", f"Distance from the initial weights at the {policy} LR", ""),
+        ("epoch_time_s_mean", "Wall time per epoch (this run's hardware, packed trials)", " s"),
+    ):
+        d = mine.dropna(subset=[col])
+        if len(d) >= 2:
+            out.append(
+                f"{what}: "
+                + ", ".join(f"{v:.3g}{unit} at B={b}" for b, v in zip(d["batch_size"], d[col], strict=True))
+                + "."
+            )
     return out

@@ -112,19 +112,19 @@ def write_run(run_dir: Path, study: str, trials: list[dict]) -> None:
     write_atomic(run_dir / "trials.parquet", pa.Table.from_pylist(rows, TRIALS_SCHEMA))
 
 
-POLICY_STUDY = """name = "p"
-trainable = "fashion_mnist"
-[protocol]
-kind = "fixed_budget"
-[search]
-batch_sizes = [32, 128]
-lr = { policies = ["constant", "linear", "sqrt", "tuned"], base_batch = 32, base_lr = 0.01, tuned = { min = 0.01, max = 0.16, points = 5 } }
-[budget]
-max_examples = 1280
-[target]
-metric = "val_accuracy"
-value = 0.85
-"""
+def study_toml(search: str, max_examples: int) -> str:
+    """A fixed_budget Fashion-MNIST study.toml with this ``[search]`` table."""
+    return (
+        f'name = "p"\ntrainable = "fashion_mnist"\n[protocol]\nkind = "fixed_budget"\n[search]\n{search}\n'
+        f'[budget]\nmax_examples = {max_examples}\n[target]\nmetric = "val_accuracy"\nvalue = 0.85\n'
+    )
+
+
+POLICY_STUDY = study_toml(
+    'batch_sizes = [32, 128]\nlr = { policies = ["constant", "linear", "sqrt", "tuned"], base_batch = 32, '
+    "base_lr = 0.01, tuned = { min = 0.01, max = 0.16, points = 5 } }",
+    1280,
+)
 
 
 def test_equal_budget_picks_tuned_among_finished_lrs_and_reports_the_gap_closed(tmp_path: Path) -> None:
@@ -156,20 +156,9 @@ def test_equal_budget_picks_tuned_among_finished_lrs_and_reports_the_gap_closed(
     assert "## Curvature or forgetting" not in report  # no training fractions in this run
 
 
-SUBSET_STUDY = """name = "p"
-trainable = "fashion_mnist"
-[protocol]
-kind = "fixed_budget"
-[search]
-batch_sizes = [128, 512]
-train_fraction = [0.25, 1.0]
-lr = { min = 0.01, max = 1.28, points = 8 }
-[budget]
-max_examples = 5120
-[target]
-metric = "val_accuracy"
-value = 0.85
-"""
+SUBSET_STUDY = study_toml(
+    "batch_sizes = [128, 512]\ntrain_fraction = [0.25, 1.0]\nlr = { min = 0.01, max = 1.28, points = 8 }", 5120
+)
 
 
 def test_subset_runs_get_a_verdict_per_batch_size_and_fits_use_all_the_data(tmp_path: Path) -> None:
