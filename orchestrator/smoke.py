@@ -44,6 +44,7 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
     fractions = search.get("train_fraction", [1.0])
     search["train_fraction"] = sorted({min(fractions), max(fractions)})
     budget = dict(raw["budget"])
+    budget.pop("max_epochs", None)  # validation resolved it into max_examples
     budget["max_examples"] = min(budget.get("max_examples") or SMOKE_MAX_EXAMPLES, SMOKE_MAX_EXAMPLES)
     if raw.get("protocol", {}).get("kind") != "fixed_budget":
         budget["max_steps"] = min(budget.get("max_steps") or SMOKE_MAX_STEPS, SMOKE_MAX_STEPS)

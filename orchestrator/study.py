@@ -90,6 +90,10 @@ class Budget(_Strict):
     """Cap on examples seen per trial."""
     max_steps: PositiveInt | None = None
     """Cap on optimizer updates per trial (the tighter of the two caps applies)."""
+    max_epochs: float | None = Field(default=None, gt=0)
+    """Cap in epochs of the full training set, for a trainable that says how large it is
+    (``train_size``); resolved at validation into ``max_examples``, which it must then
+    equal if both are given."""
     stop_at_target: bool | None = None
     """End a trial as soon as it reaches the target (default: true for steps_to_target,
     false for fixed_budget, which may not set it true)."""
@@ -98,8 +102,8 @@ class Budget(_Strict):
 
     @pydantic.model_validator(mode="after")
     def _some_cap(self) -> Budget:
-        if self.max_examples is None and self.max_steps is None:
-            raise ValueError("set max_examples or max_steps")
+        if self.max_examples is None and self.max_steps is None and self.max_epochs is None:
+            raise ValueError("set max_examples, max_epochs or max_steps")
         return self
 
     def examples_cap(self, batch_size: int) -> int:
@@ -315,57 +319,15 @@ def validate(raw: dict[str, Any]) -> Study:
     except pydantic.ValidationError as e:
         raise UsageError(_first_error(e, prefix="trainable_config")) from None
     from cluster.slurm_flags import from_table
+    from orchestrator.study_checks import check_metrics, check_protocol, check_subsets, resolve_epochs
 
+    study = resolve_epochs(study)
     from_table(study.slurm, "slurm")  # a bad [slurm] key is bad input on every back-end
-    _check_metrics(study)
-    _check_protocol(study)
-    _check_subsets(study)
+    check_metrics(study)
+    check_protocol(study)
+    check_subsets(study)
     study.resources.check_batch_sizes(study.search.batch_sizes)
     return study
-
-
-def _check_metrics(study: Study) -> None:
-    # A misspelt metric would otherwise run the whole sweep: ASHA would never see it (and
-    # prune nothing) and no trial would ever reach the target.
-    import trainables
-
-    known = trainables.metrics(study.trainable)
-    if known is None:
-        return  # a user's trainable that does not declare METRICS: nothing to check against
-    keys = [("target.metric", study.target.metric)]
-    if study.early_stopping.scheduler != "none":
-        keys.append(("early_stopping.metric", study.early_stopping.metric))
-    for key, metric in keys:
-        if metric not in known:
-            raise UsageError(
-                f"{key}: {metric!r} is not reported by trainable {study.trainable} (it reports {', '.join(known)})"
-            )
-
-
-def _check_protocol(study: Study) -> None:
-    s = study.search
-    if s.strategy == "adaptive" and (s.train_fraction != [1.0] or isinstance(s.lr, LrPolicies)):
-        raise UsageError(
-            "search.strategy: the adaptive search tunes one LR grid on all of the data (no lr.policies, no train_fraction)"
-        )
-    if study.protocol.kind != "fixed_budget":
-        return
-    if study.budget.max_steps is not None:
-        raise UsageError(
-            "budget.max_steps: a fixed_budget study gives every batch size the same examples; set max_examples only"
-        )
-    if study.budget.stop_at_target:
-        raise UsageError("budget.stop_at_target: a fixed_budget study trains every trial to its budget")
-
-
-def _check_subsets(study: Study) -> None:
-    import trainables
-
-    if study.search.train_fraction != [1.0] and not trainables.supports_subsets(study.trainable):
-        raise UsageError(
-            f"search.train_fraction: trainable {study.trainable} does not train on subsets (its module "
-            "does not declare SUBSETS = True; trainables.subsets)"
-        )
 
 
 def load_study(

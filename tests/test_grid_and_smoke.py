@@ -264,6 +264,7 @@ def test_lr_policies_run_each_rule_lr_once_beside_the_tuned_grid() -> None:
     config = trial_config(study, points[0])
     assert config.stop_at_target is False and config.max_steps is None and config.max_examples == 110_000
     assert config.step_cap * config.batch_size <= 110_000  # the same examples at every batch size
+    assert study.budget.max_epochs == 2  # 2 epochs of the 55,000 training images, resolved
 
 
 def test_training_fractions_cross_every_trial_and_take_turns_in_the_start_order() -> None:

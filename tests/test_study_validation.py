@@ -35,6 +35,8 @@ BAD_SETS = [
     ("trainable_config.data_dir=/nonexistent", "trainable_config.data_dir"),
     ("protocol.kind=fixed_budget", "budget.stop_at_target"),  # the built-in study stops at its target
     ("protocol.kind=epochs", "protocol.kind"),
+    ("budget.max_epochs=2", "budget.max_examples"),  # 2 epochs are not the study's 1,000,000 examples
+    ("budget.max_epochs=0", "budget.max_epochs"),
     ("search.train_fraction=[0,1]", "search.train_fraction.0"),
     ("search.train_fraction=[0.5,1.5]", "search.train_fraction.1"),
     ("search.train_fraction=[0.5,0.5]", "search.train_fraction"),
@@ -91,6 +93,7 @@ def test_bad_flag_exits_2_naming_the_flag(flags: list[str], key: str, tmp_path: 
         ("lr-policies", ["budget.max_steps=100"], "error: budget.max_steps: a fixed_budget study gives every batch"),
         ("lr-policies", ["budget.stop_at_target=true"], "error: budget.stop_at_target: a fixed_budget study trains"),
         ("nqm", ["search.train_fraction=[0.5,1.0]"], "error: search.train_fraction: trainable nqm does not train on"),
+        ("nqm", ["budget.max_epochs=1"], "error: budget.max_epochs: trainable nqm does not say how large"),
         (
             "fashion-mnist",
             ["search.strategy=adaptive", "search.train_fraction=[0.5,1.0]"],

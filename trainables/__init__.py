@@ -57,6 +57,11 @@ def metrics(spec: str) -> tuple[str, ...] | None:
     return registry.metrics(resolve(spec))
 
 
+def train_size(spec: str, settings: pydantic.BaseModel) -> int | None:
+    """Training examples per epoch, for ``budget.max_epochs`` (None: the trainable does not say)."""
+    return registry.train_size(resolve(spec), settings)
+
+
 def supports_subsets(spec: str) -> bool:
     """Whether a trainable trains on ``config.train_fraction`` of its data (``SUBSETS = True``)."""
     return registry.supports_subsets(resolve(spec))

@@ -81,6 +81,12 @@ def data_files(data_dir: str | Path) -> list[Path]:
     return out
 
 
+def train_size(settings: TrainableConfig) -> int:
+    """Training examples per epoch (the labels file's count less ``val_size``), for a
+    study's ``budget.max_epochs``."""
+    return len(read_idx(data_files(settings.data_dir)[1])) - settings.val_size
+
+
 def preflight(settings: TrainableConfig) -> None:
     """Raise ``FileNotFoundError`` (one line) when the data are not where the study says."""
     data_files(settings.data_dir)

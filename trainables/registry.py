@@ -199,6 +199,13 @@ def metrics(ref: TrainableRef) -> tuple[str, ...] | None:
     return None if declared is None else tuple(declared)
 
 
+def train_size(ref: TrainableRef, settings: BaseModel) -> int | None:
+    """Training examples per epoch from the module's ``train_size(settings)``; None when it
+    has none (its data are synthetic, or it does not say)."""
+    count = getattr(load(ref), "train_size", None)
+    return None if count is None else int(count(settings))
+
+
 def supports_subsets(ref: TrainableRef) -> bool:
     """Whether the trainable trains on ``config.train_fraction`` of its data (its module
     says ``SUBSETS = True``; ``trainables.subsets``)."""
