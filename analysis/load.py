@@ -47,17 +47,18 @@ class Run:
     @property
     def fractions(self) -> list[float]:
         """The training fractions the curves hold, ascending (``[1.0]`` without the axis)."""
-        return sorted({float(f) for f in _fractions(self.curves)})
+        return sorted({float(f) for f in fractions_of(self.curves)})
 
     def at_fraction(self, fraction: float) -> Run:
         """The same run with only the trials that trained on ``fraction`` of the data."""
-        curves = self.curves[_fractions(self.curves) == fraction].reset_index(drop=True)
-        trials = None if self.trials is None else self.trials[_fractions(self.trials) == fraction]
+        curves = self.curves[fractions_of(self.curves) == fraction].reset_index(drop=True)
+        trials = None if self.trials is None else self.trials[fractions_of(self.trials) == fraction]
         return Run(curves, trials, self.study, self.run_dir, self.trials_synthesised)
 
 
-def _fractions(frame: pd.DataFrame) -> pd.Series:
-    # runs from before ``search.train_fraction`` (and other writers) trained on all the data
+def fractions_of(frame: pd.DataFrame) -> pd.Series:
+    """The ``train_fraction`` of each row (curves or trials); 1.0 where it is missing or
+    null: runs from before ``search.train_fraction`` (and other writers) trained on all the data."""
     if "train_fraction" not in frame.columns:
         return pd.Series(1.0, index=frame.index)
     return pd.to_numeric(frame["train_fraction"], errors="coerce").fillna(1.0)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from trainables.contract import FINAL_COLUMNS
 
-from .load import Run, Target
+from .load import Run, Target, fractions_of
 
 
 def _last_finite(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -133,7 +133,7 @@ def trial_table(run: Run) -> pd.DataFrame:
     batch = c["batch_size"].to_numpy(dtype=np.int64)[firsts]
     lr = c["lr"].to_numpy(dtype=float)[firsts]
     seed = c["seed"].to_numpy(dtype=float, na_value=np.nan)[firsts] if "seed" in c.columns else np.full(n, np.nan)
-    fraction = column("train_fraction")[first_row]
+    fraction = fractions_of(c).to_numpy(dtype=float)[order][first_row]
 
     table = pd.DataFrame(
         {
@@ -141,8 +141,7 @@ def trial_table(run: Run) -> pd.DataFrame:
             "batch_size": batch,
             "lr": lr,
             "seed": seed,
-            # runs from before the axis (and other writers) trained on all of the data
-            "train_fraction": np.where(np.isfinite(fraction), fraction, 1.0),
+            "train_fraction": fraction,
             "steps_to_target": s_to,
             "wall_time_to_target_s": w_to,
             "best_metric": best_metric,
@@ -190,9 +189,7 @@ def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataF
                 "seed": pd.to_numeric(missing["seed"], errors="coerce").to_numpy(dtype=float)
                 if "seed" in missing.columns
                 else np.nan,
-                "train_fraction": pd.to_numeric(missing["train_fraction"], errors="coerce").fillna(1.0).to_numpy()
-                if "train_fraction" in missing.columns
-                else 1.0,
+                "train_fraction": fractions_of(missing).to_numpy(dtype=float),
                 "status": missing["status"].astype(str).to_numpy(),
                 **{
                     c: pd.to_numeric(missing[c], errors="coerce").to_numpy(dtype=float)

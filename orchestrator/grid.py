@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.lr_spec import LrGrid, LrPolicies
+from orchestrator.strata import Stratum
 from orchestrator.study import Study
 from trainables.contract import TrialConfig, round_lr, rule_lr
 
@@ -31,7 +32,7 @@ class TrialPoint:
     train_fraction: float = 1.0
 
     @property
-    def stratum(self) -> tuple[int, float]:
+    def stratum(self) -> Stratum:
         """What early stopping compares a trial within: (batch size, training fraction)."""
         return (self.batch_size, self.train_fraction)
 
@@ -167,8 +168,10 @@ def format_order(study: Study, first: int = 6) -> str:
     order = start_order(study)
     n_lrs = len(lr_values(study, study.search.batch_sizes[0]))
     seeds = ", the seeds of one LR together" if study.search.seeds > 1 else ""
-    at = (lambda p: f" on {p.train_fraction:g}") if len(study.search.train_fraction) > 1 else (lambda p: "")
-    head = ", ".join(f"B={p.batch_size}{at(p)} lr={p.lr:.3g}" for p in order[:first])
+    on = len(study.search.train_fraction) > 1
+    head = ", ".join(
+        f"B={p.batch_size}{f' on {p.train_fraction:g}' if on else ''} lr={p.lr:.3g}" for p in order[:first]
+    )
     return (
         f"order: within a batch size, LRs by grid position {' '.join(str(i + 1) for i in centre_out(n_lrs))} "
         f"(centre outwards){seeds}; batch sizes take turns: {head}" + (", ..." if len(order) > first else "")
