@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from orchestrator.launch import main
-from support import run_trainable
+from support import run_trainable, trial
+from trainables import cifar10
 from trainables.cifar10 import FILES, TrainableConfig, preflight
 from trainables.schedule import eval_steps
+from trainables.subsets import train_subset
 
 ROW = {
     "step",
@@ -89,6 +91,23 @@ def test_trains_and_reports_the_contract_columns(data_dir: Path) -> None:
     assert rows[0]["lr_current"] == pytest.approx(0.2 * 32 / 64)  # warmup in examples
     assert rows[-1]["lr_current"] < 0.2  # linear decay towards 0 at the cap
     assert {"model", "optimizer", "step"} <= set(ckpts[-1]) and ckpts[-1]["step"] == 6
+
+
+def test_a_subset_trial_trains_on_its_subset_only(data_dir: Path) -> None:
+    """train_fraction 0.5 of the 160 training images: epochs count 80, and the 80 images
+    outside the subset never reach the model (a label of no class there would fail the loss)."""
+    rows, _ = run(config(data_dir, train_fraction=0.5))
+    assert rows[-1]["epoch"] == pytest.approx(6 * 32 / 80)
+    data = cifar10.load_data(str(data_dir))
+    keep = train_subset(len(data.y_train), 0.5).numpy()
+    poisoned = data.y_train.copy()
+    poisoned[np.setdiff1d(np.arange(len(poisoned)), keep)] = 10  # no such class: cross-entropy raises on it
+    bad = cifar10.Arrays(data.x_train, poisoned, data.x_val, data.y_val)
+    out: list[dict] = []
+    cifar10.train_on(trial(config(data_dir, train_fraction=0.5)), lambda m, checkpoint=None: out.append(m), bad)
+    assert len(out) == len(rows) and all(np.isfinite(r["train_loss"]) for r in out)
+    with pytest.raises((IndexError, RuntimeError)):  # the control: all the data meets the bad labels
+        cifar10.train_on(trial(config(data_dir)), lambda m, checkpoint=None: None, bad)
 
 
 def test_accumulation_4x16_equals_1x64_with_ghost_bn_of_the_micro_size(data_dir: Path) -> None:

@@ -55,8 +55,10 @@ from trainables.loop import (
     run,
 )
 from trainables.resnet import GhostBatchNorm2d
+from trainables.subsets import train_subset
 
 FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+SUBSETS = True  # trains on config.train_fraction of the training images (trainables.subsets)
 METRICS = ("train_loss", "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy")
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]) * 255
 STD = torch.tensor([0.2470, 0.2435, 0.2616]) * 255
@@ -218,7 +220,11 @@ def train(config: TrialConfig, report: Report) -> None:
 
 
 def train_on(config: TrialConfig, report: Report, data: Arrays, timers: dict[str, float] | None = None) -> None:
-    """Train one trial on ``data`` (the CIFAR-10 arrays, or synthetic ones for a bench)."""
+    """Train one trial on ``data`` (the CIFAR-10 arrays, or synthetic ones for a bench), on
+    its ``train_fraction`` subset of the training images (``trainables.subsets``)."""
+    if config.train_fraction < 1:
+        keep = train_subset(len(data.y_train), config.train_fraction).numpy()
+        data = Arrays(data.x_train[keep], data.y_train[keep], data.x_val, data.y_val)
     s = TrainableConfig.model_validate(config.settings)
     torch.set_num_threads(config.threads)
     dev = device(config)
