@@ -23,11 +23,13 @@ LR_FORM_TAGS = ("lr_grid", "lr_rule", "lr_policies")
 """pydantic's union tags of the forms (never part of an error's key)."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A table of user input: unknown keys are errors, values frozen (every study table)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LrGrid(_Strict):
+class LrGrid(Strict):
     """A log-spaced learning-rate grid, the same for every batch size."""
 
     min: float = Field(gt=0)
@@ -46,7 +48,7 @@ class LrGrid(_Strict):
         return self
 
 
-class LrRule(_Strict):
+class LrRule(Strict):
     """A log-spaced grid centred, per batch size, on a scaling rule's prediction."""
 
     rule: Literal["linear", "sqrt"]
@@ -64,7 +66,7 @@ class LrRule(_Strict):
 LrPolicy = Literal["constant", "linear", "sqrt", "tuned"]
 
 
-class LrPolicies(_Strict):
+class LrPolicies(Strict):
     """LR policies compared at every batch size (the equal-budget experiment): each fixed
     rule's one LR, and for ``tuned`` a grid; ``tuned`` is then the best LR tried at that
     batch size, whichever policy's it is."""

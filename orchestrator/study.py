@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRule, lr_form
+from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRule, Strict, lr_form
 from orchestrator.overrides import apply_overrides
 from trainables.contract import Target, UsageError, read_toml, step_cap
 
@@ -25,11 +25,7 @@ DEFAULT_STUDY = "fashion-mnist"
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Adaptive(_Strict):
+class Adaptive(Strict):
     """Settings of ``strategy = "adaptive"`` (``orchestrator.adaptive``)."""
 
     order: Literal["small_to_large", "outside_in"] = "small_to_large"
@@ -41,7 +37,7 @@ class Adaptive(_Strict):
     batch size up to its own (0: the study's budget only)."""
 
 
-class Search(_Strict):
+class Search(Strict):
     """The outer batch-size grid and the inner learning-rate search."""
 
     batch_sizes: list[PositiveInt] = Field(min_length=1)
@@ -83,7 +79,7 @@ class Search(_Strict):
         return sorted(v)
 
 
-class Budget(_Strict):
+class Budget(Strict):
     """How long one trial may train."""
 
     max_examples: PositiveInt | None = None
@@ -111,7 +107,7 @@ class Budget(_Strict):
         return step_cap(batch_size, self.max_steps, self.max_examples) * batch_size
 
 
-class Protocol(_Strict):
+class Protocol(Strict):
     """What the study measures (``[protocol]``)."""
 
     kind: Literal["steps_to_target", "fixed_budget"] = "steps_to_target"
@@ -121,7 +117,7 @@ class Protocol(_Strict):
     LR policies at equal epochs ("Equal-budget comparison")."""
 
 
-class EarlyStopping(_Strict):
+class EarlyStopping(Strict):
     """Successive halving over examples seen, one set of rungs per batch size."""
 
     scheduler: Literal["asha", "sha", "none"] = "asha"
@@ -140,7 +136,7 @@ class EarlyStopping(_Strict):
     """Each rung keeps the best 1/reduction_factor of the trials that reached it."""
 
 
-class Resources(_Strict):
+class Resources(Strict):
     """What one trial occupies; Ray packs trials onto the allocation."""
 
     cpus_per_trial: float = Field(default=1, gt=0)
@@ -201,7 +197,7 @@ def _installed(module: str) -> bool:
         return False
 
 
-class Tracking(_Strict):
+class Tracking(Strict):
     """Experiment trackers the sweep also logs to, one run per trial (``orchestrator.tracking``)."""
 
     mlflow: bool | str = False
@@ -227,7 +223,7 @@ class Tracking(_Strict):
         return v
 
 
-class Study(_Strict):
+class Study(Strict):
     """One batch-size × learning-rate study."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
