@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRule, Strict, lr_form
 from orchestrator.overrides import apply_overrides
+from orchestrator.tracking_spec import Tracking
 from trainables.contract import Target, UsageError, read_toml, step_cap
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
@@ -184,45 +185,6 @@ class Resources(Strict):
                 )
 
 
-# The pip extra that brings each tracker's package (pyproject.toml's optional dependencies).
-TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboardX", "wandb": "wandb"}
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-class Tracking(Strict):
-    """Experiment trackers the sweep also logs to, one run per trial (``orchestrator.tracking``)."""
-
-    mlflow: bool | str = False
-    """true: an MLflow file store under RUN_DIR/mlruns; a string: a tracking URI (a path,
-    ``sqlite:///...``, ``http://...``)."""
-    tensorboard: bool = False
-    """true: TensorBoard event files under RUN_DIR/tensorboard."""
-    wandb: Literal[False, "offline", "online"] = False
-    """"offline": W&B's offline files under RUN_DIR/wandb (``wandb sync`` uploads them);
-    "online" logs to the W&B server (needs ``wandb login``); never online unless asked."""
-    project: str | None = Field(default=None, min_length=1)
-    """MLflow experiment and W&B project name (default: the study's name)."""
-
-    @pydantic.field_validator("mlflow", "tensorboard", "wandb")
-    @classmethod
-    def _package_installed(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
-        # at launch, before anything is written: never an ImportError mid-sweep
-        name = str(info.field_name)
-        if v is not False and v != "" and not _installed(TRACKER_PACKAGES[name]):
-            raise ValueError(f"{TRACKER_PACKAGES[name]} is not installed: pip install 'batchscale[{name}]'")
-        if v == "":
-            raise ValueError("an empty tracking URI (true: RUN_DIR/mlruns)")
-        return v
-
-
 class Study(Strict):
     """One batch-size × learning-rate study."""
 
@@ -315,15 +277,87 @@ def validate(raw: dict[str, Any]) -> Study:
     except pydantic.ValidationError as e:
         raise UsageError(_first_error(e, prefix="trainable_config")) from None
     from cluster.slurm_flags import from_table
-    from orchestrator.study_checks import check_metrics, check_protocol, check_subsets, resolve_epochs
 
-    study = resolve_epochs(study)
+    study = _resolve_epochs(study)
     from_table(study.slurm, "slurm")  # a bad [slurm] key is bad input on every back-end
-    check_metrics(study)
-    check_protocol(study)
-    check_subsets(study)
+    _check_metrics(study)
+    _check_protocol(study)
+    _check_subsets(study)
     study.resources.check_batch_sizes(study.search.batch_sizes)
     return study
+
+
+# The checks below look past one table: against the trainable (the metrics it reports, its
+# training-set size for budget.max_epochs, whether it trains on subsets) and across tables.
+
+
+def _check_metrics(study: Study) -> None:
+    # A misspelt metric would otherwise run the whole sweep: ASHA would never see it (and
+    # prune nothing) and no trial would ever reach the target.
+    import trainables
+
+    known = trainables.metrics(study.trainable)
+    if known is None:
+        return  # a user's trainable that does not declare METRICS: nothing to check against
+    keys = [("target.metric", study.target.metric)]
+    if study.early_stopping.scheduler != "none":
+        keys.append(("early_stopping.metric", study.early_stopping.metric))
+    for key, metric in keys:
+        if metric not in known:
+            raise UsageError(
+                f"{key}: {metric!r} is not reported by trainable {study.trainable} (it reports {', '.join(known)})"
+            )
+
+
+def _resolve_epochs(study: Study) -> Study:
+    """The study with ``budget.max_epochs`` turned into ``budget.max_examples``."""
+    import trainables
+
+    b = study.budget
+    if b.max_epochs is None:
+        return study
+    try:
+        n = trainables.train_size(study.trainable, study.trainable_settings())
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if n is None:
+        raise UsageError(
+            f"budget.max_epochs: trainable {study.trainable} does not say how large its training set is "
+            "(no train_size); set budget.max_examples"
+        )
+    examples = max(1, round(b.max_epochs * n))
+    if b.max_examples is not None and b.max_examples != examples:
+        raise UsageError(
+            f"budget.max_examples: {b.max_examples} conflicts with budget.max_epochs = {b.max_epochs:g} "
+            f"({examples} examples of {n}); set one"
+        )
+    return study.model_copy(update={"budget": b.model_copy(update={"max_examples": examples})})
+
+
+def _check_protocol(study: Study) -> None:
+    s = study.search
+    if s.strategy == "adaptive" and (s.train_fraction != [1.0] or isinstance(s.lr, LrPolicies)):
+        raise UsageError(
+            "search.strategy: the adaptive search tunes one LR grid on all of the data (no lr.policies, no train_fraction)"
+        )
+    if study.protocol.kind != "fixed_budget":
+        return
+    if study.budget.max_steps is not None:
+        raise UsageError(
+            "budget.max_steps: a fixed_budget study gives every batch size the same examples; set max_examples only"
+        )
+    if study.budget.stop_at_target:
+        raise UsageError("budget.stop_at_target: a fixed_budget study trains every trial to its budget")
+
+
+def _check_subsets(study: Study) -> None:
+    import trainables
+
+    if study.search.train_fraction != [1.0] and not trainables.supports_subsets(study.trainable):
+        raise UsageError(
+            f"search.train_fraction: trainable {study.trainable} does not train on subsets (its module "
+            "does not declare SUBSETS = True; trainables.subsets)"
+        )
 
 
 def load_study(

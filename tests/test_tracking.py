@@ -245,9 +245,9 @@ def test_a_tracker_not_installed_is_one_line_before_anything_is_written(tmp_path
     [("tracking.tensorboard", "true", "tensorboard"), ("tracking.wandb", '"offline"', "wandb")],
 )
 def test_every_tracker_names_its_extra(key: str, value: str, extra: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import orchestrator.study as study_mod
+    import orchestrator.tracking_spec as spec_mod
 
-    monkeypatch.setattr(study_mod, "_installed", lambda module: False)
+    monkeypatch.setattr(spec_mod, "_installed", lambda module: False)
     with pytest.raises(UsageError, match=rf"^{key}: .* is not installed: pip install 'batchscale\[{extra}\]'"):
         load_study("nqm", [f"{key}={value}"], budget="smoke")
 

@@ -1,7 +1,7 @@
 """Experiment trackers: every trial one run in MLflow, TensorBoard or W&B, and the study's fits
 (RUN_DIR/report/fits.json) as a study run after the report.
 
-The study's ``[tracking]`` table (``orchestrator.study.Tracking``) turns them on:
+The study's ``[tracking]`` table (``orchestrator.tracking_spec.Tracking``) turns them on:
 
     [tracking]
     mlflow = true          # a file store under RUN_DIR/mlruns, or a tracking URI string
