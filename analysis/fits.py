@@ -23,6 +23,7 @@ import pandas as pd
 
 from .best_lr import batch_trials, summary_from_table
 from .bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED, resample
+from .branching import branching
 from .generalization import generalization_gap
 from .intervals import critical_with_intervals, lr_scaling_with_intervals, per_batch_intervals
 from .load import Run
@@ -89,6 +90,7 @@ def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) ->
         seed=seed,
         gap_train_column=gap_column,
         subsets=subsets,
+        branched=branching(run.run_dir, run.study),
         reasons=_reasons(critical, lr, reg, noise, summary),
     )
 

@@ -117,6 +117,64 @@ def curvature_figure(a: Analysis, out: Path) -> FigureFile | None:
     )
 
 
-PROTOCOL_FIGURES: tuple[Callable[[Analysis, Path], FigureFile | None], ...] = (equal_budget_figure, curvature_figure)
+def branching_figure(a: Analysis, out: Path) -> FigureFile | None:
+    br = a.branched
+    if br is None or br.table["local_critical_batch"].isna().all():
+        return None
+    b0, tol = int(br.settings["base_batch"]), float(br.settings.get("tolerance", 0.02))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FULL_WIDTH, HEIGHT + 0.3), layout="constrained")
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(br.table)))
+    for (i, d), colour in zip(br.branches.groupby("checkpoint", sort=True), colours, strict=False):
+        ratio = d["loss_ratio"].to_numpy(dtype=float)
+        size = (d["multiplier"].to_numpy(dtype=float)) * b0
+        ok = np.isfinite(ratio)
+        examples = int(br.settings["checkpoints"][int(i)])
+        left.plot(size[ok], ratio[ok], "o-", ms=2.5, lw=0.9, color=colour, label=f"{examples:,}")
+    left.axhline(1 + tol, color="0.4", lw=0.8, ls="--")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("branch batch size k·B0")
+    left.set_ylabel("final loss / reference's")
+    left.legend(title="from examples", fontsize=6, title_fontsize=6.5)
+    t = br.table[br.table["local_critical_batch"].notna()]
+    x, y = t["examples_seen"].to_numpy(dtype=float), t["local_critical_batch"].to_numpy(dtype=float)
+    marker = {"below": "v", "above": "^"}
+    for m in ("o", "v", "^"):
+        sel = np.array([marker.get(c or "", "o") == m for c in t["censored"]])
+        if sel.any():
+            right.plot(x[sel], y[sel], m, color=PALETTE[0], ms=5, ls="none")
+    right.plot(x, y, "-", color=PALETTE[0], lw=0.9, label="branched (local)")
+    curve = br.base_curve.dropna(subset=["grad_noise_scale"]) if len(br.base_curve) else br.base_curve
+    if len(curve):
+        right.plot(
+            curve["examples_seen"], curve["grad_noise_scale"], color=PALETTE[2], lw=0.9, label="B_simple (base run)"
+        )
+    c = a.critical
+    if c.b_crit is not None:
+        right.axhline(c.b_crit, color=PALETTE[3], lw=0.9, ls="--", label="B_crit (sweep, to target)")
+        lo, hi = c.b_crit_ci95 or (None, None)
+        if lo is not None and hi is not None:
+            right.axhspan(lo, hi, color=PALETTE[3], alpha=0.15, lw=0)
+    right.set_xscale("log")
+    right.set_yscale("log", base=2)
+    plain_log_axis(right.yaxis)
+    right.set_xlabel("examples seen by the base run")
+    right.set_ylabel("batch size")
+    right.legend(fontsize=6)
+    return save_figure(
+        fig,
+        out,
+        "branching",
+        "Local critical batch size by branching",
+        f"Left: each branch's final loss over the reference's (k = 1), per checkpoint; dashed: 1 + tolerance "
+        f"({tol:g}). Right: the local critical batch size at each checkpoint (triangles: censored), the base "
+        "run's B_simple and the sweep's McCandlish B_crit with its 95% interval: local versus whole-run measures.",
+    )
+
+
+PROTOCOL_FIGURES: tuple[Callable[[Analysis, Path], FigureFile | None], ...] = (
+    equal_budget_figure,
+    curvature_figure,
+    branching_figure,
+)
 """Drawn after ``figures.FIGURES``; a run without the protocol gets none of them (and the
 report does not list them as missing)."""

@@ -15,11 +15,12 @@ import numpy as np
 from .curvature import EDGE_STEPS, FORGETTING_RISE, SAME_STEPS, curvature_forgetting
 from .equal_budget import equal_budget
 from .figure_style import FigureFile
+from .numbers import format_number
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis
 from .tables import TableFile
 
-SECTION_ITEMS = frozenset({"equal_budget", "curvature_forgetting", "forgetting_probe"})
+SECTION_ITEMS = frozenset({"equal_budget", "curvature_forgetting", "forgetting_probe", "branching"})
 """Figure and table names that belong to these sections, not to the general lists."""
 
 
@@ -34,6 +35,8 @@ def protocol_summary(a: Analysis) -> list[str]:
         )
     if (eb := equal_budget(a)) is not None and eb.findings:
         out.append("Equal budget: " + eb.findings[0][0].lower() + eb.findings[0][1:])
+    if a.branched is not None and (found := branching_findings(a)):
+        out.append("Branching: " + found[0][0].lower() + found[0][1:])
     if (cf := curvature_forgetting(a)) is not None:
         out.append(
             "What limits the LR (LR sweeps on training subsets): "
@@ -97,4 +100,55 @@ def protocol_sections(a: Analysis, figures: list[FigureFile], tables: list[Table
             ),
             Table(tab["forgetting_probe"]),
         ]
+    blocks += branching_section(a, fig, tab)
     return blocks
+
+
+def branching_findings(a: Analysis) -> tuple[str, ...]:
+    """One sentence per fact of the branching measurement (empty without one)."""
+    br = a.branched
+    if br is None:
+        return ()
+    t = br.table
+    cells = [
+        f"{r.local_critical_batch:,.0f}{' (censored ' + r.censored + ')' if r.censored else ''} at {r.examples_seen:,}"
+        for r in t.itertuples()
+        if r.local_critical_batch is not None and np.isfinite(r.local_critical_batch)
+    ]
+    out = []
+    if cells:
+        out.append("Local critical batch size (examples seen by the base run): " + ", ".join(cells) + ".")
+    missing = t[t["local_critical_batch"].isna()]
+    if len(missing):
+        out.append(f"No value at {len(missing)} checkpoint(s): {missing['reason'].iloc[0]}.")
+    sweep = float(a.run.curves.groupby("trial_id")["examples_seen"].max().sum())
+    if sweep > 0:
+        out.append(
+            f"Cost: {br.examples:,} examples for the base run and every branch, "
+            f"{format_number(100 * br.examples / sweep)}% of the {sweep:,.0f} the sweep trained."
+        )
+    if a.critical.b_crit is not None:
+        out.append(f"The sweep's McCandlish B_crit (to the target): {a.critical.b_crit:,.0f}.")
+    return tuple(out)
+
+
+def branching_section(a: Analysis, fig: dict[str, FigureFile], tab: dict[str, TableFile]) -> list[Block]:
+    br = a.branched
+    if br is None:
+        return []
+    s = br.settings
+    return [
+        Heading("Branched critical batch size"),
+        Paragraph(
+            f"From checkpoints of one base run at B0 = {s['base_batch']} (LR {s['base_lr']:g}), branches at k·B0 "
+            f"with the {s.get('lr_rule', 'linear')} LR rule and a reference (k = 1, the base continued) each train "
+            f"{s['window']:,} examples (Merrill et al. 2025). Walking k upwards, a branch keeps up while its final "
+            f"{s.get('metric', 'val_loss')} is at most (1 + {s.get('tolerance', 0.02):g}) times that of every "
+            "smaller k; the local critical batch size is B0 times the largest k up to which all keep up. It is "
+            "local and depends on the base run's LR: McCandlish's B_crit is a property of the whole run to the "
+            "target with the LR re-tuned at every batch size. The two measure different things, side by side here."
+        ),
+        Bullets(branching_findings(a)),
+        *([Figure(fig["branching"])] if "branching" in fig else []),
+        *([Table(tab["branching"])] if "branching" in tab else []),
+    ]

@@ -26,6 +26,7 @@ import pandas as pd
 from trainables.contract import LR_RULE_EXPONENTS, Target
 
 from .bootstrap import Resamples
+from .branching import Branched
 from .load import Run
 from .numbers import finite_or_none
 
@@ -302,6 +303,9 @@ class Analysis:
     subsets: pd.DataFrame | None = None
     """With several ``search.train_fraction`` values: the trial table of every fraction
     (``run``, ``trials`` and the fits hold the largest one only); None otherwise."""
+
+    branched: Branched | None = None
+    """The study's ``[branching]`` measurement (``analysis.branching``); None without one."""
 
 
 def _interval(ci: Interval | None) -> list[float | None] | None:

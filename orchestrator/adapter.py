@@ -21,7 +21,9 @@ as above, and a lost worker is re-raised, so Tune restarts every rank from the c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +34,7 @@ import torch
 from ray import tune
 
 from orchestrator.trial_side import error_line, node_name
-from orchestrator.tune_config import config_of
+from orchestrator.tune_config import STATE_FILES_KEY, config_of
 from orchestrator.workers import WorkerFailed, WorkerGroup, WorkerLost
 from trainables.registry import TrainableRef, load_function
 
@@ -54,11 +56,16 @@ def tune_trainable(
 
     def run_trial(tune_config: dict[str, Any]) -> None:
         config = config_of(tune_config)
+        files = tune_config.get(STATE_FILES_KEY) or {}
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
             config = config.with_checkpoint(state)
+        elif files.get("load"):  # a branch starts from another trial's state
+            init = torch.load(files["load"], map_location="cpu", weights_only=False)
+            config = dataclasses.replace(config, init_state=init)
+        last_state: dict[str, Any] | None = None  # the trainable's state at its last report
         node = node_name()
         last_saved = time.monotonic()
         in_tune = False  # an exception raised inside tune.report is Tune's, never the trial's
@@ -66,7 +73,8 @@ def tune_trainable(
         seen = -1.0  # examples at the previous report (none yet in this process)
 
         def report(metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
-            nonlocal last_saved, in_tune, seen
+            nonlocal last_saved, in_tune, seen, last_state
+            last_state = checkpoint
             clean = {k: v for k, v in metrics.items() if v is not None}
             clean["node"] = node
             in_tune = True
@@ -94,6 +102,8 @@ def tune_trainable(
                     group.shutdown()
             else:
                 load_function(trainable)(config, report)
+            if files.get("save") and last_state is not None:  # ran to its end, not diverged
+                save_state(last_state, Path(files["save"]))
         except _TargetReached:
             pass
         except WorkerLost:
@@ -106,3 +116,14 @@ def tune_trainable(
             tune.report({"error": error_line(e), "node": node})
 
     return run_trial
+
+
+def save_state(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename: a reader sees all of it or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

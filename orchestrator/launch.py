@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.laun
                 from orchestrator.adaptive import format_plan
 
                 print(format_plan(study))
+            if study.branching is not None:
+                from orchestrator.branching import format_branching
+
+                print(format_branching(study))
             if res.workers_per_trial > 1:
                 print(backend.capacity(req))
             if backend.name != "local":

@@ -1,4 +1,5 @@
-"""Run a study in its run directory: the sweep, then the summary and the report.
+"""Run a study in its run directory: the sweep (and its ``[branching]``), then the summary
+and the report.
 
 The one driver both back-ends call: ``cluster.local.LocalBackend`` here, in the
 foreground, and ``cluster.job.SweepJob`` on the head node of a Slurm job. Ray must be
@@ -22,6 +23,7 @@ from pathlib import Path
 import analysis
 from cluster import lease
 from orchestrator import rundir
+from orchestrator.branching import run_branching
 from orchestrator.errors import SweepInterrupted
 from orchestrator.progress import LiveDisplay
 from orchestrator.study import Study
@@ -54,6 +56,7 @@ def run_study(run_dir: Path, resume: bool = False, backend: str = "local") -> Pa
     try:
         with lease.held(run_dir, backend, job_id=job_id):
             run_sweep(study, run_dir, resume=resume, display=display)
+            run_branching(study, run_dir, resume=resume)
             print(summary_text(run_dir), flush=True)
             report = analysis.write_report(run_dir)
             log_fits_to_trackers(study, run_dir, report)

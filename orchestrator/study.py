@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, Field
 
+from orchestrator.branching_spec import Branching
 from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRule, Strict, lr_form
 from orchestrator.overrides import apply_overrides
 from orchestrator.tracking_spec import Tracking
@@ -207,6 +208,8 @@ class Study(Strict):
     mem, setup lines, ...); the launcher's flags win over them."""
     tracking: Tracking = Tracking()
     """Experiment trackers (MLflow, TensorBoard, W&B) the sweep logs every trial to."""
+    branching: Branching | None = None
+    """A local critical batch size by branching from a base run's checkpoints, run after the sweep."""
 
     @property
     def stops_at_target(self) -> bool:
@@ -234,7 +237,8 @@ class Study(Strict):
 
 def _first_error(err: pydantic.ValidationError, prefix: str = "") -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
+    parts = list(e["loc"])
+    loc = ".".join(str(p) for i, p in enumerate(parts) if not (i and parts[i - 1] == "lr" and _is_union_tag(p)))
     key = ".".join(p for p in (prefix, loc) if p) or "study"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
@@ -247,7 +251,8 @@ def _first_error(err: pydantic.ValidationError, prefix: str = "") -> str:
 
 
 def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the union member it tried in the location; users never wrote it.
+    # pydantic puts the union member it tried in the location (after search.lr); users never
+    # wrote it, and a key of the same name elsewhere (branching.lr_rule) is one they did.
     return isinstance(part, str) and part in LR_FORM_TAGS
 
 
@@ -284,6 +289,9 @@ def validate(raw: dict[str, Any]) -> Study:
     _check_protocol(study)
     _check_subsets(study)
     study.resources.check_batch_sizes(study.search.batch_sizes)
+    if study.branching is not None:
+        study.branching.check(trainable=study.trainable, warmup_examples=study.search.warmup_examples)
+        study.resources.check_batch_sizes(study.branching.batch_sizes())
     return study
 
 
@@ -353,7 +361,7 @@ def _check_protocol(study: Study) -> None:
 def _check_subsets(study: Study) -> None:
     import trainables
 
-    if study.search.train_fraction != [1.0] and not trainables.supports_subsets(study.trainable):
+    if study.search.train_fraction != [1.0] and not trainables.declares(study.trainable, "SUBSETS"):
         raise UsageError(
             f"search.train_fraction: trainable {study.trainable} does not train on subsets (its module "
             "does not declare SUBSETS = True; trainables.subsets)"

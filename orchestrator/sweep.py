@@ -126,6 +126,9 @@ def run_sweep(
     if not ray.is_initialized():
         raise RuntimeError("run_sweep needs a connected Ray (cluster.local.local_ray, or a Slurm job's)")
     run_dir = Path(run_dir)
+    trials = run_dir / "trials.parquet"
+    if resume and trials.is_file():
+        return trials  # the sweep had finished (a resume for what came after it: branching, the report)
     # Tune logs the whole traceback of every failed trial task (a lost node, a worker's full
     # disk); it is in the trial's error.txt, and the progress callback says it in one line.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
@@ -145,7 +148,6 @@ def run_sweep(
         tuner = _new_tuner(study, run_dir, trainable, scheduler, display, flush_every_s)
     # trials.parquet is written only when every trial has ended (by the sink, which after a
     # restore is Tune's unpickled copy): its presence is the verdict.
-    trials = run_dir / "trials.parquet"
     trials.unlink(missing_ok=True)
     tuner.fit()
     if not trials.is_file():

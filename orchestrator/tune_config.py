@@ -14,6 +14,10 @@ from ray.tune.experiment import Trial
 from trainables.contract import TrialConfig
 
 CONFIG_KEY = "trial"
+STATE_FILES_KEY = "state_files"
+"""Optional beside CONFIG_KEY: ``{"load": path | None, "save": path | None}``, the trainable
+state a trial starts from (``TrialConfig.init_state``) and the file it leaves its last
+state in when it ends (``orchestrator.branching``; read and written by the adapter)."""
 
 
 def config_of(trial: Trial | dict[str, Any]) -> TrialConfig:

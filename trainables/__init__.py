@@ -62,9 +62,11 @@ def train_size(spec: str, settings: pydantic.BaseModel) -> int | None:
     return registry.train_size(resolve(spec), settings)
 
 
-def supports_subsets(spec: str) -> bool:
-    """Whether a trainable trains on ``config.train_fraction`` of its data (``SUBSETS = True``)."""
-    return registry.supports_subsets(resolve(spec))
+def declares(spec: str, capability: str) -> bool:
+    """Whether a trainable's module says ``SUBSETS = True`` (it trains on
+    ``config.train_fraction`` of its data) or ``BRANCHES = True`` (it starts from
+    ``config.init_state``); ``registry.CAPABILITIES``."""
+    return registry.declares(resolve(spec), capability)
 
 
 def config_model(spec: str) -> type[pydantic.BaseModel]:

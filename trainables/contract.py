@@ -174,6 +174,11 @@ class TrialConfig:
     """The study's ``[trainable_config]`` table, validated, with the trainable's defaults."""
     checkpoint: dict[str, Any] | None = None
     """The trainable's own checkpoint to resume from (None: start fresh)."""
+    init_state: dict[str, Any] | None = None
+    """Another trial's checkpoint to start from instead of a fresh initialisation (a branch,
+    ``orchestrator.branching``): the trainable takes its weights and optimizer state, then
+    trains with this config's batch size and LR, counting steps and examples from 0. Only a
+    trainable that declares ``BRANCHES = True`` honours it; ``checkpoint`` wins over it."""
     train_fraction: float = 1.0
     """Fraction of the training set the trial trains on: a fixed, seeded subset, nested
     across fractions and the same at every batch size, LR and seed
@@ -229,8 +234,10 @@ class TrialConfig:
         return self.stop_at_target and self.target.reached(metrics.get(self.target.metric))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types, without the checkpoint (what travels through Tune's config)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "checkpoint"}
+        """Plain JSON types, without the checkpoint and the initial state (what travels
+        through Tune's config)."""
+        skip = ("checkpoint", "init_state")
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         d["target"] = self.target.model_dump()
         d["settings"] = dict(self.settings)
         return d

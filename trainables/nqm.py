@@ -52,6 +52,7 @@ from trainables.schedule import eval_steps, lr_at
 # flags it within a few evaluations, and no converging run ever gets near it.
 DIVERGENCE_FACTOR = 1e3
 CHECKPOINT_VERSION = 2  # 2: the expected mode's state holds the means
+BRANCHES = True  # starts from another trial's checkpoint (config.init_state; orchestrator.branching)
 # The loss itself, as train_loss and val_loss; there is no accuracy.
 METRICS = ("train_loss", "train_eval_loss", "val_loss")
 
@@ -196,12 +197,28 @@ def noise_scale_norms(grad: np.ndarray, noise: np.ndarray, other: np.ndarray) ->
     return 0.5 * (float(small_a @ small_a) + float(small_b @ small_b)), float(big @ big)
 
 
+def adopt_state(init: dict[str, Any], key: dict[str, Any], beta: float) -> dict[str, np.ndarray]:
+    """The state of another trial's checkpoint, for a branch that continues it with its own
+    batch size and LR; the model (dim, mode, preconditioner) must be the same, and so must
+    the kind of update (with or without momentum), whose moments the state holds."""
+    other = init.get("key", {})
+    same = ("dim", "mode", "precondition")
+    if init.get("version") != CHECKPOINT_VERSION or any(other.get(k) != key[k] for k in same):
+        raise ValueError("nqm: init_state is not a checkpoint of the same model (dim, mode, precondition)")
+    state = {k: np.array(v, dtype=np.float64) for k, v in init["state"].items()}
+    # sampled: x and the velocity; expected: the moments, (E[x²], E[xu], E[u²]) with momentum
+    want = {"x", "u"} if key["mode"] == "sampled" else ({"m", "mean"} if beta else {"s", "mean"})
+    if set(state) != want:
+        raise ValueError(f"nqm: init_state holds {sorted(state)}, a momentum={beta:g} trial needs {sorted(want)}")
+    return state
+
+
 def train(config: TrialConfig, report: Report) -> None:
     """Run one NQM trial, calling ``report(metrics, checkpoint)`` at each evaluation step.
 
     Honours batch_size, lr, seed (sampled mode), optimizer (only "sgd"), momentum,
     weight_decay (L2, added to the update's curvature), warmup_examples (linear warmup,
-    then constant), the step cap and the checkpoint; micro_batch_size has no effect
+    then constant), the step cap, the checkpoint and the initial state (a branch); micro_batch_size has no effect
     (accumulating micro-batches leaves the batch noise H/B unchanged).
     """
     cfg = TrainableConfig.model_validate(config.settings)
@@ -246,6 +263,9 @@ def train(config: TrialConfig, report: Report) -> None:
         step, elapsed0 = int(ckpt["step"]), float(ckpt["elapsed"])
         state = {k: np.array(v, dtype=np.float64) for k, v in ckpt["state"].items()}
         estimator.load_state_dict(ckpt["noise_scale"])
+    elif config.init_state is not None:  # a branch: another trial's state, this trial's B and LR
+        step, elapsed0 = 0, 0.0
+        state = adopt_state(config.init_state, key, beta)
     else:
         step, elapsed0 = 0, 0.0
         # "mean": E[x] (and E[u] with momentum), for the expected distance from x0 = 1

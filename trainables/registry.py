@@ -206,10 +206,17 @@ def train_size(ref: TrainableRef, settings: BaseModel) -> int | None:
     return None if count is None else int(count(settings))
 
 
-def supports_subsets(ref: TrainableRef) -> bool:
-    """Whether the trainable trains on ``config.train_fraction`` of its data (its module
-    says ``SUBSETS = True``; ``trainables.subsets``)."""
-    return getattr(load(ref), "SUBSETS", False) is True
+CAPABILITIES = ("SUBSETS", "BRANCHES")
+"""What a trainable's module may declare ``= True``: it trains on ``config.train_fraction``
+of its data (``trainables.subsets``); it starts from ``config.init_state``
+(``orchestrator.branching``)."""
+
+
+def declares(ref: TrainableRef, capability: str) -> bool:
+    """Whether the trainable's module says ``<capability> = True`` (one of ``CAPABILITIES``)."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}")
+    return getattr(load(ref), capability, False) is True
 
 
 def preflight(ref: TrainableRef, settings: BaseModel) -> None:
