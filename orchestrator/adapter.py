@@ -13,6 +13,10 @@ same code would fail the same way. Only what kills the trial's process from outs
 node lost, the worker killed) reaches Tune as a trial error, which ``FailureConfig``
 retries from the last checkpoint.
 
+A trial whose Tune config names state files (``STATE_FILES_KEY``, ``orchestrator.branching``)
+starts from the one it loads (``TrialConfig.init_state``) and, when it runs to its end,
+leaves its last checkpoint in the one it saves.
+
 A trial of ``world_size`` N > 1 runs as N data-parallel workers (``orchestrator.workers``)
 in the trial's placement group: rank 0's reports come through the same ``report``, tagged
 with the workers' nodes (``n1,n2``); the trainable's exception on a rank fails the trial
@@ -62,7 +66,7 @@ def tune_trainable(
             with ckpt.as_directory() as d:
                 state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
             config = config.with_checkpoint(state)
-        elif files.get("load"):  # a branch starts from another trial's state
+        if files.get("load"):  # a branch starts from another trial's state (its checkpoint wins)
             init = torch.load(files["load"], map_location="cpu", weights_only=False)
             config = dataclasses.replace(config, init_state=init)
         last_state: dict[str, Any] | None = None  # the trainable's state at its last report

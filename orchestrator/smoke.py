@@ -3,7 +3,8 @@
 Three batch sizes from the lower half of the study's range, the three central learning rates
 (of an LR policies table: its rules, and three of its tuned grid), the smallest and largest
 training fractions, one seed, and at most 20,000 examples or 150 steps per trial (a
-fixed_budget study: 20,000 examples, the same at every batch size). The result exercises the whole
+fixed_budget study: 20,000 examples, the same at every batch size), and of a ``[branching]``
+table its first two checkpoints and multipliers. The result exercises the whole
 pipeline (Tune, ASHA, sink, report); its numbers are not a study.
 """
 
@@ -51,7 +52,13 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
     es = dict(raw.get("early_stopping", {}))
     if es:
         es["grace_examples"] = min(es.get("grace_examples", SMOKE_GRACE_EXAMPLES), SMOKE_GRACE_EXAMPLES)
-    return {**raw, "search": search, "budget": budget, "early_stopping": es}
+    out = {**raw, "search": search, "budget": budget, "early_stopping": es}
+    if raw.get("branching"):
+        # the first two checkpoints and multipliers: the window stays a multiple of their k·B0
+        br = dict(raw["branching"])
+        br["checkpoints"], br["multipliers"] = br["checkpoints"][:2], br["multipliers"][:2]
+        out["branching"] = br
+    return out
 
 
 def _central(grid: dict[str, Any]) -> dict[str, Any]:

@@ -394,3 +394,32 @@ def test_a_subset_trial_trains_and_probes_only_its_subset(data_dir: Path) -> Non
             assert len(out) > 3 and all(math.isfinite(r["train_loss"]) and not r.get("diverged") for r in out)
         else:  # the control: all of the data reaches the poison at once
             assert out[-1].get("diverged") is True and len(out) == 1
+
+
+def test_a_branch_starts_from_the_base_weights_and_momentum_with_its_own_batch(data_dir: Path) -> None:
+    """``init_state`` (orchestrator.branching): a branch from the base's last checkpoint
+    starts where the base ended (its first loss is the base's last, not a fresh model's),
+    counts examples from 0, accumulates a larger batch, and measures ‖θ − θ₀‖ from the
+    branch point; a resumed branch continues its own curve."""
+    base, ckpts = run(config(data_dir, max_steps=30))
+    fresh, _ = run(config(data_dir, max_steps=1, seed=5))
+    branch, bckpts = run(
+        config(data_dir, batch_size=512, micro_batch_size=128, lr=0.1, seed=5, max_steps=4, init_state=ckpts[-1])
+    )
+    assert branch[-1]["examples_seen"] == 4 * 512 and branch[-1]["step"] == 4
+    assert abs(branch[0]["val_loss"] - base[-1]["val_loss"]) < 0.5 * abs(fresh[0]["val_loss"] - base[-1]["val_loss"])
+    assert branch[0]["weight_distance"] < 0.5 * base[-1]["weight_distance"]
+    resumed, _ = run(
+        config(
+            data_dir,
+            batch_size=512,
+            micro_batch_size=128,
+            lr=0.1,
+            seed=5,
+            max_steps=4,
+            init_state=ckpts[-1],
+            _checkpoint=bckpts[1],
+        )
+    )
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+    assert drop(resumed) == drop(branch[2:])

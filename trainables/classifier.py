@@ -250,8 +250,12 @@ def _train(
     data = data.to(device)
     torch.manual_seed(seed)
     model = build_model().to(device)
-    distance = DistanceFromInit(model)  # θ₀: the seeded model, rebuilt the same on resume
     opt = make_optimizer(config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay)
+    if (init := config.init_state) is not None:  # a branch: the weights and momentum it starts from
+        model.load_state_dict(init["model"])
+        opt.load_state_dict(init["optimizer"])
+    # θ₀: the seeded model (a branch: its branch point), rebuilt the same on resume
+    distance = DistanceFromInit(model)
     stream = _BatchStream(n_train, seed)
     # the generalization gap compares train and validation loss of the same weights (Keskar
     # et al.): a fixed training subset, as large as the validation split, at every evaluation

@@ -177,8 +177,9 @@ class TrialConfig:
     init_state: dict[str, Any] | None = None
     """Another trial's checkpoint to start from instead of a fresh initialisation (a branch,
     ``orchestrator.branching``): the trainable takes its weights and optimizer state, then
-    trains with this config's batch size and LR, counting steps and examples from 0. Only a
-    trainable that declares ``BRANCHES = True`` honours it; ``checkpoint`` wins over it."""
+    trains with this config's batch size and LR (its own data order, from ``seed``),
+    counting steps and examples from 0. Only a trainable that declares ``BRANCHES = True``
+    honours it. A resumed branch gets it too, beside its own ``checkpoint``, which wins."""
     train_fraction: float = 1.0
     """Fraction of the training set the trial trains on: a fixed, seeded subset, nested
     across fractions and the same at every batch size, LR and seed
