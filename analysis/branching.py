@@ -3,7 +3,8 @@
 
 At each checkpoint of the base run (batch B0), the reference branch (k = 1, the base
 continued) and the branches at k·B0 all train the same ``window`` examples; each ends
-with its loss L_k (the study's ``branching.metric`` at the window's end). Walking k
+with its loss L_k (the study's ``branching.metric`` at the window's end, the mean over
+``branching.seeds`` replicas). Walking k
 upwards, a branch keeps up when L_k ≤ (1 + tolerance) · min_{j<k} L_j (j = 1 included), and
 the local critical batch size is B0 times the largest k up to which every branch keeps
 up. Where none does it is censored below (< the smallest k·B0), where all do above
@@ -75,7 +76,8 @@ class Branched:
     window, the local critical batch size (null where the base never got there) and its
     censoring, B_simple measured by the base run there (null when not reported)."""
     branches: pd.DataFrame
-    """One row per branch: checkpoint, k, batch size, LR, status, final loss, loss / reference."""
+    """One row per branch: checkpoint, k, replica, batch size, LR, status, final loss, and
+    loss / the reference's (its mean over replicas)."""
     base_curve: pd.DataFrame
     """The base run: examples seen, its loss and ``grad_noise_scale`` (where reported)."""
     settings: dict[str, Any]
@@ -107,7 +109,7 @@ def branching(run_dir: Path, study: dict[str, Any]) -> Branched | None:
     branches = rows[rows["role"] == "branch"].drop(columns=["curve", "role"])
     table = _per_checkpoint(settings, base, branches, curve)
     out = branches.sort_values(["checkpoint", "multiplier"], ignore_index=True)
-    ref = out[out["multiplier"] == 1].set_index("checkpoint")["final_loss"]
+    ref = out[out["multiplier"] == 1].groupby("checkpoint")["final_loss"].mean()
     out["loss_ratio"] = out["final_loss"] / out["checkpoint"].map(ref)
     return Branched(table, out, curve, dict(settings), int(rows["examples"].sum()), _text(table))
 
@@ -157,7 +159,8 @@ def _per_checkpoint(
     rows = []
     for i, c in enumerate(settings["checkpoints"]):
         at = branches[branches["checkpoint"] == i]
-        losses = {int(r.multiplier): float(r.final_loss) for r in at.itertuples()}
+        # the mean over a branch's replicas (seeds); a diverged replica makes it inf
+        losses = {int(k): float(v.mean()) for k, v in at.groupby("multiplier")["final_loss"]}
         upto = curve[curve["examples_seen"] <= c] if len(curve) else curve
         reached = len(upto) and int(upto["examples_seen"].iloc[-1]) == c
         ans = local_critical(losses, tol) if math.isfinite(losses.get(1, math.inf)) else None
@@ -183,8 +186,9 @@ def _text(table: pd.DataFrame) -> pd.DataFrame:
         v = r.local_critical_batch
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
             return "n/a"
-        prefix = {"below": "< ", "above": "≥ "}.get(r.censored or "", "")
-        return prefix + (format_number(int(v) * 2) if r.censored == "below" else format_number(int(v)))
+        side = r.censored if isinstance(r.censored, str) else ""  # None reads back as NaN
+        prefix = {"below": "< ", "above": "≥ "}.get(side, "")
+        return prefix + (format_number(int(v) * 2) if side == "below" else format_number(int(v)))
 
     return pd.DataFrame(
         {

@@ -125,11 +125,14 @@ def branching_figure(a: Analysis, out: Path) -> FigureFile | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(FULL_WIDTH, HEIGHT + 0.3), layout="constrained")
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(br.table)))
     for (i, d), colour in zip(br.branches.groupby("checkpoint", sort=True), colours, strict=False):
-        ratio = d["loss_ratio"].to_numpy(dtype=float)
-        size = (d["multiplier"].to_numpy(dtype=float)) * b0
+        mean = d.groupby("multiplier")["loss_ratio"].mean()  # over replicas, as the rule reads it
+        ratio, size = mean.to_numpy(dtype=float), mean.index.to_numpy(dtype=float) * b0
         ok = np.isfinite(ratio)
         examples = int(br.settings["checkpoints"][int(i)])
         left.plot(size[ok], ratio[ok], "o-", ms=2.5, lw=0.9, color=colour, label=f"{examples:,}")
+        if d["multiplier"].duplicated().any():  # replicas: each one faintly
+            each = d[np.isfinite(d["loss_ratio"])]
+            left.plot(each["multiplier"] * b0, each["loss_ratio"], ".", ms=2, color=colour, alpha=0.4)
     left.axhline(1 + tol, color="0.4", lw=0.8, ls="--")
     left.set_xscale("log", base=2)
     left.set_xlabel("branch batch size k·B0")
@@ -165,7 +168,8 @@ def branching_figure(a: Analysis, out: Path) -> FigureFile | None:
         out,
         "branching",
         "Local critical batch size by branching",
-        f"Left: each branch's final loss over the reference's (k = 1), per checkpoint; dashed: 1 + tolerance "
+        f"Left: each branch's final loss over the reference's (k = 1), per checkpoint (mean over replicas, dots: "
+        f"each); dashed: 1 + tolerance "
         f"({tol:g}). Right: the local critical batch size at each checkpoint (triangles: censored), the base "
         "run's B_simple and the sweep's McCandlish B_crit with its 95% interval: local versus whole-run measures.",
     )

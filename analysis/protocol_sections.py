@@ -111,7 +111,8 @@ def branching_findings(a: Analysis) -> tuple[str, ...]:
         return ()
     t = br.table
     cells = [
-        f"{r.local_critical_batch:,.0f}{' (censored ' + r.censored + ')' if r.censored else ''} at {r.examples_seen:,}"
+        f"{r.local_critical_batch:,.0f}{f' (censored {r.censored})' if isinstance(r.censored, str) else ''} "
+        f"at {r.examples_seen:,}"
         for r in t.itertuples()
         if r.local_critical_batch is not None and np.isfinite(r.local_critical_batch)
     ]

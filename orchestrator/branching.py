@@ -57,10 +57,14 @@ class Leg:
     """Examples the base run had seen where the leg starts."""
     examples: int
     """Examples the leg trains."""
+    replica: int = 0
+    """Which of the ``seeds`` branches of its (checkpoint, k) this is (0 for the base)."""
 
     @property
     def name(self) -> str:
-        return f"base{self.checkpoint}" if self.role == "base" else f"c{self.checkpoint}-k{self.multiplier}"
+        if self.role == "base":
+            return f"base{self.checkpoint}"
+        return f"c{self.checkpoint}-k{self.multiplier}" + (f"-r{self.replica}" if self.replica else "")
 
 
 def phases(b: Branching) -> list[list[Leg]]:
@@ -69,7 +73,7 @@ def phases(b: Branching) -> list[list[Leg]]:
     cps = b.checkpoints
     out = [[Leg("base", 0, 1, 0, cps[0])]]
     for i, c in enumerate(cps):
-        legs = [Leg("branch", i, k, c, b.window) for k in [1, *b.multipliers]]
+        legs = [Leg("branch", i, k, c, b.window, r) for k in [1, *b.multipliers] for r in range(b.seeds)]
         if i + 1 < len(cps):
             legs.append(Leg("base", i + 1, 1, c, cps[i + 1] - c))
         out.append(legs)
@@ -88,14 +92,16 @@ def phase_dir(run_dir: Path, j: int) -> Path:
 def leg_config(study: Study, leg: Leg) -> TrialConfig:
     """The trial config of one leg: the study's optimizer and model at the leg's batch size
     and LR, capped at the leg's examples, never stopping at the target. The study's warmup
-    happens once, at the start of the base run; the legs from checkpoint i share the data
-    seed ``seed + 1 + i`` (the same batches for every k, as far as they go)."""
+    happens once, at the start of the base run; replica r of the legs from checkpoint i
+    shares the data seed ``seed + 1 + i + r · len(checkpoints)`` at every k (the same
+    batches, as far as they go)."""
     b = study.branching
     assert b is not None
     size = leg.multiplier * b.base_batch
     micro = micro_batch_size(size // study.resources.workers_per_trial, study.budget.max_micro_batch)
     fresh = leg.start_examples == 0
-    seed = b.seed if fresh else b.seed + 1 + (leg.checkpoint - 1 if leg.role == "base" else leg.checkpoint)
+    start = leg.checkpoint - 1 if leg.role == "base" else leg.checkpoint
+    seed = b.seed if fresh else b.seed + 1 + start + leg.replica * len(b.checkpoints)
     cfg = trial_config(study, TrialPoint(size, micro, b.lr(leg.multiplier), seed))
     return dataclasses.replace(
         cfg,

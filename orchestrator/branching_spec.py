@@ -51,8 +51,12 @@ class Branching(Strict):
     metric: str = "val_loss"
     """The loss compared (lower is better): a curves column the trainable reports. It is
     measured on a fixed split at the window's end, so no smoothing is needed."""
+    seeds: PositiveInt = 1
+    """Branches per (checkpoint, k), each with its own data order from the checkpoint; the rule
+    compares their mean final loss (a diverged one counts as not keeping up)."""
     seed: int = Field(default=0, ge=0)
-    """Seed of the base run; the trials from checkpoint i use seed + 1 + i (their data order)."""
+    """Seed of the base run; from checkpoint i, replica r of every branch (and the base on to
+    the next checkpoint, r = 0) draws its data order from seed + 1 + i + r · len(checkpoints)."""
 
     @pydantic.field_validator("checkpoints", "multipliers")
     @classmethod

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from analysis.branching import local_critical
-from orchestrator.branching import phases, state_file
+from orchestrator.branching import leg_config, phases, state_file
 from orchestrator.study import load_study, validate
 from support import launch, run_trainable
 from trainables import nqm
@@ -72,11 +72,11 @@ def test_bad_branching_tables_name_the_key(change: dict, message: str) -> None:
 
 
 def test_branching_needs_a_trainable_that_starts_from_a_state_and_no_warmup_past_the_first_checkpoint() -> None:
-    with pytest.raises(UsageError, match=r"branching: trainable fashion_mnist cannot start from another trial"):
+    with pytest.raises(UsageError, match=r"branching: trainable cifar10 cannot start from another trial"):
         validate(
             {
                 **STUDY,
-                "trainable": "fashion_mnist",
+                "trainable": "cifar10",
                 "trainable_config": {},
                 "target": {"metric": "val_accuracy", "value": 0.8},
             }
@@ -98,6 +98,13 @@ def test_the_plan_runs_each_checkpoint_once_the_base_has_reached_it() -> None:
     ]
     assert sum(leg.examples for p in plan for leg in p if leg.role == "base") == 128
     assert {leg.examples for p in plan for leg in p if leg.role == "branch"} == {32}
+    # replicas: each its own data order, shared across k at one checkpoint; the base goes on with r = 0's
+    study = validate({**STUDY, "branching": {**STUDY["branching"], "seeds": 2}})
+    assert study.branching is not None
+    seeds = {leg.name: leg_config(study, leg).seed for p in phases(study.branching) for leg in p}
+    assert seeds["base0"] == 0 and seeds["c0-k1"] == seeds["c0-k4"] == seeds["base1"] == 1
+    assert seeds["c0-k1-r1"] == seeds["c0-k2-r1"] == 3 and seeds["c1-k1"] == 2 and seeds["c1-k4-r1"] == 4
+    assert leg_config(study, phases(study.branching)[1][2]).warmup_examples == 0
 
 
 @pytest.mark.parametrize("extra", [{}, {"momentum": 0.9}, {"mode": "sampled"}])
