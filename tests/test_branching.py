@@ -1,6 +1,7 @@
 """Branched local critical batch size (Merrill et al. 2025): the rule, the study table, the
-NQM's warm start, and the whole measurement through the launcher on the NQM, whose
-analytic B_noise = tr(HΣ)/E[GᵀHG] it must recover within a factor of 2."""
+NQM's warm start, and the whole measurement through the launcher on the NQM, as a job on
+the dev Slurm cluster, whose analytic B_noise = tr(HΣ)/E[GᵀHG] it must recover within a
+factor of 2, and its resume."""
 
 from __future__ import annotations
 
@@ -137,15 +138,34 @@ CHECKPOINTS = "branching.checkpoints=[1024, 16384, 262144]"
 MULTIPLIERS = "branching.multipliers=[16, 64, 192, 256]"
 
 
+SLURM = ["--cluster", "slurm", "--nodes", "2", "--cpus-per-node", "1", "--time", "00:15:00", "--follow"]
+
+
+def job_log(run: Path, job: str) -> str:
+    """What the job's driver (task 0) printed to stderr: the branching phases it ran."""
+    return (run / "slurm" / f"{job}_0_log.err").read_text()
+
+
 @pytest.fixture(scope="module")
-def branched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def branched_run(devslurm, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CI-sized study as one job on the dev Slurm cluster's two nodes: the sweep, then the
+    branches, each starting from the state a base leg on either node left in RUN_DIR."""
+    from test_slurm_launch import assert_nothing_left, job_id_of
+
     run = tmp_path_factory.mktemp("nqm-branching") / "run"
     args = [a for o in [*GRID, CHECKPOINTS, MULTIPLIERS] for a in ("--set", o)]
-    r = launch("--study", "nqm-branching", *args, "--out", str(run))
-    assert r.returncode == 0, r.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as env:  # slurm_env's setting, for this module's run
+        for key, value in devslurm.env.items():
+            env.setenv(key, value)
+        r = launch(*SLURM, "--study", "nqm-branching", *args, "--out", str(run))
+        assert r.returncode == 0, r.stderr[-3000:]
+        job = job_id_of(r.stdout)
+        assert_nothing_left(job)
+    assert "branching: phase3 of 4 (new), 5 trials" in job_log(run, job)
     return run
 
 
+@pytest.mark.slurm
 def test_branching_on_the_nqm_recovers_the_analytic_critical_batch_within_a_factor_of_2(branched_run: Path) -> None:
     """At every checkpoint the local critical batch size (the study's documented tolerance,
     0.02) lies within a factor of 2 of B_noise = tr(HΣ)/E[GᵀHG] = Σh²/Σh³E[x²] of the base
@@ -172,7 +192,8 @@ def test_branching_on_the_nqm_recovers_the_analytic_critical_batch_within_a_fact
     assert (branched_run / "report" / "figures" / "branching.png").is_file()
 
 
-def test_a_resumed_branching_runs_only_what_is_missing_and_gives_the_same_answer(branched_run: Path) -> None:
+@pytest.mark.slurm
+def test_a_resumed_branching_runs_only_what_is_missing_and_gives_the_same_answer(branched_run: Path, slurm_env) -> None:
     """As if the run was killed after phase1's trials ended but before its table was
     written, and before the later phases began: --resume restores phase1 from Tune's state
     (no trial runs again), runs phase2 and phase3, and the report's table is the same.
@@ -188,12 +209,17 @@ def test_a_resumed_branching_runs_only_what_is_missing_and_gives_the_same_answer
     for j in (2, 3):
         shutil.rmtree(run / "branching" / f"phase{j}")
     shutil.rmtree(run / "report")
-    r = launch("--resume", str(run))
+    r = launch(*SLURM, "--resume", str(run))
     assert r.returncode == 0, r.stderr[-3000:]
+    from test_slurm_launch import assert_nothing_left, job_id_of
+
+    job = job_id_of(r.stdout)
+    assert_nothing_left(job)
     again = pq.read_table(run / "branching" / "phase1" / "trials.parquet")
     assert sorted(again.column("trial_id").to_pylist()) == sorted(phase1.column("trial_id").to_pylist())
-    assert "branching: phase0 " not in r.stderr  # finished: skipped
-    assert "branching: phase1 of 4 (resumed), 6 trials" in r.stderr and "branching: phase3 of 4 (new)" in r.stderr
+    log = job_log(run, job)
+    assert "branching: phase0 " not in log  # finished: skipped
+    assert "branching: phase1 of 4 (resumed), 6 trials" in log and "branching: phase3 of 4 (new)" in log
     after = pd.read_csv(run / "report" / "tables" / "branching.csv")
     pd.testing.assert_frame_equal(before, after)
     frozen = tomllib.loads((run / "study.toml").read_text())
