@@ -31,6 +31,7 @@ from orchestrator.errors import SweepInterrupted
 from orchestrator.grid import TrialPoint, micro_batch_size, trial_config
 from orchestrator.sink import ParquetSink
 from orchestrator.study import Study
+from orchestrator.sweep import run_config, trial_name, trial_resources
 from orchestrator.tune_config import CONFIG_KEY, STATE_FILES_KEY
 from trainables.contract import TrialConfig, write_atomic
 from trainables.registry import resolve
@@ -149,8 +150,6 @@ def run_branching(study: Study, run_dir: Path, *, resume: bool = False, checkpoi
     A phase whose base leg left no state (it diverged or failed) ends the measurement there,
     with a warning: the later checkpoints have no base to branch from, and the analysis says
     so. Raises ``SweepInterrupted`` when Tune stopped a phase early."""
-    from orchestrator.sweep import trial_resources
-
     b = study.branching
     if b is None:
         return
@@ -183,22 +182,13 @@ def run_branching(study: Study, run_dir: Path, *, resume: bool = False, checkpoi
 
 
 def _new_tuner(study: Study, run_dir: Path, out: Path, trainable: Any, legs: list[Leg]) -> tune.Tuner:
-    from orchestrator.sweep import MAX_INFRA_FAILURES
-
     return tune.Tuner(
         trainable,
         param_space=_param_space(tune_space(study, run_dir, legs)),
         tune_config=tune.TuneConfig(
-            num_samples=1, reuse_actors=True, trial_name_creator=_name, trial_dirname_creator=_name
+            num_samples=1, reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name
         ),
-        run_config=tune.RunConfig(
-            name=EXPERIMENT,
-            storage_path=str(out / "tune"),
-            callbacks=[ParquetSink(out, study.name), LegRecorder(out / LEGS_FILE)],
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=MAX_INFRA_FAILURES),
-        ),
+        run_config=run_config(EXPERIMENT, out / "tune", [ParquetSink(out, study.name), LegRecorder(out / LEGS_FILE)]),
     )
 
 
@@ -219,10 +209,6 @@ def _param_space(space: list[dict[str, Any]]) -> dict[str, Any]:
         INDEX_KEY: tune.grid_search(list(range(len(space)))),
         **{k: tune.sample_from(_Pick(space, k)) for k in keys},
     }
-
-
-def _name(trial: Any) -> str:
-    return str(trial.trial_id)
 
 
 def examples_planned(b: Branching) -> int:

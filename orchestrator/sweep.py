@@ -91,9 +91,26 @@ class SchedulerState(tune.Callback):
         self.write_record()
 
 
-def _trial_name(trial: tune.experiment.Trial) -> str:
+def trial_name(trial: tune.experiment.Trial) -> str:
     # Tune's default names spell out the whole config: too long for a directory name.
     return trial.trial_id
+
+
+def run_config(name: str, storage: Path, callbacks: list[tune.Callback]) -> tune.RunConfig:
+    """Where an experiment of the run keeps its state, what it calls, and how it keeps and
+    retries trials (the sweep's and each branching phase's)."""
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        callbacks=callbacks,
+        verbose=0,
+        # 2, not 1: a hard kill between a new trial checkpoint and the experiment snapshot
+        # would leave the snapshot naming a checkpoint already deleted
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # Retries are for what kills a trial from outside (a lost node, a killed worker):
+        # the trial's own exceptions end it as failed in the adapter, unretried.
+        failure_config=tune.FailureConfig(max_failures=MAX_INFRA_FAILURES),
+    )
 
 
 def trial_resources(res: Resources) -> dict[str, float] | tune.PlacementGroupFactory:
@@ -187,19 +204,8 @@ def _new_tuner(
             scheduler=scheduler,
             **search,
             reuse_actors=True,
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
         ),
-        run_config=tune.RunConfig(
-            name=EXPERIMENT,
-            storage_path=str(tune_dir(run_dir)),
-            callbacks=callbacks,
-            verbose=0,
-            # 2, not 1: a hard kill between a new trial checkpoint and the experiment snapshot
-            # would leave the snapshot naming a checkpoint already deleted
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            # Retries are for what kills a trial from outside (a lost node, a killed worker):
-            # the trial's own exceptions end it as failed in the adapter, unretried.
-            failure_config=tune.FailureConfig(max_failures=MAX_INFRA_FAILURES),
-        ),
+        run_config=run_config(EXPERIMENT, tune_dir(run_dir), callbacks),
     )
