@@ -15,8 +15,10 @@ with the LR re-tuned per batch size (steps to target against B); the branched on
 (the largest batch that, with the LR moved by one rule, loses nothing against the base
 from this point on, over a short window) and depends on the base run's LR.
 
+    from analysis import load_run
     from analysis.branching import branching
-    br = branching(Path("runs/nqm-branching-..."))    # None: the run has no branching
+    run = load_run("runs/nqm-branching-...")
+    br = branching(run.run_dir, run.study)    # None: the run has no branching
     br.table            # one row per checkpoint: examples, base loss, local CBS, censoring
 """
 
@@ -31,11 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.contract import RunError, read_curves, read_trials
+from trainables.contract import BRANCHING_DIR, RunError, read_curves, read_trials
 
 from .numbers import format_number
-
-BRANCHING_DIR = "branching"  # orchestrator.branching writes it; analysis imports no orchestrator
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def branching(run_dir: Path, study: dict[str, Any]) -> Branched | None:
     curve = pd.concat(list(base["curve"]), ignore_index=True) if len(base) else pd.DataFrame()
     curve = curve.sort_values("examples_seen", ignore_index=True) if len(curve) else curve
     branches = rows[rows["role"] == "branch"].drop(columns=["curve", "role"])
-    table = _per_checkpoint(settings, base, branches, curve)
+    table = _per_checkpoint(settings, branches, curve)
     out = branches.sort_values(["checkpoint", "multiplier"], ignore_index=True)
     ref = out[out["multiplier"] == 1].groupby("checkpoint")["final_loss"].mean()
     out["loss_ratio"] = out["final_loss"] / out["checkpoint"].map(ref)
@@ -152,9 +152,7 @@ def _phase_legs(phase: Path, metric: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _per_checkpoint(
-    settings: dict[str, Any], base: pd.DataFrame, branches: pd.DataFrame, curve: pd.DataFrame
-) -> pd.DataFrame:
+def _per_checkpoint(settings: dict[str, Any], branches: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
     b0, tol = int(settings["base_batch"]), float(settings.get("tolerance", 0.02))
     rows = []
     for i, c in enumerate(settings["checkpoints"]):

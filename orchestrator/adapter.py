@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
+import io
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +40,7 @@ from ray import tune
 from orchestrator.trial_side import error_line, node_name
 from orchestrator.tune_config import STATE_FILES_KEY, config_of
 from orchestrator.workers import WorkerFailed, WorkerGroup, WorkerLost
+from trainables.contract import write_atomic
 from trainables.registry import TrainableRef, load_function
 
 CHECKPOINT_FILE = "state.pt"
@@ -123,11 +124,7 @@ def tune_trainable(
 
 
 def save_state(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` through a temporary file and a rename: a reader sees all of it or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` written atomically (``write_atomic``): a reader sees all of it or none."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_atomic(path, buf.getvalue())

@@ -33,10 +33,9 @@ from orchestrator.sink import ParquetSink
 from orchestrator.study import Study
 from orchestrator.sweep import run_config, trial_name, trial_resources
 from orchestrator.tune_config import CONFIG_KEY, STATE_FILES_KEY
-from trainables.contract import TrialConfig, write_atomic
+from trainables.contract import BRANCHING_DIR, TrialConfig, write_atomic
 from trainables.registry import resolve
 
-BRANCHING_DIR = "branching"
 LEGS_FILE = "legs.json"
 LEG_KEY = "leg"
 INDEX_KEY = "leg_index"

@@ -175,11 +175,10 @@ class TrialConfig:
     checkpoint: dict[str, Any] | None = None
     """The trainable's own checkpoint to resume from (None: start fresh)."""
     init_state: dict[str, Any] | None = None
-    """Another trial's checkpoint to start from instead of a fresh initialisation (a branch,
-    ``orchestrator.branching``): the trainable takes its weights and optimizer state, then
-    trains with this config's batch size and LR (its own data order, from ``seed``),
-    counting steps and examples from 0. Only a trainable that declares ``BRANCHES = True``
-    honours it. A resumed branch gets it too, beside its own ``checkpoint``, which wins."""
+    """Another trial's checkpoint to start from (a branch, ``orchestrator.branching``): its
+    weights and optimizer state, then this config's batch size, LR and data order (``seed``),
+    steps and examples counted from 0. Only a trainable that declares ``BRANCHES = True``
+    honours it; a resumed branch gets it beside its own ``checkpoint``, which wins."""
     train_fraction: float = 1.0
     """Fraction of the training set the trial trains on: a fixed, seeded subset, nested
     across fractions and the same at every batch size, LR and seed
@@ -324,20 +323,25 @@ FINAL_COLUMNS = ("sharpness", "probe_recent_loss", "probe_early_loss", "probe_ea
 probe, ``trainables.forgetting``); the sink keeps them per trial for ``trials.parquet``."""
 
 
+BRANCHING_DIR = "branching"  # under RUN_DIR: a [branching] study's legs (orchestrator, analysis)
+
+
 def curves_file(curves_dir: Path, batch_size: int, trial_id: str) -> Path:
     """Where one trial's curve lives: ``curves/batch_size=<B>/<trial_id>.parquet``."""
     return Path(curves_dir) / f"batch_size={int(batch_size)}" / f"{trial_id}.parquet"
 
 
-def write_atomic(path: Path, data: pa.Table | str) -> None:
-    """Write a Parquet table or a text to ``path`` through a temporary file and a rename,
-    so a reader always sees a whole file and a crash never leaves half of one."""
+def write_atomic(path: Path, data: pa.Table | str | bytes) -> None:
+    """Write a Parquet table, a text or bytes to ``path`` through a temporary file and a
+    rename, so a reader always sees a whole file and a crash never leaves half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if isinstance(data, pa.Table):
             pq.write_table(data, tmp)
+        elif isinstance(data, bytes):
+            tmp.write_bytes(data)
         else:
             tmp.write_text(data, encoding="utf-8")
         os.replace(tmp, path)
