@@ -32,9 +32,10 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from orchestrator.bracket import DIVERGED, NOT_REACHED, REACHED, Bracket, Key, predict_log_lr, start_bracket
-from orchestrator.grid import TrialPoint, lr_values, micro_batch_size, trial_config, trial_grid
+from orchestrator.grid import TrialPoint, lr_values, trial_config, trial_grid
 from orchestrator.study import Study
 from orchestrator.tune_config import CONFIG_KEY
+from trainables.schedule import micro_batch_size
 
 STATE_VERSION = 1
 RECORD = Path("tune") / "adaptive.json"

@@ -28,13 +28,14 @@ from ray import tune
 from orchestrator.adapter import tune_trainable
 from orchestrator.branching_spec import Branching
 from orchestrator.errors import SweepInterrupted
-from orchestrator.grid import TrialPoint, micro_batch_size, trial_config
+from orchestrator.grid import TrialPoint, trial_config
 from orchestrator.sink import ParquetSink
 from orchestrator.study import Study
 from orchestrator.sweep import run_config, trial_name, trial_resources
 from orchestrator.tune_config import CONFIG_KEY, STATE_FILES_KEY
 from trainables.contract import BRANCHING_DIR, TrialConfig, write_atomic
 from trainables.registry import resolve
+from trainables.schedule import micro_batch_size
 
 LEGS_FILE = "legs.json"
 LEG_KEY = "leg"

@@ -10,7 +10,6 @@ trial's config, and the order in which the sweep starts the trials.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ from orchestrator.lr_spec import LrGrid, LrPolicies
 from orchestrator.strata import Stratum
 from orchestrator.study import Study
 from trainables.contract import TrialConfig, round_lr, rule_lr
+from trainables.schedule import Mode, micro_batch_size
 
 
 @dataclass(frozen=True)
@@ -30,25 +30,13 @@ class TrialPoint:
     lr: float
     seed: int
     train_fraction: float = 1.0
+    mode: Mode | None = None
+    """The ``[schedule]`` mode of the trial (None: the study has no schedule)."""
 
     @property
     def stratum(self) -> Stratum:
         """What early stopping compares a trial within: (batch size, training fraction)."""
         return (self.batch_size, self.train_fraction)
-
-
-def micro_batch_size(batch_size: int, max_micro_batch: int) -> int:
-    """Largest divisor of ``batch_size`` that fits ``max_micro_batch``.
-
-    A divisor, so that every micro-batch has the same size and the averaged gradient
-    equals the full-batch gradient exactly.
-    """
-    if batch_size <= max_micro_batch:
-        return batch_size
-    k = math.ceil(batch_size / max_micro_batch)
-    while batch_size % k:
-        k += 1
-    return batch_size // k
 
 
 def lr_values(study: Study, batch_size: int) -> list[float]:
@@ -70,15 +58,18 @@ def _grid(lr: LrGrid) -> list[float]:
 
 
 def trial_grid(study: Study) -> list[TrialPoint]:
-    """Every trial of the study, ordered by batch size, training fraction, learning rate, seed."""
+    """Every trial of the study, ordered by batch size, training fraction, learning rate,
+    schedule mode, seed."""
     points = []
+    modes: list[Mode | None] = list(study.schedule.mode) if study.schedule else [None]
     for b in study.search.batch_sizes:
         # a worker's share of the batch in micro-batches (B = workers × micro × accumulation)
         mb = micro_batch_size(b // study.resources.workers_per_trial, study.budget.max_micro_batch)
         for f in study.search.train_fraction:
             for lr in lr_values(study, b):
-                for seed in range(study.search.seeds):
-                    points.append(TrialPoint(b, mb, lr, seed, f))
+                for mode in modes:
+                    for seed in range(study.search.seeds):
+                        points.append(TrialPoint(b, mb, lr, seed, f, mode))
     return points
 
 
@@ -116,7 +107,8 @@ def start_order(study: Study) -> list[TrialPoint]:
 
 def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
     """The typed config one trial's trainable receives (contract: "trainables")."""
-    s = study.search
+    s, sched, max_micro = study.search, study.schedule, study.budget.max_micro_batch
+    milestones = tuple(round(m) for m in sched.milestones) if sched else ()
     return TrialConfig(
         batch_size=point.batch_size,
         micro_batch_size=point.micro_batch_size,
@@ -134,6 +126,7 @@ def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
         settings=study.trainable_settings().model_dump(mode="json"),
         train_fraction=point.train_fraction,
         world_size=study.resources.workers_per_trial,
+        schedule=None if sched is None or point.mode is None else sched.to_ramp(point.mode, milestones, max_micro),
     )
 
 

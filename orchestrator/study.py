@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from orchestrator.branching_spec import Branching
 from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRule, Strict, lr_form
 from orchestrator.overrides import apply_overrides
+from orchestrator.schedule_spec import Schedule
 from orchestrator.tracking_spec import Tracking
 from trainables.contract import Target, UsageError, read_toml, step_cap
 
@@ -210,6 +211,8 @@ class Study(Strict):
     """Experiment trackers (MLflow, TensorBoard, W&B) the sweep logs every trial to."""
     branching: Branching | None = None
     """A local critical batch size by branching from a base run's checkpoints, run after the sweep."""
+    schedule: Schedule | None = None
+    """LR shape, LR decay or batch increase at milestones (``orchestrator.schedule_spec``)."""
 
     @property
     def stops_at_target(self) -> bool:
@@ -289,6 +292,9 @@ def validate(raw: dict[str, Any]) -> Study:
     _check_protocol(study)
     _check_subsets(study)
     study.resources.check_batch_sizes(study.search.batch_sizes)
+    from orchestrator.schedule_spec import resolved
+
+    study = resolved(study)
     if study.branching is not None:
         study.branching.check(trainable=study.trainable, warmup_examples=study.search.warmup_examples)
         study.resources.check_batch_sizes(study.branching.batch_sizes())

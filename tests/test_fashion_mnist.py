@@ -32,6 +32,8 @@ assert {
     "val_loss",
     "val_accuracy",
     "lr_current",
+    "batch_size_current",
+    "momentum_current",
     "grad_noise_scale",
     "weight_distance",
 } == ROW_KEYS

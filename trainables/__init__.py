@@ -64,8 +64,9 @@ def train_size(spec: str, settings: pydantic.BaseModel) -> int | None:
 
 def declares(spec: str, capability: str) -> bool:
     """Whether a trainable's module says ``SUBSETS = True`` (it trains on
-    ``config.train_fraction`` of its data) or ``BRANCHES = True`` (it starts from
-    ``config.init_state``); ``registry.CAPABILITIES``."""
+    ``config.train_fraction`` of its data), ``BRANCHES = True`` (it starts from
+    ``config.init_state``) or ``SCHEDULES = True`` (it follows ``config.schedule``);
+    ``registry.CAPABILITIES``."""
     return registry.declares(resolve(spec), capability)
 
 

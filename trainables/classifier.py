@@ -1,7 +1,8 @@
 """The training loop of the torch classification trainables (data held in memory).
 
-One optimizer update = one batch of ``batch_size`` examples, run as ``batch_size /
-micro_batch_size`` forward/backward passes whose gradients are *averaged* (each micro-batch
+One optimizer update = one batch of ``batch_size`` examples (of a ``[schedule]`` that grows
+it, ``Plan.batch(step)``; ``trainables.schedule``), run as ``batch_size / micro_batch_size``
+forward/backward passes whose gradients are *averaged* (each micro-batch
 loss is divided by the number of micro-batches): a sum would multiply the effective
 learning rate by that number.
 
@@ -51,8 +52,8 @@ from trainables.contract import TrialConfig
 from trainables.distributed import DataParallel, process_group
 from trainables.forgetting import probe_windows
 from trainables.noise_scale import NoiseScaleEstimator, grad_sq_norm
-from trainables.optim import make_optimizer
-from trainables.schedule import eval_steps, lr_at
+from trainables.optim import make_optimizer, set_hyper
+from trainables.schedule import Plan
 from trainables.sharpness import fixed_subset, top_hessian_eigenvalue
 from trainables.subsets import train_subset
 from trainables.weights import DistanceFromInit
@@ -195,8 +196,9 @@ def forgetting_probe(
     model: nn.Module, data: ClassificationData, config: TrialConfig, steps: int, settings: LoopSettings, heldout: float
 ) -> dict[str, float | None]:
     """The probe's columns (``trainables.forgetting``) for the final weights after ``steps``
-    updates; nothing when ``probe_examples`` is 0."""
-    if settings.probe_examples <= 0:
+    updates; nothing when ``probe_examples`` is 0 or the batch size changed on the way
+    (the probe's windows assume one)."""
+    if settings.probe_examples <= 0 or len(Plan.of(config).phases) > 1:
         return {}
     n = len(data.x_train)
     windows = probe_windows(steps, config.batch_size, n, settings.probe_examples)
@@ -239,9 +241,8 @@ def _train(
     dp: DataParallel,
 ) -> None:
     torch.set_num_threads(config.threads)
-    batch, micro = config.batch_size, config.micro_batch_size
-    seed, base_lr, warmup = config.seed, config.lr, config.warmup_examples
-    cap = config.step_cap
+    seed, plan = config.seed, Plan.of(config)
+    cap = plan.cap
     n_train = len(data.x_train)
 
     # Ray hides GPUs a trial did not ask for (CUDA_VISIBLE_DEVICES), so "available" means
@@ -250,7 +251,7 @@ def _train(
     data = data.to(device)
     torch.manual_seed(seed)
     model = build_model().to(device)
-    opt = make_optimizer(config.optimizer, model.parameters(), base_lr, config.momentum, config.weight_decay)
+    opt = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum, config.weight_decay)
     if (init := config.init_state) is not None:  # a branch: the weights and momentum it starts from
         model.load_state_dict(init["model"])
         opt.load_state_dict(init["optimizer"])
@@ -276,12 +277,12 @@ def _train(
     start = time.perf_counter()
     loss_sum, loss_n = 0.0, 0
     model.train()
-    for next_eval in (s for s in eval_steps(cap, settings.eval_ratio) if s > step):
+    for next_eval in (s for s in plan.eval_steps(settings.eval_ratio) if s > step):
         while step < next_eval:
-            idx = dp.share(stream.next(batch))  # the same global batch on every rank
-            lr_now = lr_at(base_lr, (step + 1) * batch, warmup)
-            for g in opt.param_groups:
-                g["lr"] = lr_now
+            micro = plan.micro(step)
+            idx = dp.share(stream.next(plan.batch(step)))  # the same global batch on every rank
+            lr_now = plan.lr_at_step(step)
+            set_hyper(opt, lr_now, plan.momentum_at(step))
             opt.zero_grad(set_to_none=True)
             measure = noise if every > 0 and step % every == 0 else None
             loss = accumulate_gradients(net, data.x_train[idx], data.y_train[idx], micro, measure, distributed)
@@ -292,7 +293,7 @@ def _train(
                 # a row of its own (the step after the last evaluation), not evaluated
                 report(
                     {
-                        **_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
+                        **_row(plan, step, n_train, wall_before + time.perf_counter() - start, lr_now),
                         "train_loss": loss,
                         "diverged": True,
                     }
@@ -304,7 +305,7 @@ def _train(
             model, data.x_train[train_eval], data.y_train[train_eval], distributed
         )
         row = {
-            **_row(step, batch, n_train, wall_before + time.perf_counter() - start, lr_now),
+            **_row(plan, step, n_train, wall_before + time.perf_counter() - start, lr_now),
             "train_loss": loss_sum / max(loss_n, 1),
             "train_eval_loss": train_eval_loss,
             "train_eval_accuracy": train_eval_acc,
@@ -337,11 +338,12 @@ def _train(
             return
 
 
-def _row(step: int, batch: int, n_train: int, wall: float, lr_now: float) -> dict[str, Any]:
+def _row(plan: Plan, step: int, n_train: int, wall: float, lr_now: float) -> dict[str, Any]:
     return {
         "step": step,
-        "examples_seen": step * batch,
-        "epoch": step * batch / n_train,
+        "examples_seen": plan.examples(step),
+        "epoch": plan.examples(step) / n_train,
         "wall_time_s": wall,
         "lr_current": lr_now,
+        **plan.current(step),
     }

@@ -1,12 +1,11 @@
 """The contract every package shares: the typed trial config, the target, the cap, the
 trial statuses, and the Parquet tables of a run directory with their one writer and reader.
 
-A leaf: it imports nothing of orchestrator, trainables' other modules, cluster or analysis,
-so all of them can import it. Layout and columns: ``../shared/CONTRACTS.md``.
+It imports nothing of orchestrator, cluster or analysis, and of trainables only the leaf
+``schedule``, so all of them can import it. Layout and columns: ``../shared/CONTRACTS.md``.
 
     from trainables.contract import Target, TrialConfig, read_curves
-    t = Target(metric="val_accuracy", mode="max", value=0.85)
-    t.reached(0.9), t.reached(float("nan"))          # (True, False)
+    t = Target(metric="val_accuracy", mode="max", value=0.85)   # t.reached(0.9): True
     cfg = TrialConfig(batch_size=256, micro_batch_size=64, lr=0.1, seed=0, optimizer="sgd",
                       momentum=0.9, weight_decay=0.0, warmup_examples=0, max_steps=None,
                       max_examples=60_000, cpus=1.0, target=t, stop_at_target=True)
@@ -29,12 +28,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from trainables.schedule import Plan, Ramp
+
 
 class UsageError(ValueError):
-    """Bad input (study file, flag, path, data): the CLI turns it into exit code 2.
-
-    The message is one line and names the offending key, flag or path.
-    """
+    """Bad input (study file, flag, path, data): the CLI's exit code 2; a one-line message
+    naming the offending key, flag or path."""
 
 
 class RunError(UsageError):
@@ -61,10 +60,8 @@ class Target(BaseModel):
     @overload
     def reached(self, value: np.ndarray) -> np.ndarray: ...
     def reached(self, value: float | np.ndarray | None) -> bool | np.ndarray:
-        """Whether a measured value (or each of an array) meets the target.
-
-        None, NaN and infinities never do: a diverged trial's blown-up metric is not a result.
-        """
+        """Whether a measured value (or each of an array) meets the target; None, NaN and
+        infinities never do (a diverged trial's blown-up metric is not a result)."""
         if value is None:
             return False
         x = np.asarray(value, dtype=float)
@@ -120,13 +117,7 @@ TRIAL_STATUSES: tuple[TrialStatus, ...] = ("completed", "early_stopped", "diverg
 
 
 def decide_status(*, diverged: bool, errored: bool, early_stopped: bool) -> TrialStatus:
-    """The one rule for a trial's status.
-
-    Divergence wins over an error: a trial that diverged first and then raised (NaN weights
-    break later code) is a diverged learning rate, which is what the analysis needs to know;
-    an error without divergence is ``failed``; a trial the scheduler stopped is
-    ``early_stopped``; everything else ran to its end (cap or target).
-    """
+    """The one rule for a trial's status; divergence wins over a later error (NaN weights)."""
     if diverged:
         return "diverged"
     if errored:
@@ -192,6 +183,9 @@ class TrialConfig:
     device: str | None = None
     """This worker's torch device (``"cpu"``, ``"cuda:0"``); None: CUDA when the process
     sees a GPU (Ray hides the ones a trial did not ask for), else the CPU."""
+    schedule: Ramp | None = None
+    """The study's ``[schedule]`` (None: constant after warmup); a trainable that declares
+    ``SCHEDULES = True`` follows it update by update through ``Plan.of(config)``."""
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -211,7 +205,9 @@ class TrialConfig:
 
     @property
     def step_cap(self) -> int:
-        """Optimizer updates this trial may take (see ``step_cap``)."""
+        """Optimizer updates this trial may take (``step_cap``; with a schedule ``Plan.cap``)."""
+        if self.schedule is not None:
+            return Plan.of(self).cap
         return step_cap(self.batch_size, self.max_steps, self.max_examples)
 
     @property
@@ -234,18 +230,19 @@ class TrialConfig:
         return self.stop_at_target and self.target.reached(metrics.get(self.target.metric))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types, without the checkpoint and the initial state (what travels
-        through Tune's config)."""
+        """Plain JSON types without the checkpoint and initial state (Tune's config)."""
         skip = ("checkpoint", "init_state")
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         d["target"] = self.target.model_dump()
         d["settings"] = dict(self.settings)
+        d["schedule"] = None if self.schedule is None else self.schedule.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> TrialConfig:
         """The inverse of ``to_dict``."""
-        return cls(**{**d, "target": Target.model_validate(d["target"]), "checkpoint": checkpoint})
+        ramp = d.get("schedule") and Ramp.from_dict(d["schedule"])
+        return cls(**{**d, "target": Target.model_validate(d["target"]), "checkpoint": checkpoint, "schedule": ramp})
 
     def with_checkpoint(self, checkpoint: dict[str, Any] | None) -> TrialConfig:
         """The same trial, resuming from ``checkpoint``."""
@@ -273,14 +270,17 @@ CURVES_SCHEMA = pa.schema(
         ("val_loss", pa.float64()),
         ("val_accuracy", pa.float64()),
         ("lr_current", pa.float64()),
+        ("batch_size_current", pa.float64()),
+        ("momentum_current", pa.float64()),
         ("grad_noise_scale", pa.float64()),
         ("weight_distance", pa.float64()),
     ]
 )
-"""Columns of ``curves/`` (contract "curves/ columns", plus ``train_eval_loss`` and
-``train_eval_accuracy``: the current weights on a fixed training subset as large as the
-validation split, and ``weight_distance``: ‖θ − θ₀‖₂, ``trainables.weights``; null where a
-trainable does not measure them; ``train_fraction``: ``TrialConfig.train_fraction``)."""
+"""Columns of ``curves/`` (contract "curves/ columns", plus: ``train_eval_*``, the current
+weights on a fixed training subset as large as the validation split; ``weight_distance``,
+‖θ − θ₀‖₂ (``trainables.weights``); ``train_fraction``; ``batch_size_current`` and
+``momentum_current``, those of the last update (a ``[schedule]`` changes them while
+``batch_size`` stays the trial's first); null where a trainable does not measure them)."""
 # batch_size is the hive partition key: files inside a partition do not repeat it, since
 # pyarrow infers the key's type from the path and refuses to merge it with a file column.
 CURVES_FILE_SCHEMA = pa.schema([f for f in CURVES_SCHEMA if f.name != "batch_size"])
@@ -317,7 +317,7 @@ TRIALS_SCHEMA = pa.schema(
     ]
 )
 """Columns of ``trials.parquet`` (``error``: a failed trial's reason, the last line of its
-exception; null otherwise; ``FINAL_COLUMNS``: what the trial's last row measured)."""
+exception; ``FINAL_COLUMNS``: what the trial's last row measured)."""
 FINAL_COLUMNS = ("sharpness", "probe_recent_loss", "probe_early_loss", "probe_early_age_epochs", "probe_heldout_loss")
 """Measurements a trainable puts in its last row only (the sharpness and the forgetting
 probe, ``trainables.forgetting``); the sink keeps them per trial for ``trials.parquet``."""

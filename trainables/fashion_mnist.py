@@ -33,6 +33,7 @@ from trainables.idx import read_idx
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 SUBSETS = True  # trains on config.train_fraction of the training set (trainables.subsets)
+SCHEDULES = True  # follows config.schedule (trainables.schedule.Plan)
 BRANCHES = True  # starts from another trial's weights and optimizer state (config.init_state)
 METRICS = ("train_loss", "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy")
 # Per-pixel statistics of the Fashion-MNIST training set, so inputs are roughly unit scale.

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainables import Report
 from trainables.contract import TrialConfig
 from trainables.noise_scale import NoiseScaleEstimator
-from trainables.schedule import eval_steps, lr_at
+from trainables.schedule import Plan
 
 # A trial whose loss exceeds this multiple of its initial loss has diverged: with a
 # step size past the stability limit the loss grows geometrically, so any large factor
@@ -53,6 +53,7 @@ from trainables.schedule import eval_steps, lr_at
 DIVERGENCE_FACTOR = 1e3
 CHECKPOINT_VERSION = 2  # 2: the expected mode's state holds the means
 BRANCHES = True  # starts from another trial's checkpoint (config.init_state; orchestrator.branching)
+SCHEDULES = True  # follows config.schedule: per update its batch (noise H/B), LR and momentum
 # The loss itself, as train_loss and val_loss; there is no accuracy.
 METRICS = ("train_loss", "train_eval_loss", "val_loss")
 
@@ -184,32 +185,26 @@ class _Jumper:
 
 
 def noise_scale_norms(grad: np.ndarray, noise: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    """(|G_small|², |G_big|²) for the noise-scale estimator from two independent batches.
-
-    ``grad`` is the true gradient, ``noise`` and ``other`` the noises of two batches of B
-    (``noise`` is the one the update uses; ``other`` is drawn only for the measurement).
-    Each batch is a small batch (B_small = B, squared norms averaged, as per-device
-    gradients in data parallelism) and their mean is the big one (B_big = 2B). The update
-    itself keeps using one batch of B, so measuring never changes the training curve.
-    """
+    """(|G_small|², |G_big|²) for the noise-scale estimator from two independent batches of
+    B: ``noise`` is the update's, ``other`` drawn for the measurement only (so measuring never
+    changes the curve); each is a small batch (B_small = B), their mean the big one (2B)."""
     small_a, small_b = grad + noise, grad + other
     big = grad + 0.5 * (noise + other)
     return 0.5 * (float(small_a @ small_a) + float(small_b @ small_b)), float(big @ big)
 
 
-def adopt_state(init: dict[str, Any], key: dict[str, Any], beta: float) -> dict[str, np.ndarray]:
-    """The state of another trial's checkpoint, for a branch that continues it with its own
-    batch size and LR; the model (dim, mode, preconditioner) must be the same, and so must
-    the kind of update (with or without momentum), whose moments the state holds."""
+def adopt_state(init: dict[str, Any], key: dict[str, Any], heavy: bool) -> dict[str, np.ndarray]:
+    """The state of another trial's checkpoint for a branch with its own B and LR: the same
+    model (dim, mode, preconditioner) and kind of update (momentum: ``heavy``)."""
     other = init.get("key", {})
     same = ("dim", "mode", "precondition")
     if init.get("version") != CHECKPOINT_VERSION or any(other.get(k) != key[k] for k in same):
         raise ValueError("nqm: init_state is not a checkpoint of the same model (dim, mode, precondition)")
     state = {k: np.array(v, dtype=np.float64) for k, v in init["state"].items()}
     # sampled: x and the velocity; expected: the moments, (E[x²], E[xu], E[u²]) with momentum
-    want = {"x", "u"} if key["mode"] == "sampled" else ({"m", "mean"} if beta else {"s", "mean"})
+    want = {"x", "u"} if key["mode"] == "sampled" else ({"m", "mean"} if heavy else {"s", "mean"})
     if set(state) != want:
-        raise ValueError(f"nqm: init_state holds {sorted(state)}, a momentum={beta:g} trial needs {sorted(want)}")
+        raise ValueError(f"nqm: init_state holds {sorted(state)}; this trial (momentum: {heavy}) needs {sorted(want)}")
     return state
 
 
@@ -217,25 +212,24 @@ def train(config: TrialConfig, report: Report) -> None:
     """Run one NQM trial, calling ``report(metrics, checkpoint)`` at each evaluation step.
 
     Honours batch_size, lr, seed (sampled mode), optimizer (only "sgd"), momentum,
-    weight_decay (L2, added to the update's curvature), warmup_examples (linear warmup,
-    then constant), the step cap, the checkpoint and the initial state (a branch); micro_batch_size has no effect
-    (accumulating micro-batches leaves the batch noise H/B unchanged).
-    """
+    weight_decay (L2, added to the update's curvature), warmup_examples, the schedule (per
+    update its B, LR and momentum), the step cap, the checkpoint and the initial state (a
+    branch); micro_batch_size has no effect (accumulation leaves the noise H/B unchanged)."""
     cfg = TrainableConfig.model_validate(config.settings)
     if config.optimizer != "sgd":
         raise ValueError(
             f"nqm supports optimizer 'sgd' only (got {config.optimizer!r}); "
             "use trainable_config.precondition to model adaptive optimizers"
         )
-    B, lr, seed = config.batch_size, config.lr, config.seed
+    B, lr, seed, plan = config.batch_size, config.lr, config.seed, Plan.of(config)
     beta, wd, warmup = config.momentum, config.weight_decay, config.warmup_examples
-    total = config.step_cap
-    warm_steps = math.ceil(warmup / B) if warmup > 0 else 0
+    # heavy-ball moments wherever some update has momentum (beta = 0 is a special case)
+    heavy = any(p.momentum for p in plan.phases)
+    smooth = plan.ramp.lr in ("constant", "step")  # the LR is constant within a phase after warmup
 
     h = curvatures(cfg.dim)
     hu = h + wd  # curvature seen by the update (L2 weight decay)
     hp = h ** (-cfg.precondition)  # diagonal of the preconditioner H^(-p)
-    var = h / B  # batch noise variance per coordinate
     trace_cov = float(h.sum())  # tr(Σ) of one example's gradient noise
     loss0 = loss(h, np.ones(cfg.dim))
     key = {
@@ -248,10 +242,8 @@ def train(config: TrialConfig, report: Report) -> None:
         "weight_decay": wd,
         "warmup_examples": warmup,
         "seed": seed if cfg.mode == "sampled" else None,
+        "schedule": None if config.schedule is None else config.schedule.to_dict(),
     }
-
-    def lr_of(t: int) -> float:  # learning rate of update t (0-based)
-        return lr_at(lr, (t + 1) * B, warmup)
 
     # ---- state: fresh or from a checkpoint ------------------------------------------
     ckpt = config.checkpoint
@@ -265,11 +257,11 @@ def train(config: TrialConfig, report: Report) -> None:
         estimator.load_state_dict(ckpt["noise_scale"])
     elif config.init_state is not None:  # a branch: another trial's state, this trial's B and LR
         step, elapsed0 = 0, 0.0
-        state = adopt_state(config.init_state, key, beta)
+        state = adopt_state(config.init_state, key, heavy)
     else:
         step, elapsed0 = 0, 0.0
         # "mean": E[x] (and E[u] with momentum), for the expected distance from x0 = 1
-        if cfg.mode == "expected" and beta == 0.0:
+        if cfg.mode == "expected" and not heavy:
             state = {"s": np.ones(cfg.dim), "mean": np.ones(cfg.dim)}
         elif cfg.mode == "expected":
             state = {
@@ -286,53 +278,62 @@ def train(config: TrialConfig, report: Report) -> None:
             rng.bit_generator.state = ckpt["rng"]
             meas_rng.bit_generator.state = ckpt["meas_rng"]
 
-    jumpers: tuple[_Jumper, _Jumper] | None = None  # second moments, means
+    jumpers: dict[tuple[float, int, float], tuple[_Jumper, _Jumper]] = {}  # per (LR, B, momentum)
 
     def advance(target: int) -> None:
-        nonlocal step, jumpers
         with np.errstate(over="ignore", invalid="ignore"):
-            if cfg.mode == "expected":
-                while step < min(target, warm_steps):  # warmup: the step size changes every step
-                    a = lr_of(step) * hp
-                    if beta == 0.0:
-                        state["s"] = expected_step(state["s"], a, hu, var)
-                        state["mean"] = (1.0 - a * hu) * state["mean"]
-                    else:
-                        state["m"] = expected_momentum_step(state["m"], a, hu, var, beta)
-                        state["mean"] = np.einsum("ijd,jd->id", mean_transition(a, hu, beta), state["mean"])
-                    step += 1
-                if step < target:  # constant step size from here: jump
-                    a, k = lr * hp, target - step
-                    if beta == 0.0:
-                        state["s"] = expected_jump(state["s"], a, hu, var, k)
-                        state["mean"] = (1.0 - a * hu) ** k * state["mean"]
-                    else:
-                        jumpers = jumpers or (
-                            _Jumper(momentum_transition(a, hu, var, beta)),
-                            _Jumper(mean_transition(a, hu, beta)),
-                        )
-                        moments = np.concatenate([state["m"], np.ones((1, cfg.dim))])  # (4, dim)
-                        state["m"] = jumpers[0](moments, k)[:3].copy()
-                        state["mean"] = jumpers[1](state["mean"], k)
-                    step = target
-                return
-            assert rng is not None and meas_rng is not None  # sampled mode made both
-            x, u, sd, a_const = state["x"], state["u"], np.sqrt(var), lr * hp
-            while step < target:
-                a = lr_of(step) * hp if step < warm_steps else a_const
-                grad = hu * x
-                noise = rng.standard_normal(cfg.dim) * sd
-                if cfg.noise_scale_every and step % cfg.noise_scale_every == 0:
-                    other = meas_rng.standard_normal(cfg.dim) * sd
-                    estimator.update(*noise_scale_norms(grad, noise, other), B, 2 * B)
-                g = grad + noise
-                if beta:
-                    u = beta * u + g
-                    x = x - a * u
+            for _, end in plan.segments(step, target):  # one batch size, LR scale and momentum each
+                advance_phase(end)
+
+    def advance_phase(target: int) -> None:
+        nonlocal step
+        phase = plan.phase(step)
+        b, beta = phase.batch_size, phase.momentum
+        var = h / b  # batch noise variance per coordinate
+        if cfg.mode == "expected":
+            # the step size changes every update in warmup and under a smooth shape
+            while step < target and (not smooth or plan.examples(step + 1) < warmup):
+                a = plan.lr_at_step(step) * hp
+                if not heavy:
+                    state["s"] = expected_step(state["s"], a, hu, var)
+                    state["mean"] = (1.0 - a * hu) * state["mean"]
                 else:
-                    x = x - a * g
+                    state["m"] = expected_momentum_step(state["m"], a, hu, var, beta)
+                    state["mean"] = np.einsum("ijd,jd->id", mean_transition(a, hu, beta), state["mean"])
                 step += 1
-            state["x"], state["u"] = x, u
+            if step < target:  # constant step size from here: jump
+                rate, k = plan.lr_at_step(step), target - step
+                a = rate * hp
+                if not heavy:
+                    state["s"] = expected_jump(state["s"], a, hu, var, k)
+                    state["mean"] = (1.0 - a * hu) ** k * state["mean"]
+                else:
+                    pair = jumpers.setdefault(
+                        (rate, b, beta),
+                        (_Jumper(momentum_transition(a, hu, var, beta)), _Jumper(mean_transition(a, hu, beta))),
+                    )
+                    moments = np.concatenate([state["m"], np.ones((1, cfg.dim))])  # (4, dim)
+                    state["m"] = pair[0](moments, k)[:3].copy()
+                    state["mean"] = pair[1](state["mean"], k)
+                step = target
+            return
+        assert rng is not None and meas_rng is not None  # sampled mode made both
+        x, u, sd = state["x"], state["u"], np.sqrt(var)
+        while step < target:
+            a = plan.lr_at_step(step) * hp
+            grad = hu * x
+            noise = rng.standard_normal(cfg.dim) * sd
+            if cfg.noise_scale_every and step % cfg.noise_scale_every == 0:
+                other = meas_rng.standard_normal(cfg.dim) * sd
+                estimator.update(*noise_scale_norms(grad, noise, other), b, 2 * b)
+            g = grad + noise
+            if beta:
+                u = beta * u + g
+                x = x - a * u
+            else:
+                x = x - a * g
+            step += 1
+        state["x"], state["u"] = x, u
 
     def current_loss() -> float:
         if "s" in state:
@@ -360,7 +361,7 @@ def train(config: TrialConfig, report: Report) -> None:
         return trace_cov / g2 if g2 > 0 and math.isfinite(g2) else None
 
     start = time.perf_counter()
-    for target in eval_steps(total, ratio=cfg.eval_ratio):
+    for target in plan.eval_steps(cfg.eval_ratio):
         if target <= step:
             continue
         advance(target)
@@ -368,14 +369,15 @@ def train(config: TrialConfig, report: Report) -> None:
         elapsed = elapsed0 + time.perf_counter() - start
         metrics: dict[str, Any] = {
             "step": step,
-            "examples_seen": step * B,
+            "examples_seen": plan.examples(step),
             "epoch": None,
             "wall_time_s": elapsed,
             "train_loss": value,
             "train_eval_loss": value,
             "val_loss": value,
             "val_accuracy": None,
-            "lr_current": lr_of(step - 1),
+            "lr_current": plan.lr_at_step(step - 1),
+            **plan.current(step),
             "grad_noise_scale": noise_scale(),
             "weight_distance": distance(),
         }

@@ -61,3 +61,13 @@ def make_optimizer(
     if name == "lars":
         return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def set_hyper(opt: torch.optim.Optimizer, lr: float, momentum: float) -> None:
+    """This update's learning rate and momentum (adamw: beta1) on every parameter group."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+        if "betas" in g:
+            g["betas"] = (momentum, g["betas"][1])
+        elif "momentum" in g:
+            g["momentum"] = momentum

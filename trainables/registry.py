@@ -206,10 +206,10 @@ def train_size(ref: TrainableRef, settings: BaseModel) -> int | None:
     return None if count is None else int(count(settings))
 
 
-CAPABILITIES = ("SUBSETS", "BRANCHES")
+CAPABILITIES = ("SUBSETS", "BRANCHES", "SCHEDULES")
 """What a trainable's module may declare ``= True``: it trains on ``config.train_fraction``
 of its data (``trainables.subsets``); it starts from ``config.init_state``
-(``orchestrator.branching``)."""
+(``orchestrator.branching``); it follows ``config.schedule`` (``trainables.schedule.Plan``)."""
 
 
 def declares(ref: TrainableRef, capability: str) -> bool:

@@ -1,0 +1,171 @@
+"""A study's ``[schedule]``: the learning rate's shape and, at milestones, an LR decay or a
+batch-size increase (Smith, Kindermans, Ying & Le 2017, "Don't decay the learning rate,
+increase the batch size").
+
+    [schedule]
+    lr = "step"
+    milestones = [20, 40]             # epochs (unit = "epochs") or examples
+    unit = "epochs"
+    factor = 5
+    mode = ["decay_lr", "increase_batch", "hybrid"]   # one, or several to compare
+    max_batch_size = 3200
+
+Each mode listed is a grid axis: every (batch size, LR, seed) runs once per mode, the curves'
+``batch_size`` stays the starting batch and ``batch_size_current`` is the batch of the
+moment. ``to_ramp`` gives the typed ``trainables.schedule.Ramp`` a trial receives.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import pydantic
+from pydantic import Field
+
+from orchestrator.lr_spec import Strict
+from trainables.contract import UsageError
+from trainables.schedule import Mode, Plan, Ramp
+
+if TYPE_CHECKING:
+    from orchestrator.study import Study
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Schedule(Strict):
+    """``[schedule]``: LR shape, milestones, and what a milestone changes."""
+
+    lr: Literal["constant", "step", "cosine", "linear_decay", "one_cycle"] = "constant"
+    """After warmup: constant; step (a change at each milestone, as ``mode`` says); cosine
+    or linear_decay to 0 over the trial's budget; one_cycle (Smith 2018)."""
+    milestones: list[PositiveFloat] = []
+    """Where the step schedule changes, increasing, in ``unit``s (lr = "step" only)."""
+    unit: Literal["examples", "epochs"] = "examples"
+    """Unit of ``milestones``: examples, or epochs of the trainable's training set (it must
+    say how large that is: ``train_size``)."""
+    factor: float = 10.0
+    """What a milestone divides the LR or multiplies the batch size by (> 1; an integer
+    when the batch grows)."""
+    mode: list[Mode] = ["decay_lr"]
+    """decay_lr, increase_batch, hybrid (raise B while it stays within max_batch_size, then
+    decay the LR), or a list of them to compare in one study."""
+    max_batch_size: int | None = Field(default=None, gt=0)
+    """The largest batch increase_batch and hybrid may reach (required by them)."""
+    momentum_after: float | None = Field(default=None, ge=0, lt=1)
+    """The momentum rule B ∝ 1/(1 − m) (Smith et al. 2017, §5.2): at the first batch increase
+    the momentum becomes this and the batch grows by a further (1 − m)/(1 − momentum_after)."""
+
+    @pydantic.field_validator("mode", mode="before")
+    @classmethod
+    def _listed(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @pydantic.model_validator(mode="after")
+    def _coherent(self) -> Schedule:
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+            raise ValueError("milestones must increase")
+        if len(set(self.mode)) != len(self.mode) or not self.mode:
+            raise ValueError("mode: list each mode once")
+        return self
+
+    @property
+    def grows(self) -> bool:
+        """Whether some mode raises the batch size."""
+        return any(m != "decay_lr" for m in self.mode)
+
+    def to_ramp(self, mode: Mode, milestones: tuple[int, ...], max_micro_batch: int) -> Ramp:
+        """The ``Ramp`` of one mode, milestones resolved to examples."""
+        return Ramp(
+            lr=self.lr,
+            milestones=milestones,
+            factor=self.factor,
+            mode=mode,
+            max_batch_size=self.max_batch_size,
+            max_micro_batch=max_micro_batch,
+            momentum_after=self.momentum_after,
+        )
+
+
+def check(
+    schedule: Schedule,
+    *,
+    plans: list[Plan],
+    train_size: int | None,
+    scheduler: str,
+) -> None:
+    """Raise ``UsageError`` naming the key for what one table cannot see: the milestones
+    against the budget, the batches the plans reach against ``max_batch_size``, the
+    micro-batches and the training set."""
+    s = schedule
+    if s.factor <= 1:
+        raise UsageError(f"schedule.factor: must be > 1 (got {s.factor:g}); a milestone decays the LR or grows B by it")
+    if s.lr != "step" and (s.milestones or s.mode != ["decay_lr"]):
+        raise UsageError(f'schedule.lr: milestones and batch-increase modes need lr = "step" (got {s.lr!r})')
+    if s.lr == "step" and not s.milestones:
+        raise UsageError('schedule.milestones: lr = "step" needs at least one milestone')
+    if s.grows and s.max_batch_size is None:
+        raise UsageError("schedule.max_batch_size: required when a mode raises the batch size (increase_batch, hybrid)")
+    if s.grows and s.factor != int(s.factor):
+        raise UsageError(f"schedule.factor: must be a whole number when the batch grows (got {s.factor:g})")
+    if len(s.mode) > 1 and scheduler != "none":
+        raise UsageError(
+            'early_stopping.scheduler: a study comparing schedule modes runs each to its end; set it to "none"'
+        )
+    if s.momentum_after is not None and not s.grows:
+        raise UsageError("schedule.momentum_after: applies at a batch increase (mode increase_batch or hybrid)")
+    for plan in plans:
+        last = plan.examples(plan.cap)
+        if s.milestones and plan.ramp.milestones[-1] >= last:
+            raise UsageError(
+                f"schedule.milestones: {plan.ramp.milestones[-1]} examples is at or past the trial's budget "
+                f"({last} examples at B={plan.batch_size})"
+            )
+        for p in plan.phases:
+            b = p.batch_size
+            if s.max_batch_size is not None and plan.ramp.mode != "decay_lr" and b > s.max_batch_size:
+                raise UsageError(
+                    f"schedule.max_batch_size: mode {plan.ramp.mode} reaches B={b} from B={plan.batch_size}, "
+                    f"above max_batch_size = {s.max_batch_size}"
+                )
+            if train_size is not None and b > train_size:
+                raise UsageError(
+                    f"schedule.max_batch_size: B={b} (mode {plan.ramp.mode}) is larger than the "
+                    f"{train_size} examples of the training set, so no batch can be filled"
+                )
+            if b % (plan.world_size * p.micro_batch_size):
+                raise UsageError(
+                    f"schedule.momentum_after: B={b} from B={plan.batch_size} does not split into "
+                    f"{plan.world_size} worker(s) of equal micro-batches"
+                )
+
+
+def resolved(study: Study) -> Study:
+    """The study with ``[schedule]`` milestones in examples, checked against the trainable,
+    the budget and the grid (``check``); the study itself when it has no schedule."""
+    import trainables
+    from orchestrator.grid import trial_config, trial_grid
+
+    s = study.schedule
+    if s is None:
+        return study
+    if not trainables.declares(study.trainable, "SCHEDULES"):
+        raise UsageError(
+            f"schedule: trainable {study.trainable} does not follow a schedule (its module does not "
+            "declare SCHEDULES = True; trainables.schedule.Plan)"
+        )
+    try:
+        n = trainables.train_size(study.trainable, study.trainable_settings())
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if s.unit == "epochs":
+        if n is None:
+            raise UsageError(
+                f"schedule.unit: trainable {study.trainable} does not say how large its training set is "
+                '(no train_size); give the milestones in examples (unit = "examples")'
+            )
+        s = s.model_copy(update={"milestones": [float(round(e * n)) for e in s.milestones], "unit": "examples"})
+        study = study.model_copy(update={"schedule": s})
+    filled = None if n is None else max(1, round(n * min(study.search.train_fraction)))
+    plans = [Plan.of(trial_config(study, p)) for p in trial_grid(study) if p.seed == 0]
+    check(s, plans=plans, train_size=filled, scheduler=study.early_stopping.scheduler)
+    return study

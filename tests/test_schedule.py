@@ -1,0 +1,169 @@
+"""The ``[schedule]`` of a study: LR decay and batch increase at milestones (Smith,
+Kindermans, Ying & Le 2017), counted right per update, in the classifier and the NQM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import trial, write_tiny_fashion_mnist
+from trainables import get
+from trainables.schedule import Plan, Ramp
+
+
+def ramp(mode: str = "increase_batch", **kw: Any) -> Ramp:
+    return Ramp(**{"lr": "step", "milestones": (320, 960), "factor": 2.0, "mode": mode, "max_batch_size": 256, **kw})
+
+
+def plan(r: Ramp, batch: int = 32, micro: int = 32, examples: int = 2000) -> Plan:
+    return Plan.of(
+        trial({"batch_size": batch, "micro_batch_size": micro, "lr": 0.1, "max_examples": examples, "schedule": r})
+    )
+
+
+def test_a_step_schedule_multiplies_the_batch_exactly_at_its_milestones() -> None:
+    p = plan(ramp(max_micro_batch=64))
+    assert [(ph.start_step, ph.start_examples, ph.batch_size, ph.micro_batch_size) for ph in p.phases] == [
+        (0, 0, 32, 32),
+        (10, 320, 64, 64),
+        (20, 960, 128, 64),  # past max_micro_batch: two averaged micro-batches of 64
+    ]
+    assert [p.batch(s) for s in (9, 10, 19, 20)] == [32, 64, 64, 128]
+    assert [p.examples(s) for s in (10, 11, 20, 21)] == [320, 384, 960, 1088]
+    assert {p.lr_at_step(s) for s in range(p.cap)} == {0.1}  # the LR never moves
+    # the examples budget: 8 updates of 128 after the last milestone fit in 2000
+    assert (p.cap, p.examples(p.cap)) == (28, 1984)
+
+
+def test_decay_lr_divides_the_lr_where_increase_batch_multiplies_b_and_both_see_the_same_examples() -> None:
+    dec, inc = plan(ramp("decay_lr")), plan(ramp("increase_batch"))
+    assert [dec.lr_at_step(s) for s in (9, 10, 29, 30)] == pytest.approx([0.1, 0.05, 0.05, 0.025])
+    assert {dec.batch(s) for s in range(dec.cap)} == {32}
+    for examples in (320, 960, 1984):  # the milestones and the end: the same data, fewer updates
+        assert dec.examples(dec.updates_within(examples)) == inc.examples(inc.updates_within(examples)) == examples
+    assert (dec.cap, inc.cap) == (62, 28)
+
+
+def test_hybrid_grows_the_batch_to_its_cap_then_decays_the_lr() -> None:
+    p = plan(ramp("hybrid", max_batch_size=64))
+    assert [(ph.batch_size, ph.lr_scale) for ph in p.phases] == [(32, 1.0), (64, 1.0), (64, 0.5)]
+
+
+def test_the_momentum_rule_grows_b_with_one_over_one_minus_m() -> None:
+    r = ramp(momentum_after=0.95, max_batch_size=4096)
+    p = Plan.of(trial({"batch_size": 32, "lr": 0.1, "momentum": 0.9, "max_examples": 20_000, "schedule": r}))
+    # ×2 for the milestone, ×(1 − 0.9)/(1 − 0.95) = 2 for the momentum: B(1 − m) tracks the noise
+    assert [(ph.batch_size, ph.momentum) for ph in p.phases] == [(32, 0.9), (128, 0.95), (256, 0.95)]
+
+
+@pytest.mark.parametrize("shape", ["cosine", "linear_decay", "one_cycle"])
+def test_smooth_shapes_run_over_the_trials_examples(shape: str) -> None:
+    p = plan(Ramp(lr=shape), examples=3200)
+    lrs = [p.lr_at_step(s) for s in range(p.cap)]
+    assert max(lrs) == pytest.approx(0.1, rel=0.02) and lrs[-1] < 0.002
+    if shape == "one_cycle":  # up from peak/25 over the first 30%, then down
+        assert lrs[0] == pytest.approx(0.1 / 25, rel=0.1) and lrs.index(max(lrs)) == pytest.approx(0.3 * p.cap, abs=1)
+    else:
+        assert lrs == sorted(lrs, reverse=True)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_fashion_mnist(tmp_path_factory.mktemp("fmnist"))
+
+
+def classifier_rows(data_dir: Path, r: Ramp | None, checkpoint: dict | None = None) -> tuple[list[dict], list[dict]]:
+    rows: list[dict] = []
+    ckpts: list[dict] = []
+    cfg = {
+        "batch_size": 32,
+        "micro_batch_size": 32,
+        "lr": 0.05,
+        "seed": 1,
+        "momentum": 0.9,
+        "max_examples": 2000,
+        "data_dir": str(data_dir),
+        "val_size": 200,
+        "probe_examples": 0,
+        "eval_ratio": 1.1,
+        "schedule": r,
+        "_checkpoint": checkpoint,
+    }
+
+    def report(metrics: dict, ckpt: dict | None = None) -> None:
+        rows.append(dict(metrics))
+        ckpts.append(ckpt or {})
+
+    get("fashion_mnist")(trial(cfg), report)
+    return rows, ckpts
+
+
+def test_the_classifier_grows_its_batch_at_the_milestones_and_resumes_mid_schedule(data_dir: Path) -> None:
+    r = ramp(max_micro_batch=32)  # the grown batches accumulate micro-batches of 32
+    p = plan(r)
+    rows, ckpts = classifier_rows(data_dir, r)
+    for row in rows:
+        assert row["examples_seen"] == p.examples(row["step"])
+        assert row["batch_size_current"] == p.batch(row["step"] - 1)
+    at = {row["step"]: row for row in rows}
+    assert at[10]["batch_size_current"] == 32 and at[10]["examples_seen"] == 320
+    assert rows[-1]["step"] == 28 and rows[-1]["examples_seen"] == 1984
+    assert rows[-1]["epoch"] == pytest.approx(1984 / (1200 - 200))  # the tiny set: 1,200 images, 200 held out
+    # a resume past the first milestone continues at B = 64 with the same curve
+    k = next(i for i, row in enumerate(rows) if row["step"] > 12)
+    resumed, _ = classifier_rows(data_dir, r, ckpts[k])
+    assert [x["step"] for x in resumed] == [x["step"] for x in rows[k + 1 :]]
+    for a, b in zip(rows[k + 1 :], resumed, strict=True):
+        assert (a["examples_seen"], a["batch_size_current"]) == (b["examples_seen"], b["batch_size_current"])
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
+
+
+def test_increase_batch_and_decay_lr_reach_the_same_examples_at_the_same_epochs(data_dir: Path) -> None:
+    dec, _ = classifier_rows(data_dir, ramp("decay_lr"))
+    inc, _ = classifier_rows(data_dir, ramp("increase_batch"))
+    assert (dec[-1]["examples_seen"], dec[-1]["epoch"]) == (inc[-1]["examples_seen"], inc[-1]["epoch"])
+    assert (dec[-1]["step"], inc[-1]["step"]) == (62, 28)
+    assert {r["lr_current"] for r in inc} == {0.05} and dec[-1]["lr_current"] == pytest.approx(0.0125)
+
+
+def nqm_rows(r: Ramp | None, checkpoint: dict | None = None, **kw: Any) -> tuple[list[dict], list[dict]]:
+    rows: list[dict] = []
+    ckpts: list[dict] = []
+    cfg = {"batch_size": 8, "lr": 0.5, "max_examples": 1 << 16, "dim": 10_000, "mode": "expected", **kw}
+
+    def report(metrics: dict, ckpt: dict | None = None) -> None:
+        rows.append(dict(metrics))
+        ckpts.append(ckpt or {})
+
+    get("nqm")(trial({**cfg, "schedule": r, "_checkpoint": checkpoint}), report)
+    return rows, ckpts
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_on_the_nqm_increasing_b_by_k_matches_decaying_the_lr_by_k_with_k_times_fewer_updates(k: int) -> None:
+    """Expected mode, where the noise scale argument is exact: after the milestone the two
+    runs see the same examples; the loss agrees to 2% and the batch increase takes k times
+    fewer updates for them."""
+    milestone = 1 << 13
+    common = {"lr": "step", "milestones": (milestone,), "factor": float(k), "max_batch_size": 8 * k}
+    dec, _ = nqm_rows(Ramp(mode="decay_lr", **common))
+    inc, _ = nqm_rows(Ramp(mode="increase_batch", **common))
+    assert dec[-1]["examples_seen"] == inc[-1]["examples_seen"] == 1 << 16
+    at_milestone = milestone // 8
+    assert dec[-1]["step"] - at_milestone == k * (inc[-1]["step"] - at_milestone)
+    assert inc[-1]["val_loss"] == pytest.approx(dec[-1]["val_loss"], rel=0.02)
+    # and the milestone mattered: the run that kept B and the LR ends more than 10% away
+    const, _ = nqm_rows(None)
+    assert abs(const[-1]["val_loss"] / dec[-1]["val_loss"] - 1) > 0.1
+
+
+def test_the_nqm_resumes_mid_schedule_at_the_right_batch_and_lr() -> None:
+    r = Ramp(lr="step", milestones=(1 << 12, 1 << 14), factor=2.0, mode="hybrid", max_batch_size=16)
+    rows, ckpts = nqm_rows(r, momentum=0.9)
+    k = next(i for i, row in enumerate(rows) if row["examples_seen"] > 1 << 13)
+    resumed, _ = nqm_rows(r, ckpts[k], momentum=0.9)
+    assert rows[-1]["val_loss"] == pytest.approx(resumed[-1]["val_loss"], rel=1e-9)
+    assert [x["batch_size_current"] for x in resumed] == [x["batch_size_current"] for x in rows[k + 1 :]]
+    assert {x["batch_size_current"] for x in rows} == {8.0, 16.0} and rows[-1]["lr_current"] == pytest.approx(0.25)
