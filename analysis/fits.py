@@ -32,6 +32,7 @@ from .noise import noise_scale
 from .numbers import finite_or_none
 from .regimes import regimes as find_regimes
 from .results import Analysis, CriticalBatchFit, LrScalingFit, NoiseScale, PerBatchRow, Regimes
+from .schedules import modes_of, schedule_comparison
 from .steps import trial_table
 
 # Every fit sets a reason with each None it returns; this only keeps a missing one visible.
@@ -57,8 +58,14 @@ def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) ->
     """Run every step of the analysis on ``run`` with ``n_boot`` bootstrap resamples.
 
     A run that sweeps ``search.train_fraction`` is analysed on its largest fraction (all of
-    the data, as a rule); ``Analysis.subsets`` holds every trial of every fraction."""
+    the data, as a rule); ``Analysis.subsets`` holds every trial of every fraction. One with
+    several ``[schedule]`` modes is analysed on its first (decay_lr where it has it);
+    ``Analysis.schedules`` compares them all."""
     target = run.target
+    schedules = schedule_comparison(run)
+    if schedules is not None:
+        modes = modes_of(run)
+        run = run.only(modes.index[modes == schedules.table["mode"].iloc[0]])
     subsets = trial_table(run) if len(run.fractions) > 1 else None
     run = run.at_fraction(run.fractions[-1]) if subsets is not None else run
     table = trial_table(run)
@@ -91,6 +98,7 @@ def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) ->
         gap_train_column=gap_column,
         subsets=subsets,
         branched=branching(run.run_dir, run.study),
+        schedules=schedules,
         reasons=_reasons(critical, lr, reg, noise, summary),
     )
 

@@ -55,6 +55,12 @@ class Run:
         trials = None if self.trials is None else self.trials[fractions_of(self.trials) == fraction]
         return Run(curves, trials, self.study, self.run_dir, self.trials_synthesised)
 
+    def only(self, trial_ids: pd.Index) -> Run:
+        """The same run with only the trials ``trial_ids``."""
+        curves = self.curves[self.curves["trial_id"].isin(trial_ids)].reset_index(drop=True)
+        trials = None if self.trials is None else self.trials[self.trials["trial_id"].isin(trial_ids)]
+        return Run(curves, trials, self.study, self.run_dir, self.trials_synthesised)
+
 
 def fractions_of(frame: pd.DataFrame) -> pd.Series:
     """The ``train_fraction`` of each row (curves or trials); 1.0 where it is missing or

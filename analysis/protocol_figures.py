@@ -175,9 +175,43 @@ def branching_figure(a: Analysis, out: Path) -> FigureFile | None:
     )
 
 
+def schedules_figure(a: Analysis, out: Path) -> FigureFile | None:
+    sc = a.schedules
+    if sc is None:
+        return None
+    metric = a.target.metric
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FULL_WIDTH, HEIGHT), layout="constrained")
+    for i, (mode, d) in enumerate(sc.curves.groupby("mode", sort=False)):
+        colour = PALETTE[[0, 3, 2][i % 3]]
+        for j, (_, t) in enumerate(d.groupby("trial_id", sort=True)):
+            label = mode if j == 0 else None
+            left.plot(t["epoch"], t[metric], lw=0.8, color=colour, alpha=0.8, label=label)
+            right.plot(t["step"], t[metric], lw=0.8, color=colour, alpha=0.8, label=label)
+    for ax in (left, right):
+        ax.axhline(a.target.value, color="0.4", lw=0.7, ls="--")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylim(
+            bottom=max(float(np.nanmin(sc.curves[metric])), a.target.value - 0.1)
+            if metric.endswith("accuracy")
+            else None
+        )
+    left.set_xlabel("epochs")
+    right.set_xlabel("optimizer updates")
+    left.legend(fontsize=6)
+    return save_figure(
+        fig,
+        out,
+        "schedules",
+        "LR decay vs batch increase",
+        f"{metric.replace('_', ' ')} of every seed of each schedule mode against epochs (left: the curves should "
+        "coincide) and against optimizer updates (right: the batch increase needs fewer); dashed: the target.",
+    )
+
+
 PROTOCOL_FIGURES: tuple[Callable[[Analysis, Path], FigureFile | None], ...] = (
     equal_budget_figure,
     curvature_figure,
+    schedules_figure,
     branching_figure,
 )
 """Drawn after ``figures.FIGURES``; a run without the protocol gets none of them (and the

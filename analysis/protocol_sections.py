@@ -20,7 +20,7 @@ from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis
 from .tables import TableFile
 
-SECTION_ITEMS = frozenset({"equal_budget", "curvature_forgetting", "forgetting_probe", "branching"})
+SECTION_ITEMS = frozenset({"equal_budget", "curvature_forgetting", "forgetting_probe", "branching", "schedules"})
 """Figure and table names that belong to these sections, not to the general lists."""
 
 
@@ -35,6 +35,8 @@ def protocol_summary(a: Analysis) -> list[str]:
         )
     if (eb := equal_budget(a)) is not None and eb.findings:
         out.append("Equal budget: " + eb.findings[0][0].lower() + eb.findings[0][1:])
+    if a.schedules is not None and a.schedules.findings:
+        out.append("LR decay vs batch increase: " + a.schedules.findings[0][0].lower() + a.schedules.findings[0][1:])
     if a.branched is not None and (found := branching_findings(a)):
         out.append("Branching: " + found[0][0].lower() + found[0][1:])
     if (cf := curvature_forgetting(a)) is not None:
@@ -100,8 +102,31 @@ def protocol_sections(a: Analysis, figures: list[FigureFile], tables: list[Table
             ),
             Table(tab["forgetting_probe"]),
         ]
+    blocks += schedules_section(a, fig, tab)
     blocks += branching_section(a, fig, tab)
     return blocks
+
+
+def schedules_section(a: Analysis, fig: dict[str, FigureFile], tab: dict[str, TableFile]) -> list[Block]:
+    sc = a.schedules
+    if sc is None:
+        return []
+    s = a.run.study.get("schedule", {})
+    return [
+        Heading("LR decay vs batch increase"),
+        Paragraph(
+            f"The same starting batch size and LR through the same epochs; at each milestone "
+            f"({', '.join(f'{m:,.0f}' for m in s.get('milestones', []))} examples) decay_lr divides the LR by "
+            f"{s.get('factor', 0):g}, increase_batch multiplies the batch size by it instead, and hybrid grows the "
+            "batch to its cap and then decays the LR (Smith, Kindermans, Ying & Le 2017). The noise scale "
+            "g ≈ εN/B(1 − m) falls by the same factor each way, so the curves should coincide per epoch while "
+            "the batch increase takes fewer updates. Two modes' final values differ when their means are more "
+            "than two standard errors of the difference apart. The rest of this report analyses the first mode."
+        ),
+        Bullets(sc.findings),
+        *([Figure(fig["schedules"])] if "schedules" in fig else []),
+        *([Table(tab["schedules"])] if "schedules" in tab else []),
+    ]
 
 
 def branching_findings(a: Analysis) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from .bootstrap import Resamples
 from .branching import Branched
 from .load import Run
 from .numbers import finite_or_none
+
+if TYPE_CHECKING:
+    from .schedules import ScheduleComparison
 
 RULES: tuple[str, ...] = ("linear", "sqrt", "power", "saturating", "constant", "surge")
 """The LR scaling rules that are compared, in the order fits.json lists their AICc: the
@@ -306,6 +309,10 @@ class Analysis:
 
     branched: Branched | None = None
     """The study's ``[branching]`` measurement (``analysis.branching``); None without one."""
+
+    schedules: ScheduleComparison | None = None
+    """With several ``[schedule]`` modes: their comparison (``analysis.schedules``; ``run``,
+    ``trials`` and the fits hold the first mode's trials only); None otherwise."""
 
 
 def _interval(ci: Interval | None) -> list[float | None] | None:

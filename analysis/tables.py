@@ -258,6 +258,9 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     if (cf := curvature_forgetting(a)) is not None:
         title = "LR sweeps on training subsets: best and instability LR per batch size and fraction"
         tables.append(("curvature_forgetting", title, (cf.table, cf.text)))
+    if a.schedules is not None:
+        title = "LR decay vs batch increase: each schedule mode over its seeds"
+        tables.append(("schedules", title, (a.schedules.table, a.schedules.text)))
     if a.branched is not None:
         title = "Branched local critical batch size at each checkpoint of the base run"
         tables.append(("branching", title, (a.branched.table, a.branched.text)))

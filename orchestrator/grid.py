@@ -31,7 +31,7 @@ class TrialPoint:
     seed: int
     train_fraction: float = 1.0
     mode: Mode | None = None
-    """The ``[schedule]`` mode of the trial (None: the study has no schedule)."""
+    """The ``[schedule]`` mode of the trial (None: the study's first, if it has one)."""
 
     @property
     def stratum(self) -> Stratum:
@@ -126,7 +126,7 @@ def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
         settings=study.trainable_settings().model_dump(mode="json"),
         train_fraction=point.train_fraction,
         world_size=study.resources.workers_per_trial,
-        schedule=None if sched is None or point.mode is None else sched.to_ramp(point.mode, milestones, max_micro),
+        schedule=None if sched is None else sched.to_ramp(point.mode or sched.mode[0], milestones, max_micro),
     )
 
 
@@ -139,6 +139,8 @@ def format_grid(study: Study) -> str:
     lr = study.search.lr
     if isinstance(lr, LrPolicies):
         lines.append(f"LR policies {', '.join(lr.policies)} (base lr {lr.base_lr:g} at B={lr.base_batch})")
+    if study.schedule is not None:
+        lines.append(format_schedule(study))
     fractions = study.search.train_fraction
     if fractions != [1.0]:
         lines.append("training fractions " + ", ".join(f"{f:g}" for f in fractions) + " at every batch size")
@@ -151,6 +153,8 @@ def format_grid(study: Study) -> str:
             f"{b:>7} {pts[0].micro_batch_size:>7}  {study.search.seeds:>5}  " + " ".join(f"{x:.3g}" for x in lrs)
         )
     strata = f", {len(fractions)} fractions each" if len(fractions) > 1 else ""
+    if study.schedule is not None and len(study.schedule.mode) > 1:
+        strata += f", {len(study.schedule.mode)} schedule modes each"
     lines.append(f"{len(grid)} trials ({len(study.search.batch_sizes)} batch sizes{strata})")
     lines.append(format_order(study))
     return "\n".join(lines)
@@ -169,3 +173,25 @@ def format_order(study: Study, first: int = 6) -> str:
         f"order: within a batch size, LRs by grid position {' '.join(str(i + 1) for i in centre_out(n_lrs))} "
         f"(centre outwards){seeds}; batch sizes take turns: {head}" + (", ..." if len(order) > first else "")
     )
+
+
+def format_schedule(study: Study) -> str:
+    """The dry run's line on ``[schedule]``: the shape, and the batches each mode reaches."""
+    from trainables.schedule import Plan
+
+    s = study.schedule
+    assert s is not None
+    text = f"schedule: lr {s.lr}"
+    if s.milestones:
+        text += f", milestones at {', '.join(f'{m:.0f}' for m in s.milestones)} examples, factor {s.factor:g}"
+    b = study.search.batch_sizes[0]
+    for mode in s.mode:
+        point = TrialPoint(
+            b, micro_batch_size(b // study.resources.workers_per_trial, study.budget.max_micro_batch), 0.1, 0, mode=mode
+        )
+        plan = Plan.of(trial_config(study, point))
+        steps = " -> ".join(
+            f"B={p.batch_size}" + (f" lr×{p.lr_scale:g}" if p.lr_scale != 1 else "") for p in plan.phases
+        )
+        text += f"; {mode}: {steps} ({plan.cap} updates at B={b})"
+    return text

@@ -8,7 +8,8 @@ increase the batch size").
     unit = "epochs"
     factor = 5
     mode = ["decay_lr", "increase_batch", "hybrid"]   # one, or several to compare
-    max_batch_size = 3200
+    max_batch_size = 3200             # increase_batch: 128 -> 640 -> 3200 from B = 128
+    hybrid_batch_size = 640           # hybrid: 128 -> 640, then the LR decays
 
 Each mode listed is a grid axis: every (batch size, LR, seed) runs once per mode, the curves'
 ``batch_size`` stays the starting batch and ``batch_size_current`` is the batch of the
@@ -50,7 +51,9 @@ class Schedule(Strict):
     """decay_lr, increase_batch, hybrid (raise B while it stays within max_batch_size, then
     decay the LR), or a list of them to compare in one study."""
     max_batch_size: int | None = Field(default=None, gt=0)
-    """The largest batch increase_batch and hybrid may reach (required by them)."""
+    """The largest batch increase_batch may reach (required by it and by hybrid)."""
+    hybrid_batch_size: int | None = Field(default=None, gt=0)
+    """hybrid: the batch it grows to before it decays the LR (default max_batch_size)."""
     momentum_after: float | None = Field(default=None, ge=0, lt=1)
     """The momentum rule B ∝ 1/(1 − m) (Smith et al. 2017, §5.2): at the first batch increase
     the momentum becomes this and the batch grows by a further (1 − m)/(1 − momentum_after)."""
@@ -60,13 +63,19 @@ class Schedule(Strict):
     def _listed(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
 
-    @pydantic.model_validator(mode="after")
-    def _coherent(self) -> Schedule:
-        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+    @pydantic.field_validator("mode")
+    @classmethod
+    def _once(cls, v: list[Mode]) -> list[Mode]:
+        if len(set(v)) != len(v) or not v:
+            raise ValueError("list each mode once")
+        return v
+
+    @pydantic.field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
             raise ValueError("milestones must increase")
-        if len(set(self.mode)) != len(self.mode) or not self.mode:
-            raise ValueError("mode: list each mode once")
-        return self
+        return v
 
     @property
     def grows(self) -> bool:
@@ -75,12 +84,13 @@ class Schedule(Strict):
 
     def to_ramp(self, mode: Mode, milestones: tuple[int, ...], max_micro_batch: int) -> Ramp:
         """The ``Ramp`` of one mode, milestones resolved to examples."""
+        cap = self.hybrid_batch_size if mode == "hybrid" and self.hybrid_batch_size else self.max_batch_size
         return Ramp(
             lr=self.lr,
             milestones=milestones,
             factor=self.factor,
             mode=mode,
-            max_batch_size=self.max_batch_size,
+            max_batch_size=cap,
             max_micro_batch=max_micro_batch,
             momentum_after=self.momentum_after,
         )
@@ -92,6 +102,8 @@ def check(
     plans: list[Plan],
     train_size: int | None,
     scheduler: str,
+    strategy: str = "grid",
+    branching: bool = False,
 ) -> None:
     """Raise ``UsageError`` naming the key for what one table cannot see: the milestones
     against the budget, the batches the plans reach against ``max_batch_size``, the
@@ -107,6 +119,10 @@ def check(
         raise UsageError("schedule.max_batch_size: required when a mode raises the batch size (increase_batch, hybrid)")
     if s.grows and s.factor != int(s.factor):
         raise UsageError(f"schedule.factor: must be a whole number when the batch grows (got {s.factor:g})")
+    if len(s.mode) > 1 and strategy == "adaptive":
+        raise UsageError("search.strategy: the adaptive search tunes one schedule mode; list one in schedule.mode")
+    if branching:
+        raise UsageError("branching: a branched study's base run keeps its batch size; drop [schedule] or [branching]")
     if len(s.mode) > 1 and scheduler != "none":
         raise UsageError(
             'early_stopping.scheduler: a study comparing schedule modes runs each to its end; set it to "none"'
@@ -122,7 +138,7 @@ def check(
             )
         for p in plan.phases:
             b = p.batch_size
-            if s.max_batch_size is not None and plan.ramp.mode != "decay_lr" and b > s.max_batch_size:
+            if s.max_batch_size is not None and b > s.max_batch_size:
                 raise UsageError(
                     f"schedule.max_batch_size: mode {plan.ramp.mode} reaches B={b} from B={plan.batch_size}, "
                     f"above max_batch_size = {s.max_batch_size}"
@@ -167,5 +183,12 @@ def resolved(study: Study) -> Study:
         study = study.model_copy(update={"schedule": s})
     filled = None if n is None else max(1, round(n * min(study.search.train_fraction)))
     plans = [Plan.of(trial_config(study, p)) for p in trial_grid(study) if p.seed == 0]
-    check(s, plans=plans, train_size=filled, scheduler=study.early_stopping.scheduler)
+    check(
+        s,
+        plans=plans,
+        train_size=filled,
+        scheduler=study.early_stopping.scheduler,
+        strategy=study.search.strategy,
+        branching=study.branching is not None,
+    )
     return study

@@ -3,8 +3,9 @@
 Three batch sizes from the lower half of the study's range, the three central learning rates
 (of an LR policies table: its rules, and three of its tuned grid), the smallest and largest
 training fractions, one seed, and at most 20,000 examples or 150 steps per trial (a
-fixed_budget study: 20,000 examples, the same at every batch size), and of a ``[branching]``
-table its first two checkpoints and multipliers. The result exercises the whole
+fixed_budget study: 20,000 examples, the same at every batch size), of a ``[branching]``
+table its first two checkpoints and multipliers, and a ``[schedule]``'s milestones at the
+same fractions of the smaller budget. The result exercises the whole
 pipeline (Tune, ASHA, sink, report); its numbers are not a study.
 """
 
@@ -53,6 +54,11 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
     if es:
         es["grace_examples"] = min(es.get("grace_examples", SMOKE_GRACE_EXAMPLES), SMOKE_GRACE_EXAMPLES)
     out = {**raw, "search": search, "budget": budget, "early_stopping": es}
+    if raw.get("schedule") and raw["schedule"].get("milestones"):
+        # the milestones at the same fractions of the shrunk budget (validation made them examples)
+        old = raw["budget"].get("max_examples")
+        scale = budget["max_examples"] / old if old else 1.0
+        out["schedule"] = {**raw["schedule"], "milestones": [m * scale for m in raw["schedule"]["milestones"]]}
     if raw.get("branching"):
         # the first two checkpoints and multipliers: the window stays a multiple of their k·B0
         br = dict(raw["branching"])

@@ -167,3 +167,93 @@ def test_the_nqm_resumes_mid_schedule_at_the_right_batch_and_lr() -> None:
     assert rows[-1]["val_loss"] == pytest.approx(resumed[-1]["val_loss"], rel=1e-9)
     assert [x["batch_size_current"] for x in resumed] == [x["batch_size_current"] for x in rows[k + 1 :]]
     assert {x["batch_size_current"] for x in rows} == {8.0, 16.0} and rows[-1]["lr_current"] == pytest.approx(0.25)
+
+
+BAD_SCHEDULES = [
+    (["schedule.milestones=[8, 4]"], "schedule.milestones: milestones must increase"),
+    (["schedule.factor=1"], "schedule.factor: must be > 1"),
+    (["schedule.factor=0.5"], "schedule.factor: must be > 1"),
+    (["schedule.factor=2.5"], "schedule.factor: must be a whole number when the batch grows"),
+    (["schedule.max_batch_size=640"], "schedule.max_batch_size: mode increase_batch reaches B=3200"),
+    (["schedule.mode=['increase_batch']", "schedule.max_batch_size=0"], "schedule.max_batch_size"),
+    (["schedule.mode=['hybrid']", "schedule.hybrid_batch_size=0"], "schedule.hybrid_batch_size"),
+    (
+        ["schedule.factor=25", "schedule.max_batch_size=100000"],
+        "schedule.max_batch_size: B=80000 (mode increase_batch) is larger than the 55000 examples",
+    ),
+    (["schedule.milestones=[4, 12]"], "schedule.milestones: 660000 examples is at or past the trial's budget"),
+    (["schedule.lr='cosine'"], 'schedule.lr: milestones and batch-increase modes need lr = "step"'),
+    (["schedule.milestones=[]"], 'schedule.milestones: lr = "step" needs at least one milestone'),
+    (["schedule.unit='steps'"], "schedule.unit"),
+    (["schedule.mode=['decay_lr', 'decay_lr']"], "schedule.mode"),
+    (["early_stopping.scheduler='asha'"], "early_stopping.scheduler: a study comparing schedule modes"),
+    (["search.strategy='adaptive'"], "search.strategy: the adaptive search tunes one schedule mode"),
+    (["schedule.momentum_after=1"], "schedule.momentum_after"),
+    (
+        ["trainable='nqm'", "trainable_config={}", "budget={max_examples=600000}", "target.metric='val_loss'"],
+        "schedule.unit: trainable nqm does not say how large",
+    ),
+]
+
+
+@pytest.mark.parametrize("sets,message", BAD_SCHEDULES)
+def test_a_bad_schedule_exits_2_naming_the_key(sets: list[str], message: str, tmp_path: Path, capsys) -> None:
+    from orchestrator.launch import main
+
+    out = tmp_path / "run"
+    args = ["--study", "increase-batch", *(a for s in sets for a in ("--set", s)), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and err.count("\n") == 0, err
+    assert not out.exists()
+
+
+def test_a_schedule_on_a_trainable_that_cannot_follow_it_exits_2(tmp_path: Path, capsys) -> None:
+    from orchestrator.launch import main
+
+    out = tmp_path / "run"
+    args = ["--study", "gpt-small", "--set", "schedule={lr='cosine'}", "--out", str(out)]
+    assert main(args) == 2
+    assert "schedule: trainable gpt does not follow a schedule" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_dry_run_shows_each_modes_batches(capsys) -> None:
+    from orchestrator.launch import main
+
+    assert main(["--study", "increase-batch", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "increase_batch: B=128 -> B=640 -> B=3200" in text
+    assert "hybrid: B=128 -> B=640 -> B=640 lr×0.2" in text
+    assert "9 trials (1 batch sizes, 3 schedule modes each)" in text
+
+
+def test_the_increase_batch_study_runs_through_ray_and_reports_the_comparison(tmp_path: Path) -> None:
+    """The built-in study at its smoke budget through the real launcher and local Ray: each
+    mode's trial grows (or keeps) its batch as its schedule says, trials.parquet records the
+    mode, and the report has the section with one row per mode."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from support import launch
+    from trainables.contract import read_curves
+
+    run = tmp_path / "run"
+    r = launch("--cluster", "local", "--study", "increase-batch", "--budget", "smoke", "--out", str(run), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = pq.read_table(run / "trials.parquet").to_pandas()
+    mode = {
+        t: json.loads(c)["schedule"]["mode"] for t, c in zip(trials["trial_id"], trials["config_json"], strict=True)
+    }
+    assert sorted(mode.values()) == ["decay_lr", "hybrid", "increase_batch"]
+    curves = read_curves(run / "curves").to_pandas()
+    grown = {mode[t]: sorted(set(d["batch_size_current"])) for t, d in curves.groupby("trial_id")}
+    assert grown == {"decay_lr": [128.0], "increase_batch": [128.0, 640.0, 3200.0], "hybrid": [128.0, 640.0]}
+    assert set(curves["batch_size"]) == {128}  # the starting batch: per-batch-size strata stay
+    ends = curves.sort_values("step").groupby("trial_id").tail(1).set_index("trial_id")
+    assert ends["epoch"].max() - ends["epoch"].min() < 3200 / 55_000  # the same epochs, to one update
+    report = (run / "report" / "report.md").read_text()
+    section = report[report.index("## LR decay vs batch increase") :]
+    assert "figures/schedules.png" in section and "| increase_batch | 1 |" in section
+    assert (run / "report" / "tables" / "schedules.csv").is_file()

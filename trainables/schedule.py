@@ -104,7 +104,8 @@ class Ramp:
     mode: Mode = "decay_lr"
     """decay_lr, increase_batch or hybrid (module docstring)."""
     max_batch_size: int | None = None
-    """increase_batch and hybrid: the largest batch the schedule may reach."""
+    """increase_batch and hybrid: the largest batch the schedule may reach (hybrid decays
+    the LR at a milestone that would pass it)."""
     max_micro_batch: int = 4096
     """A grown batch runs in micro-batches of at most this size (averaged accumulation)."""
     momentum_after: float | None = None
