@@ -20,6 +20,7 @@ import numpy as np
 from .curvature import curvature_forgetting
 from .equal_budget import equal_budget
 from .figure_style import COLUMN_WIDTH, FULL_WIDTH, HEIGHT, PALETTE, FigureFile, batch_axis, plain_log_axis, save_figure
+from .range_test import range_test_comparison
 from .results import Analysis
 
 POLICY_COLOURS = {"constant": PALETTE[7], "sqrt": PALETTE[2], "linear": PALETTE[0], "tuned": PALETTE[3]}
@@ -208,9 +209,65 @@ def schedules_figure(a: Analysis, out: Path) -> FigureFile | None:
     )
 
 
+def range_test_figure(a: Analysis, out: Path) -> FigureFile | None:
+    rt = range_test_comparison(a)
+    if rt is None:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FULL_WIDTH, HEIGHT), layout="constrained")
+    sizes = sorted(rt.table["batch_size"])
+    colours = dict(zip(sizes, plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(sizes))), strict=True))
+    for b, d in rt.curves.groupby("batch_size", sort=True):
+        c = colours[int(b)]
+        left.plot(d["lr_current"], d["train_loss"], lw=0.5, color=c, alpha=0.35)
+        left.plot(d["lr_current"], d["smoothed_loss"], lw=1.0, color=c, label=f"B={int(b)}")
+    for r in rt.table.itertuples():
+        if r.picked_lr is not None and np.isfinite(r.picked_lr):
+            left.axvline(r.picked_lr, color=colours[int(r.batch_size)], lw=0.7, ls="--")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    start = rt.curves.groupby("batch_size")["train_loss"].first().to_numpy(dtype=float)
+    if np.isfinite(start).any():  # the valley, not the blow-up past divergence
+        left.set_ylim(top=3 * float(np.nanmax(start)))
+    left.set_xlabel("learning rate (rising over the test)")
+    left.set_ylabel("training loss (faint: raw)")
+    left.legend(fontsize=6)
+    t = rt.table
+    x = t["batch_size"].to_numpy(dtype=float)
+    right.fill_between(
+        x,
+        t["grid_min"].to_numpy(dtype=float),
+        t["grid_max"].to_numpy(dtype=float),
+        color=PALETTE[7],
+        alpha=0.2,
+        lw=0,
+        label="centred grid",
+    )
+    for col, marker, colour, label in (
+        ("picked_lr", "o", PALETTE[0], "picked (minimum / 10)"),
+        ("steepest_lr", "^", PALETTE[2], "steepest (Lightning)"),
+        ("best_lr", "*", PALETTE[3], "best in the sweep"),
+    ):
+        right.plot(x, t[col].to_numpy(dtype=float), marker, color=colour, ms=5, ls="-", lw=0.7, label=label)
+    right.set_yscale("log")
+    batch_axis(right, x)
+    right.set_xlabel("batch size")
+    right.set_ylabel("learning rate")
+    right.legend(fontsize=6)
+    return save_figure(
+        fig,
+        out,
+        "range_test",
+        "LR range test",
+        "Left: each batch size's range test, training loss against the rising LR (smoothed; faint: raw), dashed "
+        "at its picked LR. Right: per batch size the picked LR, Lightning's steepest-descent LR, the LR the "
+        "sweep found best, and the span of the grid centred on the pick.",
+    )
+
+
 PROTOCOL_FIGURES: tuple[Callable[[Analysis, Path], FigureFile | None], ...] = (
     equal_budget_figure,
     curvature_figure,
+    range_test_figure,
     schedules_figure,
     branching_figure,
 )

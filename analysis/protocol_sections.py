@@ -16,11 +16,14 @@ from .curvature import EDGE_STEPS, FORGETTING_RISE, SAME_STEPS, curvature_forget
 from .equal_budget import equal_budget
 from .figure_style import FigureFile
 from .numbers import format_number
+from .range_test import MARGIN, range_test_comparison
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis
 from .tables import TableFile
 
-SECTION_ITEMS = frozenset({"equal_budget", "curvature_forgetting", "forgetting_probe", "branching", "schedules"})
+SECTION_ITEMS = frozenset(
+    {"equal_budget", "curvature_forgetting", "forgetting_probe", "branching", "schedules", "range_test"}
+)
 """Figure and table names that belong to these sections, not to the general lists."""
 
 
@@ -35,6 +38,8 @@ def protocol_summary(a: Analysis) -> list[str]:
         )
     if (eb := equal_budget(a)) is not None and eb.findings:
         out.append("Equal budget: " + eb.findings[0][0].lower() + eb.findings[0][1:])
+    if (rt := range_test_comparison(a)) is not None:
+        out.append("LR range test: " + rt.findings[0][0].lower() + rt.findings[0][1:])
     if a.schedules is not None and a.schedules.findings:
         out.append("LR decay vs batch increase: " + a.schedules.findings[0][0].lower() + a.schedules.findings[0][1:])
     if a.branched is not None and (found := branching_findings(a)):
@@ -102,6 +107,7 @@ def protocol_sections(a: Analysis, figures: list[FigureFile], tables: list[Table
             ),
             Table(tab["forgetting_probe"]),
         ]
+    blocks += range_test_section(a, fig, tab)
     blocks += schedules_section(a, fig, tab)
     blocks += branching_section(a, fig, tab)
     return blocks
@@ -177,4 +183,26 @@ def branching_section(a: Analysis, fig: dict[str, FigureFile], tab: dict[str, Ta
         Bullets(branching_findings(a)),
         *([Figure(fig["branching"])] if "branching" in fig else []),
         *([Table(tab["branching"])] if "branching" in tab else []),
+    ]
+
+
+def range_test_section(a: Analysis, fig: dict[str, FigureFile], tab: dict[str, TableFile]) -> list[Block]:
+    rt = range_test_comparison(a)
+    if rt is None:
+        return []
+    spec = a.run.study.get("search", {}).get("lr", {})
+    test = spec.get("range_test", {})
+    return [
+        Heading("LR range test"),
+        Paragraph(
+            f"Before the sweep, one run per batch size with the LR rising exponentially from {test.get('min', 0):g} "
+            f"to {test.get('max', 0):g} over {test.get('steps', 0)} updates (Smith 2015, 2018). The picked LR is the "
+            f'one at the minimum of the smoothed training loss divided by {MARGIN:g} (fastai\'s "minimum" rule; '
+            'debiased moving average, β = 0.98); Lightning\'s "steepest" rule (the fastest fall against log LR) '
+            f"is shown beside it. Each batch size's grid of {spec.get('points', 0)} LRs spans "
+            f"±{spec.get('decades', 0):g} decades around its pick."
+        ),
+        Bullets(rt.findings),
+        *([Figure(fig["range_test"])] if "range_test" in fig else []),
+        *([Table(tab["range_test"])] if "range_test" in tab else []),
     ]

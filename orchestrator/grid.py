@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.lr_spec import LrGrid, LrPolicies
+from orchestrator.lr_spec import LrGrid, LrPolicies, LrRangeTest
 from orchestrator.strata import Stratum
 from orchestrator.study import Study
 from trainables.contract import TrialConfig, round_lr, rule_lr
@@ -48,7 +48,13 @@ def lr_values(study: Study, batch_size: int) -> list[float]:
         return sorted({*tuned, *(rule_lr(p, lr.base_lr, lr.base_batch, batch_size) for p in lr.fixed())})
     if isinstance(lr, LrGrid):
         return _grid(lr)
-    centre = rule_lr(lr.rule, lr.base_lr, lr.base_batch, batch_size)
+    if isinstance(lr, LrRangeTest):
+        if lr.centres is None or batch_size not in lr.centres:
+            # before the range tests (the dry run): placeholders, one per grid point
+            return [float(i + 1) for i in range(lr.points)]
+        centre = lr.centres[batch_size]
+    else:
+        centre = rule_lr(lr.rule, lr.base_lr, lr.base_batch, batch_size)
     grid = centre * (np.logspace(-lr.decades, lr.decades, lr.points) if lr.points > 1 else np.ones(1))
     return [round_lr(x) for x in grid]
 
@@ -146,17 +152,24 @@ def format_grid(study: Study) -> str:
         lines.append("training fractions " + ", ".join(f"{f:g}" for f in fractions) + " at every batch size")
     lines.append(f"{'batch':>7} {'micro':>7}  {'seeds':>5}  learning rates")
     grid = trial_grid(study)
+    pending = isinstance(lr, LrRangeTest) and lr.centres is None
     for b in study.search.batch_sizes:
         pts = [p for p in grid if p.batch_size == b]
         lrs = sorted({p.lr for p in pts})
-        lines.append(
-            f"{b:>7} {pts[0].micro_batch_size:>7}  {study.search.seeds:>5}  " + " ".join(f"{x:.3g}" for x in lrs)
-        )
+        shown = " ".join(f"{x:.3g}" for x in lrs)
+        if isinstance(lr, LrRangeTest) and pending:
+            shown = f"{len(lrs)} LRs over ±{lr.decades:g} decades, centred after the range test"
+        lines.append(f"{b:>7} {pts[0].micro_batch_size:>7}  {study.search.seeds:>5}  {shown}")
     strata = f", {len(fractions)} fractions each" if len(fractions) > 1 else ""
     if study.schedule is not None and len(study.schedule.mode) > 1:
         strata += f", {len(study.schedule.mode)} schedule modes each"
     lines.append(f"{len(grid)} trials ({len(study.search.batch_sizes)} batch sizes{strata})")
-    lines.append(format_order(study))
+    if isinstance(lr, LrRangeTest):
+        from orchestrator.range_test import format_range_test
+
+        lines.append(format_range_test(study))
+    if not pending:
+        lines.append(format_order(study))
     return "\n".join(lines)
 
 

@@ -1,10 +1,12 @@
-"""The three forms of a study's ``search.lr``: a log-spaced grid, a grid centred per batch
-size on a scaling rule, and LR policies compared at equal budget.
+"""The four forms of a study's ``search.lr``: a log-spaced grid, a grid centred per batch
+size on a scaling rule, LR policies compared at equal budget, and a grid centred per batch
+size by an LR range test run before the sweep.
 
     lr = { min = 0.003, max = 3.0, points = 9 }
     lr = { rule = "sqrt", base_batch = 128, base_lr = 0.1, decades = 1.0, points = 7 }
     lr = { policies = ["constant", "linear", "sqrt", "tuned"], base_batch = 32, base_lr = 0.01,
            tuned = { min = 0.003, max = 1.0, points = 7 } }
+    lr = { range_test = { min = 1e-5, max = 10.0, steps = 100 }, decades = 1.0, points = 5 }
 
 ``orchestrator.grid.lr_values`` turns each into the learning rates of one batch size.
 """
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainables.contract import LR_RULE_EXPONENTS
 
 PositiveInt = Annotated[int, Field(gt=0)]
-LR_FORM_TAGS = ("lr_grid", "lr_rule", "lr_policies")
+LR_FORM_TAGS = ("lr_grid", "lr_rule", "lr_policies", "lr_range")
 """pydantic's union tags of the forms (never part of an error's key)."""
 
 
@@ -95,6 +97,38 @@ class LrPolicies(Strict):
         return [p for p in LR_RULE_EXPONENTS if p in self.policies]
 
 
+class RangeTest(Strict):
+    """Leslie Smith's LR range test: one short run whose LR rises exponentially."""
+
+    min: float = Field(default=1e-6, gt=0)
+    """The LR of its first update."""
+    max: float = Field(default=10.0, gt=0)
+    """The LR of its last update."""
+    steps: int = Field(default=100, ge=10)
+    """Its updates (one evaluation each)."""
+
+    @pydantic.model_validator(mode="after")
+    def _rising(self) -> RangeTest:
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g})")
+        return self
+
+
+class LrRangeTest(Strict):
+    """A log-spaced grid per batch size centred on what that batch size's range test
+    suggests (``analysis.range_test.suggest``), run before the sweep."""
+
+    range_test: RangeTest
+    """The range test of every batch size."""
+    decades: float = Field(default=1.0, gt=0)
+    """Half-width of the grid around the suggestion, in powers of ten."""
+    points: PositiveInt = 5
+    """Number of log-spaced learning rates per batch size."""
+    centres: dict[int, float] | None = None
+    """Batch size -> the suggested LR: filled by the run after its range tests
+    (``orchestrator.range_test``); a study that gives them skips the tests."""
+
+
 def lr_form(v: Any) -> str:
     """Which form a ``search.lr`` table is (its pydantic union tag)."""
     # the key that only one form has decides which form it is, so errors name the keys of
@@ -103,4 +137,6 @@ def lr_form(v: Any) -> str:
         return "lr_rule"
     if isinstance(v, LrPolicies) or (isinstance(v, dict) and "policies" in v):
         return "lr_policies"
+    if isinstance(v, LrRangeTest) or (isinstance(v, dict) and "range_test" in v):
+        return "lr_range"
     return "lr_grid"

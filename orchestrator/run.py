@@ -26,6 +26,7 @@ from orchestrator import rundir
 from orchestrator.branching import run_branching
 from orchestrator.errors import SweepInterrupted
 from orchestrator.progress import LiveDisplay
+from orchestrator.range_test import centred
 from orchestrator.study import Study
 from orchestrator.sweep import run_sweep
 from orchestrator.tracking import log_fits
@@ -55,6 +56,7 @@ def run_study(run_dir: Path, resume: bool = False, backend: str = "local") -> Pa
     job_id = os.environ.get("SLURM_JOB_ID") if backend == "slurm" else None
     try:
         with lease.held(run_dir, backend, job_id=job_id):
+            study = centred(study, run_dir, resume=resume)  # an LR range test's grids, else the study
             run_sweep(study, run_dir, resume=resume, display=display)
             run_branching(study, run_dir, resume=resume)
             print(summary_text(run_dir), flush=True)

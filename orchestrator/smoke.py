@@ -33,7 +33,7 @@ def shrink(raw: dict[str, Any]) -> dict[str, Any]:
         sizes = sorted({sizes[i] for i in idx[:SMOKE_BATCH_SIZES]})
     search["batch_sizes"] = sizes
     lr = dict(search["lr"])
-    if "rule" in lr:
+    if "rule" in lr or "range_test" in lr:
         lr["decades"] = min(lr["decades"], 0.5)
         lr["points"] = min(lr["points"], SMOKE_LRS)
     elif "policies" in lr:

@@ -16,7 +16,7 @@ import pydantic
 from pydantic import BaseModel, Field
 
 from orchestrator.branching_spec import Branching
-from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRule, Strict, lr_form
+from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRangeTest, LrRule, Strict, lr_form
 from orchestrator.overrides import apply_overrides
 from orchestrator.schedule_spec import Schedule
 from orchestrator.tracking_spec import Tracking
@@ -48,11 +48,13 @@ class Search(Strict):
     lr: Annotated[
         Annotated[LrGrid, pydantic.Tag("lr_grid")]
         | Annotated[LrRule, pydantic.Tag("lr_rule")]
-        | Annotated[LrPolicies, pydantic.Tag("lr_policies")],
+        | Annotated[LrPolicies, pydantic.Tag("lr_policies")]
+        | Annotated[LrRangeTest, pydantic.Tag("lr_range")],
         pydantic.Discriminator(lr_form),
     ]
     """Learning rates: a grid ``{min, max, points}``, a rule-centred grid ``{rule, base_batch,
-    base_lr, decades, points}`` or LR policies ``{policies, base_batch, base_lr, tuned}``."""
+    base_lr, decades, points}``, LR policies ``{policies, base_batch, base_lr, tuned}`` or a
+    grid centred by an LR range test ``{range_test = {min, max, steps}, decades, points}``."""
     train_fraction: list[Annotated[float, Field(gt=0, le=1)]] = Field(default=[1.0], min_length=1)
     """Fractions of the training set to sweep (``trainables.subsets``: fixed, seeded, nested
     subsets, the same at every batch size and LR); early stopping and the analysis compare
@@ -350,9 +352,10 @@ def _resolve_epochs(study: Study) -> Study:
 
 def _check_protocol(study: Study) -> None:
     s = study.search
-    if s.strategy == "adaptive" and (s.train_fraction != [1.0] or isinstance(s.lr, LrPolicies)):
+    if s.strategy == "adaptive" and (s.train_fraction != [1.0] or isinstance(s.lr, LrPolicies | LrRangeTest)):
         raise UsageError(
-            "search.strategy: the adaptive search tunes one LR grid on all of the data (no lr.policies, no train_fraction)"
+            "search.strategy: the adaptive search tunes one LR grid on all of the data "
+            "(no lr.policies, no lr.range_test, no train_fraction)"
         )
     if study.protocol.kind != "fixed_budget":
         return

@@ -38,6 +38,7 @@ from orchestrator.adapter import tune_trainable  # noqa: E402
 from orchestrator.adaptive import tune_search  # noqa: E402
 from orchestrator.errors import SweepInterrupted  # noqa: E402
 from orchestrator.grid import start_order, trial_config  # noqa: E402
+from orchestrator.lr_spec import LrRangeTest  # noqa: E402
 from orchestrator.progress import LiveDisplay, ProgressCallback  # noqa: E402
 from orchestrator.rundir import tune_dir  # noqa: E402
 from orchestrator.scheduler import (  # noqa: E402
@@ -142,6 +143,9 @@ def run_sweep(
     """
     if not ray.is_initialized():
         raise RuntimeError("run_sweep needs a connected Ray (cluster.local.local_ray, or a Slurm job's)")
+    lr = study.search.lr
+    if isinstance(lr, LrRangeTest) and lr.centres is None:
+        raise RuntimeError("run_sweep needs the range tests' centres (orchestrator.range_test.centred)")
     run_dir = Path(run_dir)
     trials = run_dir / "trials.parquet"
     if resume and trials.is_file():
