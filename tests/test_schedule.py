@@ -257,3 +257,19 @@ def test_the_increase_batch_study_runs_through_ray_and_reports_the_comparison(tm
     section = report[report.index("## LR decay vs batch increase") :]
     assert "figures/schedules.png" in section and "| increase_batch | 1 |" in section
     assert (run / "report" / "tables" / "schedules.csv").is_file()
+
+
+def test_a_trainable_written_from_the_template_follows_the_schedule() -> None:
+    """A user's trainable that copies the template declares SCHEDULES and grows its batch."""
+    from trainables import declares, template
+
+    rows: list[dict] = []
+    r = ramp(max_micro_batch=32)
+    cfg = trial({"batch_size": 32, "lr": 0.1, "momentum": 0.9, "max_examples": 2000, "schedule": r, "eval_ratio": 1.1})
+    template.train(cfg, lambda m, c=None: rows.append(m))
+    p = plan(r)
+    assert [(x["examples_seen"], x["batch_size_current"]) for x in rows] == [
+        (p.examples(x["step"]), p.batch(x["step"] - 1)) for x in rows
+    ]
+    assert rows[-1]["step"] == 28 and {x["batch_size_current"] for x in rows} == {32.0, 64.0, 128.0}
+    assert declares("trainables/template.py:train", "SCHEDULES")

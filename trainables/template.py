@@ -11,9 +11,10 @@ micro-batch size, LR, seed, optimizer settings, caps, target, this study's
 ``[trainable_config]`` as ``config.settings``, the checkpoint to resume from); ``report``
 takes each evaluation's metrics (at least step, examples_seen, train_loss and the study's
 target and early-stopping metrics) and a checkpoint dict. Import no Ray; from this project
-only the public helpers ``trainables.schedule`` (``eval_steps``, ``lr_at``),
-``trainables.weights`` (``DistanceFromInit``) and ``trainables.subsets`` (``train_subset``,
-for a study's ``search.train_fraction``)."""
+only the public helpers ``trainables.schedule`` (``Plan``: per update the batch size, LR and
+momentum of the study's ``[schedule]``, and when to evaluate), ``trainables.weights``
+(``DistanceFromInit``) and ``trainables.subsets`` (``train_subset``, for a study's
+``search.train_fraction``)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,16 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from trainables.schedule import eval_steps, lr_at
+from trainables.schedule import Plan
 from trainables.subsets import train_subset
 from trainables.weights import DistanceFromInit
 
 # What report() carries: a study's target and early-stopping metrics must be among these.
 METRICS = ("train_loss", "val_loss", "val_accuracy")
-# This trainable trains on config.train_fraction of its data, so a study may sweep that axis.
+# This trainable trains on config.train_fraction of its data, so a study may sweep that axis,
+# and follows config.schedule update by update, so a study may give it a [schedule].
 SUBSETS = True
+SCHEDULES = True
 
 
 class TrainableConfig(BaseModel):
@@ -81,18 +84,20 @@ def train(config: Any, report: Any) -> None:
         opt.load_state_dict(config.checkpoint["optimizer"])
         gen.set_state(config.checkpoint["data_order"])
         step, wall_before = config.checkpoint["step"], config.checkpoint["wall_time_s"]
-    k = config.batch_size // config.micro_batch_size  # micro-batches per update
+    plan = Plan.of(config)  # batch size, LR (warmup, schedule) and momentum of every update
     start = time.perf_counter()
     losses: list[float] = []
-    for next_eval in (s for s in eval_steps(config.step_cap, settings.eval_ratio) if s > step):
+    for next_eval in (s for s in plan.eval_steps(settings.eval_ratio) if s > step):
         while step < next_eval:
-            idx = torch.randint(0, len(x_train), (config.batch_size,), generator=gen)
+            batch, micro = plan.batch(step), plan.micro(step)
+            k = batch // micro  # micro-batches per update
+            idx = torch.randint(0, len(x_train), (batch,), generator=gen)
             for g in opt.param_groups:
-                g["lr"] = lr_at(config.lr, (step + 1) * config.batch_size, config.warmup_examples)
+                g["lr"], g["momentum"] = plan.lr_at_step(step), plan.momentum_at(step)
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for j in range(k):  # accumulate the MEAN over micro-batches: a sum would scale the LR by k
-                part = idx[j * config.micro_batch_size : (j + 1) * config.micro_batch_size]
+                part = idx[j * micro : (j + 1) * micro]
                 loss = F.cross_entropy(model(x_train[part]), y_train[part]) / k
                 loss.backward()
                 total += loss.item()
@@ -105,13 +110,14 @@ def train(config: Any, report: Any) -> None:
             val_acc = (logits.argmax(1) == y_val).float().mean().item()
         metrics = {
             "step": step,
-            "examples_seen": step * config.batch_size,
-            "epoch": step * config.batch_size / len(x_train),
+            "examples_seen": plan.examples(step),
+            "epoch": plan.examples(step) / len(x_train),
             "wall_time_s": wall_before + time.perf_counter() - start,
             "train_loss": sum(losses) / len(losses),
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "lr_current": opt.param_groups[0]["lr"],
+            **plan.current(step),  # batch_size_current, momentum_current
             "weight_distance": distance(model),
         }
         losses = []
