@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import trial, write_tiny_fashion_mnist
+from support import trial, write_tiny_fashion_mnist
 from trainables import get
 from trainables.schedule import Plan, Ramp
 
