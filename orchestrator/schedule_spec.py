@@ -181,6 +181,11 @@ def resolved(study: Study) -> Study:
             )
         s = s.model_copy(update={"milestones": [float(round(e * n)) for e in s.milestones], "unit": "examples"})
         study = study.model_copy(update={"schedule": s})
+    if s.grows and study.budget.max_examples is None:
+        raise UsageError(
+            "budget.max_examples: a schedule that grows the batch needs an examples budget (a step cap "
+            "would give each mode different data)"
+        )
     filled = None if n is None else max(1, round(n * min(study.search.train_fraction)))
     plans = [Plan.of(trial_config(study, p)) for p in trial_grid(study) if p.seed == 0]
     check(

@@ -187,6 +187,10 @@ BAD_SCHEDULES = [
     (["schedule.unit='steps'"], "schedule.unit"),
     (["schedule.mode=['decay_lr', 'decay_lr']"], "schedule.mode"),
     (["early_stopping.scheduler='asha'"], "early_stopping.scheduler: a study comparing schedule modes"),
+    (
+        ["budget={max_steps=1000}", "protocol.kind='steps_to_target'"],
+        "budget.max_examples: a schedule that grows the batch needs an examples budget",
+    ),
     (["search.strategy='adaptive'"], "search.strategy: the adaptive search tunes one schedule mode"),
     (["schedule.momentum_after=1"], "schedule.momentum_after"),
     (
