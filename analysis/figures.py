@@ -178,7 +178,8 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
         return None
     metric = a.target.metric
     c = a.run.curves
-    rows = c.loc[c["trial_id"].isin(set(ids["best_trial_id"])), ["trial_id", "batch_size", "step", metric]]
+    cols = ["trial_id", "batch_size", "step", metric] + (["examples_seen"] if "examples_seen" in c.columns else [])
+    rows = c.loc[c["trial_id"].isin(set(ids["best_trial_id"])), cols]
     rows = rows[np.isfinite(rows[metric].to_numpy(dtype=float)) & (rows["step"] > 0)].sort_values(
         ["batch_size", "step"]
     )
@@ -194,7 +195,8 @@ def learning_curves(a: Analysis, out: Path) -> FigureFile | None:
         b = int(r["batch_size"])
         kw = dict(color=colours[b], lw=1.0, label=f"{b}", gid=f"{BATCH_GID}{b}")
         axes[0].plot(d["step"], d[metric], **kw)
-        axes[1].plot(d["step"] * b, d[metric], **kw)
+        seen = d["examples_seen"] if "examples_seen" in d and d["examples_seen"].notna().all() else d["step"] * b
+        axes[1].plot(seen, d[metric], **kw)
     # A loss approaching a small target is only readable on a log axis.
     log_y = a.target.mode == "min" and bool((rows[metric] > 0).all()) and a.target.value > 0
     for ax, xl in zip(axes, ("steps", "examples seen")):

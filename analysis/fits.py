@@ -18,6 +18,8 @@ where resampling cannot vary the data, from the fit's residuals.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -30,6 +32,7 @@ from .load import Run
 from .lr_rules import N_PARAMS
 from .noise import noise_scale
 from .numbers import finite_or_none
+from .range_test import range_test_comparison
 from .regimes import regimes as find_regimes
 from .results import Analysis, CriticalBatchFit, LrScalingFit, NoiseScale, PerBatchRow, Regimes
 from .schedules import modes_of, schedule_comparison
@@ -82,7 +85,7 @@ def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) ->
     summary["steps_over_s_min"] = finite_s / critical.s_min if critical.s_min is not None else np.nan
     lr = lr_scaling_with_intervals(summary, boot)
     reg = find_regimes(summary["batch_size"].to_numpy(), finite_s)
-    return Analysis(
+    a = Analysis(
         run=run,
         target=target,
         trials=table,
@@ -101,6 +104,7 @@ def analyse(run: Run, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) ->
         schedules=schedules,
         reasons=_reasons(critical, lr, reg, noise, summary),
     )
+    return dataclasses.replace(a, range_test=range_test_comparison(a))  # it reads the sweep's best LRs
 
 
 def _reasons(

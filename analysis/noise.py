@@ -36,10 +36,12 @@ def noise_curves(run: Run, summary: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["batch_size", "trial_id", "step", "examples_seen", COLUMN])
     ids = summary["best_trial_id"].dropna().astype(str)
     c = run.curves
-    rows = c.loc[c["trial_id"].isin(set(ids)), ["batch_size", "trial_id", "step", COLUMN]].copy()
+    cols = ["batch_size", "trial_id", "step", COLUMN] + (["examples_seen"] if "examples_seen" in c.columns else [])
+    rows = c.loc[c["trial_id"].isin(set(ids)), cols].copy()
     rows[COLUMN] = rows[COLUMN].astype(float)
     rows = rows[np.isfinite(rows[COLUMN].to_numpy())]
-    rows["examples_seen"] = rows["step"].astype(float) * rows["batch_size"]
+    by_steps = rows["step"].astype(float) * rows["batch_size"]
+    rows["examples_seen"] = pd.to_numeric(rows.get("examples_seen", by_steps), errors="coerce").fillna(by_steps)
     return rows.sort_values(["batch_size", "step"]).reset_index(drop=True)
 
 

@@ -20,7 +20,6 @@ import numpy as np
 from .curvature import curvature_forgetting
 from .equal_budget import equal_budget
 from .figure_style import COLUMN_WIDTH, FULL_WIDTH, HEIGHT, PALETTE, FigureFile, batch_axis, plain_log_axis, save_figure
-from .range_test import range_test_comparison
 from .results import Analysis
 
 POLICY_COLOURS = {"constant": PALETTE[7], "sqrt": PALETTE[2], "linear": PALETTE[0], "tuned": PALETTE[3]}
@@ -210,7 +209,7 @@ def schedules_figure(a: Analysis, out: Path) -> FigureFile | None:
 
 
 def range_test_figure(a: Analysis, out: Path) -> FigureFile | None:
-    rt = range_test_comparison(a)
+    rt = a.range_test
     if rt is None:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(FULL_WIDTH, HEIGHT), layout="constrained")

@@ -16,7 +16,7 @@ from .curvature import EDGE_STEPS, FORGETTING_RISE, SAME_STEPS, curvature_forget
 from .equal_budget import equal_budget
 from .figure_style import FigureFile
 from .numbers import format_number
-from .range_test import MARGIN, range_test_comparison
+from .range_test import MARGIN
 from .render import Block, Bullets, Figure, Heading, Paragraph, Table
 from .results import Analysis
 from .tables import TableFile
@@ -38,7 +38,7 @@ def protocol_summary(a: Analysis) -> list[str]:
         )
     if (eb := equal_budget(a)) is not None and eb.findings:
         out.append("Equal budget: " + eb.findings[0][0].lower() + eb.findings[0][1:])
-    if (rt := range_test_comparison(a)) is not None:
+    if (rt := a.range_test) is not None:
         out.append("LR range test: " + rt.findings[0][0].lower() + rt.findings[0][1:])
     if a.schedules is not None and a.schedules.findings:
         out.append("LR decay vs batch increase: " + a.schedules.findings[0][0].lower() + a.schedules.findings[0][1:])
@@ -187,7 +187,7 @@ def branching_section(a: Analysis, fig: dict[str, FigureFile], tab: dict[str, Ta
 
 
 def range_test_section(a: Analysis, fig: dict[str, FigureFile], tab: dict[str, TableFile]) -> list[Block]:
-    rt = range_test_comparison(a)
+    rt = a.range_test
     if rt is None:
         return []
     spec = a.run.study.get("search", {}).get("lr", {})

@@ -31,6 +31,7 @@ from .load import Run
 from .numbers import finite_or_none
 
 if TYPE_CHECKING:
+    from .range_test import RangeTestComparison
     from .schedules import ScheduleComparison
 
 RULES: tuple[str, ...] = ("linear", "sqrt", "power", "saturating", "constant", "surge")
@@ -309,6 +310,9 @@ class Analysis:
 
     branched: Branched | None = None
     """The study's ``[branching]`` measurement (``analysis.branching``); None without one."""
+
+    range_test: RangeTestComparison | None = None
+    """With an LR range test: its picks against the sweep (``analysis.range_test``); None otherwise."""
 
     schedules: ScheduleComparison | None = None
     """With several ``[schedule]`` modes: their comparison (``analysis.schedules``; ``run``,

@@ -1,6 +1,6 @@
 """LR decay versus batch increase (Smith, Kindermans, Ying & Le 2017): a study whose
 ``[schedule]`` lists several modes runs each (decay_lr, increase_batch, hybrid) from the
-same batch size and LR through the same epochs. Per mode, over its seeds: the final
+same batch size and LR through the same epochs. Per (batch size, LR, mode), over its seeds: the final
 validation accuracy (or the target's metric), the updates and the epochs it took, and the
 updates, epochs and wall time to the first evaluation that reached the target.
 
@@ -34,7 +34,7 @@ class ScheduleComparison:
     """The comparison, ready for the report."""
 
     table: pd.DataFrame
-    """One row per mode: the raw means and sds over seeds (the CSV)."""
+    """One row per (batch size, LR, mode): the raw means and sds over seeds (the CSV)."""
     text: pd.DataFrame
     """The same, rounded, mean ± sd (report and LaTeX)."""
     curves: pd.DataFrame
@@ -76,6 +76,8 @@ def schedule_comparison(run: Run) -> ScheduleComparison | None:
         last = d.iloc[-1]
         per_trial.append(
             {
+                "batch_size": int(d["batch_size"].iloc[0]),
+                "lr": float(d["lr"].iloc[0]),
                 "mode": mode,
                 "trial_id": tid,
                 "final": float(values[-1]) if len(values) else np.nan,
@@ -89,24 +91,35 @@ def schedule_comparison(run: Run) -> ScheduleComparison | None:
         )
     trials = pd.DataFrame(per_trial)
     rows = []
-    for mode in present:
-        g = trials[trials["mode"] == mode]
-        row: dict[str, object] = {"mode": mode, "seeds": len(g), "reached": int(g["updates_to_target"].notna().sum())}
-        for col in (
-            "final",
-            "updates",
-            "epochs",
-            "final_batch",
-            "updates_to_target",
-            "epochs_to_target",
-            "wall_to_target_s",
-        ):
-            mean, sd, _, _ = spread(g[col])
-            row[f"{col}_mean"], row[f"{col}_sd"] = mean, sd
-        rows.append(row)
+    for (b, lr), at in trials.groupby(["batch_size", "lr"], sort=True):
+        for mode in present:
+            g = at[at["mode"] == mode]
+            if g.empty:
+                continue
+            row: dict[str, object] = {
+                "batch_size": int(b),
+                "lr": float(lr),
+                "mode": mode,
+                "seeds": len(g),
+                "reached": int(g["updates_to_target"].notna().sum()),
+            }
+            for col in (
+                "final",
+                "updates",
+                "epochs",
+                "final_batch",
+                "updates_to_target",
+                "epochs_to_target",
+                "wall_to_target_s",
+            ):
+                mean, sd, _, _ = spread(g[col])
+                row[f"{col}_mean"], row[f"{col}_sd"] = mean, sd
+            rows.append(row)
     table = pd.DataFrame(rows).rename(columns={"final_mean": f"final_{metric}_mean", "final_sd": f"final_{metric}_sd"})
     text = pd.DataFrame(
         {
+            "batch": table["batch_size"].astype(str),
+            "lr": [format_number(x) for x in table["lr"]],
             "mode": table["mode"],
             "seeds": table["seeds"].astype(str),
             "reached": table["reached"].astype(str),
@@ -131,10 +144,17 @@ def schedule_comparison(run: Run) -> ScheduleComparison | None:
             ],
         }
     )
-    return ScheduleComparison(table, text, curves, _findings(table, trials, metric, target.value))
+    groups = list(table.groupby(["batch_size", "lr"], sort=True))
+    findings: list[str] = []
+    for (b, lr), part in groups:
+        at = trials[(trials["batch_size"] == b) & (trials["lr"] == lr)]
+        prefix = f"At B={b}, LR {format_number(lr)}: " if len(groups) > 1 else ""
+        findings += [prefix + f for f in _findings(part, at, metric, target.value)]
+    return ScheduleComparison(table, text, curves, tuple(findings))
 
 
 def _findings(table: pd.DataFrame, trials: pd.DataFrame, metric: str, value: float) -> tuple[str, ...]:
+    """The sentences of one (batch size, LR): each mode against decay_lr (or the first)."""
     out = []
     by = table.set_index("mode")
     ref = "decay_lr" if "decay_lr" in by.index else str(by.index[0])

@@ -157,8 +157,25 @@ def trial_table(run: Run) -> pd.DataFrame:
     reached = np.isfinite(table["steps_to_target"].to_numpy()) & (table["status"] != "diverged").to_numpy()
     table["reached"] = reached
     table.loc[~reached, ["steps_to_target", "wall_time_to_target_s"]] = np.nan
-    table["examples_to_target"] = table["steps_to_target"] * table["batch_size"]
+    # examples at the crossing, from the curves' own count where they have it: a [schedule]
+    # that grows the batch sees more than steps × the starting batch
+    counted = np.full(len(table), np.nan)
+    counted[:n] = _examples_at(codes, step, column("examples_seen"), s_to)
+    by_steps = table["steps_to_target"] * table["batch_size"]
+    table["examples_to_target"] = np.where(np.isfinite(counted) & reached, counted, by_steps)
     return table
+
+
+def _examples_at(codes: np.ndarray, step: np.ndarray, examples: np.ndarray, steps_to: np.ndarray) -> np.ndarray:
+    """Each trial's examples seen at its (interpolated) step to target: linear between its
+    evaluations (exact within a stretch of one batch size); NaN where either is missing."""
+    out = np.full(len(steps_to), np.nan)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=int)
+    for a, b in zip(starts, np.r_[starts[1:], len(codes)], strict=True):
+        i, ok = codes[a], np.isfinite(examples[a:b])
+        if np.isfinite(steps_to[i]) and ok.any():
+            out[i] = np.interp(steps_to[i], step[a:b][ok], examples[a:b][ok])
+    return out
 
 
 def _attach_trials(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataFrame:

@@ -27,7 +27,6 @@ from .curvature import curvature_forgetting
 from .equal_budget import equal_budget
 from .numbers import MISSING_CELL, format_interval, format_number
 from .probe import probe_table
-from .range_test import range_test_comparison
 from .results import NOISE_LAWS, RULES, Analysis, Interval, LrScalingFit
 from .seeds import seed_table
 
@@ -259,7 +258,7 @@ def write_tables(a: Analysis, out_dir: str | Path) -> list[TableFile]:
     if (cf := curvature_forgetting(a)) is not None:
         title = "LR sweeps on training subsets: best and instability LR per batch size and fraction"
         tables.append(("curvature_forgetting", title, (cf.table, cf.text)))
-    if (rt := range_test_comparison(a)) is not None:
+    if (rt := a.range_test) is not None:
         title = "LR range test: the picked LR per batch size and the best one the sweep found"
         tables.append(("range_test", title, (rt.table, rt.text)))
     if a.schedules is not None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import pydantic
 from pydantic import Field
 
-from orchestrator.lr_spec import Strict
+from orchestrator.lr_spec import LrRangeTest, Strict
 from trainables.contract import UsageError
 from trainables.schedule import Mode, Plan, Ramp
 
@@ -96,83 +96,96 @@ class Schedule(Strict):
         )
 
 
-def check(
-    schedule: Schedule,
-    *,
-    plans: list[Plan],
-    train_size: int | None,
-    scheduler: str,
-    strategy: str = "grid",
-    branching: bool = False,
-) -> None:
-    """Raise ``UsageError`` naming the key for what one table cannot see: the milestones
-    against the budget, the batches the plans reach against ``max_batch_size``, the
-    micro-batches and the training set."""
-    s = schedule
+def train_size_of(study: Study) -> int | None:
+    """The trainable's training examples per epoch (None: it does not say); a trainable
+    that cannot find its data is a UsageError."""
+    import trainables
+
+    try:
+        return trainables.train_size(study.trainable, study.trainable_settings())
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def check(study: Study, plans: list[Plan], train_size: int | None) -> None:
+    """Raise ``UsageError`` naming the key for what the table alone cannot see: the other
+    tables it must agree with, the milestones against the budget, the batches each mode's
+    plans reach against its cap, the micro-batches and the training set."""
+    s = study.schedule
+    assert s is not None
     if s.factor <= 1:
         raise UsageError(f"schedule.factor: must be > 1 (got {s.factor:g}); a milestone decays the LR or grows B by it")
     if s.lr != "step" and (s.milestones or s.mode != ["decay_lr"]):
         raise UsageError(f'schedule.lr: milestones and batch-increase modes need lr = "step" (got {s.lr!r})')
     if s.lr == "step" and not s.milestones:
         raise UsageError('schedule.milestones: lr = "step" needs at least one milestone')
+    if s.lr == "one_cycle" and study.search.warmup_examples:
+        raise UsageError("search.warmup_examples: one_cycle's first 30% is its warmup; set 0")
     if s.grows and s.max_batch_size is None:
         raise UsageError("schedule.max_batch_size: required when a mode raises the batch size (increase_batch, hybrid)")
+    if s.hybrid_batch_size is not None and ("hybrid" not in s.mode or s.hybrid_batch_size > (s.max_batch_size or 0)):
+        raise UsageError("schedule.hybrid_batch_size: needs mode hybrid, and at most max_batch_size")
     if s.grows and s.factor != int(s.factor):
         raise UsageError(f"schedule.factor: must be a whole number when the batch grows (got {s.factor:g})")
-    if len(s.mode) > 1 and strategy == "adaptive":
-        raise UsageError("search.strategy: the adaptive search tunes one schedule mode; list one in schedule.mode")
-    if branching:
+    if s.grows and study.budget.max_examples is None:
+        raise UsageError(
+            "budget.max_examples: a schedule that grows the batch needs an examples budget (a step cap "
+            "would give each mode different data)"
+        )
+    if study.search.strategy == "adaptive" and (len(s.mode) > 1 or s.grows):
+        raise UsageError("search.strategy: the adaptive search caps steps per batch size; no batch increase")
+    if study.branching is not None:
         raise UsageError("branching: a branched study's base run keeps its batch size; drop [schedule] or [branching]")
-    if len(s.mode) > 1 and scheduler != "none":
+    if len(s.mode) > 1 and study.early_stopping.scheduler != "none":
         raise UsageError(
             'early_stopping.scheduler: a study comparing schedule modes runs each to its end; set it to "none"'
         )
-    if s.momentum_after is not None and not s.grows:
-        raise UsageError("schedule.momentum_after: applies at a batch increase (mode increase_batch or hybrid)")
+    if s.momentum_after is not None and (not s.grows or s.momentum_after <= study.search.momentum):
+        raise UsageError(
+            f"schedule.momentum_after: must exceed search.momentum ({study.search.momentum:g}) and apply at a "
+            "batch increase (mode increase_batch or hybrid)"
+        )
     for plan in plans:
-        last = plan.examples(plan.cap)
-        if s.milestones and plan.ramp.milestones[-1] >= last:
+        _check_plan(plan, train_size, "hybrid_batch_size" if s.hybrid_batch_size else "max_batch_size")
+
+
+def _check_plan(plan: Plan, train_size: int | None, hybrid_key: str) -> None:
+    mode, cap = plan.ramp.mode, plan.ramp.max_batch_size
+    for p in plan.phases[1:]:
+        if p.start_step >= plan.cap:
             raise UsageError(
-                f"schedule.milestones: {plan.ramp.milestones[-1]} examples is at or past the trial's budget "
-                f"({last} examples at B={plan.batch_size})"
+                f"schedule.milestones: a milestone at or past {p.start_examples} examples is beyond the trial's "
+                f"budget ({plan.examples(plan.cap)} examples in {plan.cap} updates at B={plan.batch_size})"
             )
-        for p in plan.phases:
-            b = p.batch_size
-            if s.max_batch_size is not None and b > s.max_batch_size:
-                raise UsageError(
-                    f"schedule.max_batch_size: mode {plan.ramp.mode} reaches B={b} from B={plan.batch_size}, "
-                    f"above max_batch_size = {s.max_batch_size}"
-                )
-            if train_size is not None and b > train_size:
-                raise UsageError(
-                    f"schedule.max_batch_size: B={b} (mode {plan.ramp.mode}) is larger than the "
-                    f"{train_size} examples of the training set, so no batch can be filled"
-                )
-            if b % (plan.world_size * p.micro_batch_size):
-                raise UsageError(
-                    f"schedule.momentum_after: B={b} from B={plan.batch_size} does not split into "
-                    f"{plan.world_size} worker(s) of equal micro-batches"
-                )
+    for p in plan.phases:
+        b = p.batch_size
+        if mode != "decay_lr" and cap is not None and b > cap:
+            key = hybrid_key if mode == "hybrid" else "max_batch_size"
+            raise UsageError(f"schedule.{key}: mode {mode} reaches B={b} from B={plan.batch_size}, above {cap}")
+        if train_size is not None and b > train_size:
+            raise UsageError(
+                f"schedule.max_batch_size: B={b} (mode {mode}) is larger than the "
+                f"{train_size} examples of the training set, so no batch can be filled"
+            )
+        if b % (plan.world_size * p.micro_batch_size):
+            raise UsageError(
+                f"schedule.momentum_after: B={b} from B={plan.batch_size} does not split into "
+                f"{plan.world_size} worker(s) of equal micro-batches"
+            )
 
 
 def resolved(study: Study) -> Study:
     """The study with ``[schedule]`` milestones in examples, checked against the trainable,
-    the budget and the grid (``check``); the study itself when it has no schedule."""
-    import trainables
+    the budget and the grid (``check``), and an LR range test checked against the trainable
+    (``check_range_test``); the study itself when it has neither."""
     from orchestrator.grid import trial_config, trial_grid
 
+    check_range_test(study)
     s = study.schedule
     if s is None:
         return study
-    if not trainables.declares(study.trainable, "SCHEDULES"):
-        raise UsageError(
-            f"schedule: trainable {study.trainable} does not follow a schedule (its module does not "
-            "declare SCHEDULES = True; trainables.schedule.Plan)"
-        )
-    try:
-        n = trainables.train_size(study.trainable, study.trainable_settings())
-    except (FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    _check_follows(study, "schedule")
+    n = train_size_of(study)
     if s.unit == "epochs":
         if n is None:
             raise UsageError(
@@ -181,19 +194,32 @@ def resolved(study: Study) -> Study:
             )
         s = s.model_copy(update={"milestones": [float(round(e * n)) for e in s.milestones], "unit": "examples"})
         study = study.model_copy(update={"schedule": s})
-    if s.grows and study.budget.max_examples is None:
-        raise UsageError(
-            "budget.max_examples: a schedule that grows the batch needs an examples budget (a step cap "
-            "would give each mode different data)"
-        )
     filled = None if n is None else max(1, round(n * min(study.search.train_fraction)))
-    plans = [Plan.of(trial_config(study, p)) for p in trial_grid(study) if p.seed == 0]
-    check(
-        s,
-        plans=plans,
-        train_size=filled,
-        scheduler=study.early_stopping.scheduler,
-        strategy=study.search.strategy,
-        branching=study.branching is not None,
-    )
+    check(study, [Plan.of(trial_config(study, p)) for p in trial_grid(study) if p.seed == 0], filled)
     return study
+
+
+def check_range_test(study: Study) -> None:
+    """An LR range test needs a trainable that follows its rising LR, and given centres
+    must name every batch size."""
+    lr = study.search.lr
+    if not isinstance(lr, LrRangeTest):
+        return
+    _check_follows(study, "search.lr.range_test")
+    if lr.centres is not None and sorted(lr.centres) != study.search.batch_sizes:
+        raise UsageError(
+            f"search.lr.centres: give one for every batch size ({', '.join(map(str, study.search.batch_sizes))}), "
+            f"got {', '.join(map(str, sorted(lr.centres)))}"
+        )
+    if lr.centres is not None and not all(c > 0 for c in lr.centres.values()):
+        raise UsageError("search.lr.centres: learning rates must be positive")
+
+
+def _check_follows(study: Study, key: str) -> None:
+    import trainables
+
+    if not trainables.declares(study.trainable, "SCHEDULES"):
+        raise UsageError(
+            f"{key}: trainable {study.trainable} does not follow a schedule (its module does not "
+            "declare SCHEDULES = True; trainables.schedule.Plan)"
+        )

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from orchestrator.branching_spec import Branching
 from orchestrator.lr_spec import LR_FORM_TAGS, LrGrid, LrPolicies, LrRangeTest, LrRule, Strict, lr_form
 from orchestrator.overrides import apply_overrides
-from orchestrator.schedule_spec import Schedule
+from orchestrator.schedule_spec import Schedule, train_size_of
 from orchestrator.tracking_spec import Tracking
 from trainables.contract import Target, UsageError, read_toml, step_cap
 
@@ -327,15 +327,10 @@ def _check_metrics(study: Study) -> None:
 
 def _resolve_epochs(study: Study) -> Study:
     """The study with ``budget.max_epochs`` turned into ``budget.max_examples``."""
-    import trainables
-
     b = study.budget
     if b.max_epochs is None:
         return study
-    try:
-        n = trainables.train_size(study.trainable, study.trainable_settings())
-    except (FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    n = train_size_of(study)
     if n is None:
         raise UsageError(
             f"budget.max_epochs: trainable {study.trainable} does not say how large its training set is "

@@ -81,6 +81,30 @@ def test_a_bad_range_test_exits_2_naming_the_key(value: str, message: str, tmp_p
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "study,sets,message",
+    [
+        (
+            "gpt-small",
+            ["search.lr={range_test={min=1e-5,max=1}}"],
+            "search.lr.range_test: trainable gpt does not follow",
+        ),
+        ("nqm-range-test", ["search.lr.centres={1=0.1,4=0.2}"], "search.lr.centres: give one for every batch size"),
+        ("nqm-range-test", ["search.strategy='adaptive'"], "search.strategy: the adaptive search tunes one LR grid"),
+    ],
+)
+def test_a_range_test_the_study_cannot_run_exits_2(
+    study: str, sets: list[str], message: str, tmp_path: Path, capsys
+) -> None:
+    from orchestrator.launch import main
+
+    out = tmp_path / "run"
+    assert main(["--study", study, *(a for s in sets for a in ("--set", s)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and err.count("\n") == 0, err
+    assert not out.exists()
+
+
 def test_the_dry_run_lists_the_range_tests_and_leaves_the_grids_to_them(capsys) -> None:
     from orchestrator.launch import main
 
@@ -104,9 +128,11 @@ def test_the_range_tests_run_first_centre_the_grids_and_resume_without_rerunning
     r = launch("--cluster", "local", "--study", "nqm-range-test", "--budget", "smoke", "--out", str(run), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     tests = pq.read_table(run / "range_test" / "trials.parquet").to_pandas()
-    assert sorted(tests["batch_size"]) == [1, 16, 256] and set(tests["steps"]) <= set(range(10, 101))
+    # each ran until its loss blew up past the divergence bound, after at least 80 of its 100 updates
+    assert sorted(tests["batch_size"]) == [1, 16, 256] and set(tests["status"]) == {"diverged"}
+    assert all(80 <= s <= 100 for s in tests["steps"]), tests["steps"]
     picks = read_picks(run)
-    assert picks is not None and all(0.1 <= p.pick <= 0.4 for p in picks.values() if p.pick), picks
+    assert picks is not None and all(p.pick is not None and 0.1 <= p.pick <= 0.4 for p in picks.values()), picks
     sweep = pq.read_table(run / "trials.parquet").to_pandas()
     for b, d in sweep.groupby("batch_size"):
         expected = picks[int(b)].pick * np.logspace(-0.5, 0.5, 3)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from support import trial, write_tiny_fashion_mnist
 from trainables import get
@@ -87,6 +88,8 @@ def classifier_rows(data_dir: Path, r: Ramp | None, checkpoint: dict | None = No
         "data_dir": str(data_dir),
         "val_size": 200,
         "probe_examples": 0,
+        "noise_scale_every": 0,
+        "sharpness_examples": 0,
         "eval_ratio": 1.1,
         "schedule": r,
         "_checkpoint": checkpoint,
@@ -100,10 +103,23 @@ def classifier_rows(data_dir: Path, r: Ramp | None, checkpoint: dict | None = No
     return rows, ckpts
 
 
-def test_the_classifier_grows_its_batch_at_the_milestones_and_resumes_mid_schedule(data_dir: Path) -> None:
+def test_the_classifier_grows_its_batch_at_the_milestones_and_resumes_mid_schedule(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainables import classifier
+
+    drawn: list[int] = []  # the examples the classifier draws for each update
+    real_next = classifier._BatchStream.next
+    monkeypatch.setattr(classifier._BatchStream, "next", lambda self, size: drawn.append(size) or real_next(self, size))
+    passes: list[int] = []  # the size of every forward pass, through the model's input layer
+    real_forward = torch.nn.Flatten.forward
+    monkeypatch.setattr(torch.nn.Flatten, "forward", lambda self, x: passes.append(len(x)) or real_forward(self, x))
     r = ramp(max_micro_batch=32)  # the grown batches accumulate micro-batches of 32
     p = plan(r)
     rows, ckpts = classifier_rows(data_dir, r)
+    assert drawn == [32] * 10 + [64] * 10 + [128] * 8  # B multiplied exactly at 320 and 960 examples
+    assert set(passes) - {200} == {32}  # every training pass is one micro-batch of 32 (200: the evaluations)
+    assert passes.count(32) == 10 + 2 * 10 + 4 * 8  # 64 and 128 accumulate 2 and 4 of them
     for row in rows:
         assert row["examples_seen"] == p.examples(row["step"])
         assert row["batch_size_current"] == p.batch(row["step"] - 1)
@@ -141,7 +157,7 @@ def nqm_rows(r: Ramp | None, checkpoint: dict | None = None, **kw: Any) -> tuple
     return rows, ckpts
 
 
-@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("k", [2, 4, 8])
 def test_on_the_nqm_increasing_b_by_k_matches_decaying_the_lr_by_k_with_k_times_fewer_updates(k: int) -> None:
     """Expected mode, where the noise scale argument is exact: after the milestone the two
     runs see the same examples; the loss agrees to 2% and the batch increase takes k times
@@ -174,14 +190,31 @@ BAD_SCHEDULES = [
     (["schedule.factor=1"], "schedule.factor: must be > 1"),
     (["schedule.factor=0.5"], "schedule.factor: must be > 1"),
     (["schedule.factor=2.5"], "schedule.factor: must be a whole number when the batch grows"),
-    (["schedule.max_batch_size=640"], "schedule.max_batch_size: mode increase_batch reaches B=3200"),
+    (
+        ["schedule.max_batch_size=640", "schedule.hybrid_batch_size=320"],
+        "schedule.max_batch_size: mode increase_batch reaches B=3200",
+    ),
     (["schedule.mode=['increase_batch']", "schedule.max_batch_size=0"], "schedule.max_batch_size"),
     (["schedule.mode=['hybrid']", "schedule.hybrid_batch_size=0"], "schedule.hybrid_batch_size"),
     (
         ["schedule.factor=25", "schedule.max_batch_size=100000"],
         "schedule.max_batch_size: B=80000 (mode increase_batch) is larger than the 55000 examples",
     ),
-    (["schedule.milestones=[4, 12]"], "schedule.milestones: 660000 examples is at or past the trial's budget"),
+    (["schedule.milestones=[4, 12]"], "schedule.milestones: a milestone at or past 660096 examples is beyond"),
+    # inside the last update of decay_lr (659,968 examples after 5,156 updates): it would never act
+    (["schedule.unit='examples'", "schedule.milestones=[220000, 659990]"], "schedule.milestones: a milestone at"),
+    (["schedule.momentum_after=0.8"], "schedule.momentum_after: must exceed search.momentum (0.9)"),
+    (["schedule.momentum_after=0.95"], "schedule.max_batch_size: mode increase_batch reaches B=6400"),
+    (
+        ["schedule.momentum_after=0.95", "schedule.max_batch_size=20000"],
+        "schedule.hybrid_batch_size: mode hybrid reaches B=1280 from B=128, above 640",
+    ),
+    (["schedule.mode=['decay_lr', 'increase_batch']"], "schedule.hybrid_batch_size: needs mode hybrid"),
+    (["schedule.hybrid_batch_size=6400"], "schedule.hybrid_batch_size: needs mode hybrid, and at most"),
+    (
+        ["schedule={lr='one_cycle'}", "search.warmup_examples=1000"],
+        "search.warmup_examples: one_cycle's first 30% is its warmup",
+    ),
     (["schedule.lr='cosine'"], 'schedule.lr: milestones and batch-increase modes need lr = "step"'),
     (["schedule.milestones=[]"], 'schedule.milestones: lr = "step" needs at least one milestone'),
     (["schedule.unit='steps'"], "schedule.unit"),
@@ -191,7 +224,7 @@ BAD_SCHEDULES = [
         ["budget={max_steps=1000}", "protocol.kind='steps_to_target'"],
         "budget.max_examples: a schedule that grows the batch needs an examples budget",
     ),
-    (["search.strategy='adaptive'"], "search.strategy: the adaptive search tunes one schedule mode"),
+    (["search.strategy='adaptive'"], "search.strategy: the adaptive search caps steps per batch size"),
     (["schedule.momentum_after=1"], "schedule.momentum_after"),
     (
         ["trainable='nqm'", "trainable_config={}", "budget={max_examples=600000}", "target.metric='val_loss'"],
@@ -263,14 +296,20 @@ def test_the_increase_batch_study_runs_through_ray_and_reports_the_comparison(tm
     assert (run / "report" / "tables" / "schedules.csv").is_file()
 
 
-def test_a_trainable_written_from_the_template_follows_the_schedule() -> None:
+def test_a_trainable_written_from_the_template_follows_the_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
     """A user's trainable that copies the template declares SCHEDULES and grows its batch."""
     from trainables import declares, template
 
     rows: list[dict] = []
+    drawn: list[int] = []
+    real = template.torch.randint
+    monkeypatch.setattr(
+        template.torch, "randint", lambda lo, hi, size, **kw: drawn.append(size[0]) or real(lo, hi, size, **kw)
+    )
     r = ramp(max_micro_batch=32)
     cfg = trial({"batch_size": 32, "lr": 0.1, "momentum": 0.9, "max_examples": 2000, "schedule": r, "eval_ratio": 1.1})
     template.train(cfg, lambda m, c=None: rows.append(m))
+    assert drawn[1:] == [32] * 10 + [64] * 10 + [128] * 8  # after the synthetic task's labels
     p = plan(r)
     assert [(x["examples_seen"], x["batch_size_current"]) for x in rows] == [
         (p.examples(x["step"]), p.batch(x["step"] - 1)) for x in rows

@@ -198,7 +198,7 @@ def forgetting_probe(
     """The probe's columns (``trainables.forgetting``) for the final weights after ``steps``
     updates; nothing when ``probe_examples`` is 0 or the batch size changed on the way
     (the probe's windows assume one)."""
-    if settings.probe_examples <= 0 or len(Plan.of(config).phases) > 1:
+    if settings.probe_examples <= 0 or Plan.of(config).grows:
         return {}
     n = len(data.x_train)
     windows = probe_windows(steps, config.batch_size, n, settings.probe_examples)

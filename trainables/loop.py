@@ -48,7 +48,7 @@ from trainables import Report
 from trainables.contract import TrialConfig
 from trainables.distributed import DataParallel, device_of, process_group
 from trainables.forgetting import probe_windows
-from trainables.schedule import eval_steps, lr_at
+from trainables.schedule import decay_factor, eval_steps, lr_at
 from trainables.weights import DistanceFromInit
 
 CHECK_EVERY = 8
@@ -88,10 +88,8 @@ class LoopConfig(BaseModel):
 def lr_factor(s: LoopConfig, progress: float) -> float:
     """The decay multiplier at ``progress`` in [0, 1] of the horizon after warmup."""
     p = min(max(progress, 0.0), 1.0)
-    if s.schedule == "linear":
-        return 1.0 - (1.0 - s.end_factor) * p
-    if s.schedule == "cosine":
-        return s.end_factor + (1.0 - s.end_factor) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if s.schedule in ("linear", "cosine"):
+        return decay_factor(s.schedule, p, s.end_factor)
     if s.schedule == "step":
         return s.step_gamma ** sum(p >= m for m in s.milestones)
     if s.schedule == "wsd":

@@ -12,7 +12,7 @@ A study's ``[schedule]`` (``orchestrator.schedule_spec``) reaches the trainable 
     plan = Plan.of(config)
     for step in range(plan.cap):                      # optimizer updates
         b, micro = plan.batch(step), plan.micro(step) # this update's batch, its micro-batch
-        lr, m = plan.lr(step), plan.momentum(step)
+        lr, m = plan.lr_at_step(step), plan.momentum_at(step)
         ...
     plan.examples(plan.cap)                           # examples seen at the end
 
@@ -72,6 +72,17 @@ def lr_at(base_lr: float, examples_seen: int, warmup_examples: int) -> float:
     if warmup_examples <= 0 or examples_seen >= warmup_examples:
         return base_lr
     return base_lr * max(examples_seen, 1) / warmup_examples
+
+
+def decay_factor(shape: str, progress: float, end_factor: float = 0.0) -> float:
+    """The LR multiplier of a decay ``shape`` at ``progress`` in [0, 1] of its horizon:
+    ``linear`` (``linear_decay``) and ``cosine`` to ``end_factor``, 1 for any other."""
+    p = min(max(progress, 0.0), 1.0)
+    if shape in ("linear", "linear_decay"):
+        return 1.0 - (1.0 - end_factor) * p
+    if shape == "cosine":
+        return end_factor + (1.0 - end_factor) * 0.5 * (1.0 + math.cos(math.pi * p))
+    return 1.0
 
 
 def micro_batch_size(batch_size: int, max_micro_batch: int) -> int:
@@ -192,6 +203,11 @@ class Plan:
             )
         return tuple(out)
 
+    @property
+    def grows(self) -> bool:
+        """Whether the batch size changes on the way."""
+        return any(p.batch_size != self.batch_size for p in self.phases)
+
     def phase(self, step: int) -> Phase:
         """The phase update ``step`` (0-based) belongs to."""
         return next(p for p in reversed(self.phases) if p.start_step <= step)
@@ -217,11 +233,9 @@ class Plan:
     @cached_property
     def cap(self) -> int:
         """Optimizer updates the trial may take: the tighter of ``max_steps`` and the updates
-        that fit in ``max_examples`` (``trainables.contract.step_cap`` without a schedule)."""
-        caps = [c for c in (self.max_steps, self.max_examples and self.updates_within(self.max_examples)) if c]
-        if not caps:
-            raise ValueError("budget: set max_examples or max_steps")
-        return min(caps)
+        that fit in ``max_examples`` (``trainables.contract.step_cap`` when the batch never
+        changes; ``TrialConfig`` has checked that one of them is set)."""
+        return min(c for c in (self.max_steps, self.max_examples and self.updates_within(self.max_examples)) if c)
 
     def lr_at_step(self, step: int) -> float:
         """The learning rate of update ``step``: warmup in examples, the shape over the
@@ -235,16 +249,13 @@ class Plan:
         if seen <= warm or r.lr in ("constant", "step"):
             return base
         p = min(max((seen - warm) / max(self.examples(self.cap) - warm, 1), 0.0), 1.0)
-        if r.lr == "cosine":
-            return base * 0.5 * (1.0 + math.cos(math.pi * p))
-        if r.lr == "linear_decay":
-            return base * (1.0 - p)
-        low = base / ONE_CYCLE_DIV  # one_cycle
-        if p < ONE_CYCLE_RISE:
-            return low + (base - low) * 0.5 * (1.0 - math.cos(math.pi * p / ONE_CYCLE_RISE))
+        if r.lr != "one_cycle":
+            return base * decay_factor(r.lr, p)
+        low = base / ONE_CYCLE_DIV
+        if p < ONE_CYCLE_RISE:  # the cosine decay run backwards, from low up to the peak
+            return base * decay_factor("cosine", 1.0 - p / ONE_CYCLE_RISE, low / base)
         end = low / ONE_CYCLE_FINAL_DIV
-        q = (p - ONE_CYCLE_RISE) / (1.0 - ONE_CYCLE_RISE)
-        return end + (base - end) * 0.5 * (1.0 + math.cos(math.pi * q))
+        return base * decay_factor("cosine", (p - ONE_CYCLE_RISE) / (1.0 - ONE_CYCLE_RISE), end / base)
 
     def momentum_at(self, step: int) -> float:
         """The momentum of update ``step``."""
