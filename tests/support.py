@@ -63,10 +63,13 @@ _TEST_DEFAULTS: dict[str, Any] = dict(
 def trial(config: dict[str, Any]) -> TrialConfig:
     """A ``TrialConfig`` from a flat test dict: its fields by name, ``_checkpoint`` as the
     checkpoint, ``target_metric``/``target_mode``/``target_value`` as a stop-at target, and
-    every other key as the trainable's settings."""
+    every other key as the trainable's settings (``schedule``: a ``Ramp`` is the field, a
+    string the accelerator loop's own setting)."""
     flat = dict(config)
     checkpoint = flat.pop("_checkpoint", None)
     names = {f.name for f in dataclasses.fields(TrialConfig)}
+    if isinstance(flat.get("schedule"), str):  # the accelerator loop's own setting, not a Ramp
+        names.discard("schedule")
     kw = {**_TEST_DEFAULTS, **{k: v for k, v in flat.items() if k in names}}
     kw.setdefault("micro_batch_size", kw["batch_size"])
     value = flat.pop("target_value", None)
