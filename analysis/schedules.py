@@ -2,7 +2,8 @@
 ``[schedule]`` lists several modes runs each (decay_lr, increase_batch, hybrid) from the
 same batch size and LR through the same epochs. Per (batch size, LR, mode), over its seeds: the final
 validation accuracy (or the target's metric), the updates and the epochs it took, and the
-updates, epochs and wall time to the first evaluation that reached the target.
+updates, epochs and wall time to the target (interpolated between evaluations, as
+``analysis.steps`` places every crossing).
 
 Two modes' final values differ when their means are further apart than twice the standard
 error of the difference, 2·√(sd₁²/n₁ + sd₂²/n₂) (the seeds' spread); with one seed per mode
@@ -25,6 +26,7 @@ import pandas as pd
 from .load import Run
 from .numbers import format_number
 from .seeds import plus_minus, spread
+from .steps import trial_table
 
 MODE_ORDER = ("decay_lr", "increase_batch", "hybrid")
 
@@ -68,25 +70,25 @@ def schedule_comparison(run: Run) -> ScheduleComparison | None:
     curves = run.curves[run.curves["trial_id"].isin(modes.index)].copy()
     curves["mode"] = curves["trial_id"].map(modes)
     curves = curves.sort_values(["mode", "trial_id", "step"])
+    # the crossing as the steps-to-target analysis places it (interpolated between evaluations)
+    crossed = trial_table(run).set_index("trial_id")
     per_trial = []
     for (mode, tid), d in curves.groupby(["mode", "trial_id"], sort=False):
-        values = d[metric].to_numpy(dtype=float)
-        hit = np.flatnonzero(target.reached(values))
-        first = d.iloc[hit[0]] if len(hit) else None
-        last = d.iloc[-1]
+        last, c = d.iloc[-1], crossed.loc[tid]
+        per_epoch = float(last["epoch"]) / float(last["examples_seen"]) if last["examples_seen"] else np.nan
         per_trial.append(
             {
                 "batch_size": int(d["batch_size"].iloc[0]),
                 "lr": float(d["lr"].iloc[0]),
                 "mode": mode,
                 "trial_id": tid,
-                "final": float(values[-1]) if len(values) else np.nan,
+                "final": float(c["final_metric"]),
                 "updates": float(last["step"]),
-                "epochs": float(last["epoch"]) if "epoch" in d else np.nan,
+                "epochs": float(last["epoch"]),
                 "final_batch": float(last.get("batch_size_current", np.nan)),
-                "updates_to_target": np.nan if first is None else float(first["step"]),
-                "epochs_to_target": np.nan if first is None else float(first["epoch"]),
-                "wall_to_target_s": np.nan if first is None else float(first["wall_time_s"]),
+                "updates_to_target": float(c["steps_to_target"]),
+                "epochs_to_target": float(c["examples_to_target"]) * per_epoch,
+                "wall_to_target_s": float(c["wall_time_to_target_s"]),
             }
         )
     trials = pd.DataFrame(per_trial)
