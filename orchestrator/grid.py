@@ -137,7 +137,8 @@ def trial_config(study: Study, point: TrialPoint) -> TrialConfig:
 
 
 def format_grid(study: Study) -> str:
-    """The dry-run listing: one line per batch size, then the trial count."""
+    """The dry-run listing: one line per batch size, then the trial count (an LR range
+    test's trials: ``orchestrator.range_test.format_range_test``)."""
     lines = [
         f"study {study.name}: trainable {study.trainable}, optimizer {study.search.optimizer}, "
         f"protocol {study.protocol.kind}"
@@ -164,10 +165,6 @@ def format_grid(study: Study) -> str:
     if study.schedule is not None and len(study.schedule.mode) > 1:
         strata += f", {len(study.schedule.mode)} schedule modes each"
     lines.append(f"{len(grid)} trials ({len(study.search.batch_sizes)} batch sizes{strata})")
-    if isinstance(lr, LrRangeTest):
-        from orchestrator.range_test import format_range_test
-
-        lines.append(format_range_test(study))
     if not pending:
         lines.append(format_order(study))
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from orchestrator import manifest, rundir
 from orchestrator.errors import SweepInterrupted
 from orchestrator.follow import backend_of, follow_run
 from orchestrator.grid import format_grid
+from orchestrator.lr_spec import LrRangeTest
 from orchestrator.run import run_study
 from orchestrator.study import Study, load_study
 from trainables.contract import UsageError
@@ -165,6 +166,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m orchestrator.laun
                 from orchestrator.branching import format_branching
 
                 print(format_branching(study))
+            if isinstance(study.search.lr, LrRangeTest):
+                from orchestrator.range_test import format_range_test
+
+                print(format_range_test(study))
             if res.workers_per_trial > 1:
                 print(backend.capacity(req))
             if backend.name != "local":

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from orchestrator.lr_spec import LrRangeTest, Strict
 from trainables.contract import UsageError
-from trainables.schedule import Mode, Plan, Ramp
+from trainables.schedule import Mode, Plan, Ramp, micro_batch_size
 
 if TYPE_CHECKING:
     from orchestrator.study import Study
@@ -178,8 +178,6 @@ def resolved(study: Study) -> Study:
     """The study with ``[schedule]`` milestones in examples, checked against the trainable,
     the budget and the grid (``check``), and an LR range test checked against the trainable
     (``check_range_test``); the study itself when it has neither."""
-    from orchestrator.grid import trial_config, trial_grid
-
     check_range_test(study)
     s = study.schedule
     if s is None:
@@ -195,8 +193,34 @@ def resolved(study: Study) -> Study:
         s = s.model_copy(update={"milestones": [float(round(e * n)) for e in s.milestones], "unit": "examples"})
         study = study.model_copy(update={"schedule": s})
     filled = None if n is None else max(1, round(n * min(study.search.train_fraction)))
-    check(study, [Plan.of(trial_config(study, p)) for p in trial_grid(study) if p.seed == 0], filled)
+    check(study, plans(study), filled)
     return study
+
+
+def plans(study: Study) -> list[Plan]:
+    """The plan of every (starting batch size, mode): what the checks walk (the LR and the
+    seed change no batch; ``orchestrator.grid.trial_config`` builds the trials' own)."""
+    s, b = study.schedule, study.budget
+    assert s is not None
+    milestones = tuple(round(m) for m in s.milestones)
+    out = []
+    for size in study.search.batch_sizes:
+        workers = study.resources.workers_per_trial
+        for mode in s.mode:
+            out.append(
+                Plan(
+                    s.to_ramp(mode, milestones, b.max_micro_batch),
+                    size,
+                    micro_batch_size(size // workers, b.max_micro_batch),
+                    1.0,
+                    study.search.momentum,
+                    study.search.warmup_examples,
+                    b.max_steps,
+                    b.max_examples,
+                    workers,
+                )
+            )
+    return out
 
 
 def check_range_test(study: Study) -> None:
