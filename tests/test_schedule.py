@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from support import trial, write_tiny_fashion_mnist
-from trainables import get
+from support import run_trainable, trial, write_tiny_fashion_mnist
 from trainables.schedule import Plan, Ramp
 
 
@@ -76,8 +75,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def classifier_rows(data_dir: Path, r: Ramp | None, checkpoint: dict | None = None) -> tuple[list[dict], list[dict]]:
-    rows: list[dict] = []
-    ckpts: list[dict] = []
     cfg = {
         "batch_size": 32,
         "micro_batch_size": 32,
@@ -94,13 +91,7 @@ def classifier_rows(data_dir: Path, r: Ramp | None, checkpoint: dict | None = No
         "schedule": r,
         "_checkpoint": checkpoint,
     }
-
-    def report(metrics: dict, ckpt: dict | None = None) -> None:
-        rows.append(dict(metrics))
-        ckpts.append(ckpt or {})
-
-    get("fashion_mnist")(trial(cfg), report)
-    return rows, ckpts
+    return run_trainable("fashion_mnist", cfg)
 
 
 def test_the_classifier_grows_its_batch_at_the_milestones_and_resumes_mid_schedule(
@@ -145,16 +136,8 @@ def test_increase_batch_and_decay_lr_reach_the_same_examples_at_the_same_epochs(
 
 
 def nqm_rows(r: Ramp | None, checkpoint: dict | None = None, **kw: Any) -> tuple[list[dict], list[dict]]:
-    rows: list[dict] = []
-    ckpts: list[dict] = []
     cfg = {"batch_size": 8, "lr": 0.5, "max_examples": 1 << 16, "dim": 10_000, "mode": "expected", **kw}
-
-    def report(metrics: dict, ckpt: dict | None = None) -> None:
-        rows.append(dict(metrics))
-        ckpts.append(ckpt or {})
-
-    get("nqm")(trial({**cfg, "schedule": r, "_checkpoint": checkpoint}), report)
-    return rows, ckpts
+    return run_trainable("nqm", {**cfg, "schedule": r, "_checkpoint": checkpoint})
 
 
 @pytest.mark.parametrize("k", [2, 4, 8])
