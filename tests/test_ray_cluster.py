@@ -1,12 +1,13 @@
 """A secure per-job Ray cluster: token auth, private token file, explicit ports, selective
-stop, requeue-safe restart; and (slurm marker) a 2-node cluster inside a real Slurm job,
-through the same head()/run_worker() roles the submitit job uses.
+stop, requeue-safe restart, outside Slurm (the same cluster inside real Slurm jobs is
+tests/test_ray_slurm.py).
 
-    .venv/bin/python -m pytest -m "not slurm" tests/test_ray_*.py -v  # no Slurm needed
-    .venv/bin/python -m pytest -m slurm tests/test_ray_*.py -v        # on the dev Slurm cluster
+    .venv/bin/python -m pytest tests/test_ray_cluster.py -v  # no Slurm needed
 
 Every Ray here is started by these tests with fake job ids; other Ray instances on the
-machine (other users, other test sessions) must survive them.
+machine (other users, other test sessions) must survive them. The module's head outlives
+its tests, so no real Slurm job may run beside it: a job id 53·k away from a fake one
+would find its ports taken (cluster.ports).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pickle
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,14 +25,12 @@ from typing import Any
 
 import pytest
 
-from cluster import devslurm, procs, ray_node
+from cluster import procs, ray_node
 from cluster.ports import RayPorts, busy
 from cluster.ray_spec import (
-    MARKER_ENV,
     NODE_LABEL,
     RayClusterSpec,
     client_env,
-    default_temp_dir,
     local_ip,
 )
 
@@ -65,27 +63,6 @@ DRIVER = (
     + """
 ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
 report()
-"""
-)
-
-# One Slurm task of a job (srun, one per node): the roles cluster.job.SweepJob plays.
-SLURM_TASK = (
-    CHECKS
-    + """
-import sys
-from cluster.ray_roles import head, run_worker
-from cluster.ray_spec import RayClusterSpec, connect
-
-spec = RayClusterSpec.from_slurm(token_file=sys.argv[1])
-if spec.is_head:
-    with head(spec, join_timeout=120):
-        connect(spec, log_to_driver=False)
-        try:
-            report()
-        finally:
-            ray.shutdown()
-else:
-    run_worker(spec, join_timeout=120)
 """
 )
 
@@ -340,90 +317,3 @@ def test_worker_joins_and_leaves_when_the_head_stops(job_ids: list[int], tmp_pat
     assert worker.wait(timeout=60) == 0, worker.stdout.read() if worker.stdout else ""
     assert not any(procs.alive(p) for p in worker_pids)
     assert not worker_spec.temp_dir.exists()  # clean exit: run_worker removed it
-
-
-@pytest.mark.slurm
-def test_two_node_slurm_job_runs_a_secure_ray_head_and_worker(slurm_env: dict[str, str], tmp_path: Path) -> None:
-    """sbatch on the dev cluster, one srun task per node playing its role: head() on n1
-    (the driver connects in-process and sees both nodes), run_worker() on n2."""
-    task = tmp_path / "task.py"
-    task.write_text(SLURM_TASK)
-    token = tmp_path / "ray.token"
-    out = tmp_path / "job.out"
-    script = tmp_path / "job.sh"
-    script.write_text(
-        "#!/bin/bash\n"
-        "#SBATCH --nodes=2 --ntasks-per-node=1 --cpus-per-task=2 --gres=gpu:2\n"
-        f"export PYTHONPATH={REPO}\n"
-        f"srun {sys.executable} {task} {token}\n"
-    )
-    t0 = time.monotonic()
-    job_id = int(subprocess.run(
-        ["sbatch", "--parsable", f"--output={out}", f"--chdir={REPO}", str(script)],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip())  # fmt: skip
-    info = devslurm.wait_job(job_id, timeout=300)
-    log = out.read_text() if out.exists() else ""
-    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log[-4000:]
-    line = next(ln for ln in log.splitlines() if ln.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
-    by_label = {n["labels"][NODE_LABEL]: n for n in result["nodes"]}
-    assert sorted(by_label) == ["n1", "n2"]
-    assert all(n["cpus"] == 2 and n["gpus"] == 2 for n in by_label.values())  # Slurm's grant
-    # Each task ran on the Ray node of the Slurm node it asked for.
-    for name in ("n1", "n2"):
-        task = result["tasks"][f"slurm_node:{name}"]
-        assert task["node_id"] == by_label[name]["id"]
-        assert task["slurmd"] == name
-    assert token.stat().st_mode & 0o777 == 0o600
-    # Nothing of the job's Ray survives it, and both nodes cleaned their temp dirs.
-    for index, name in enumerate(("n1", "n2")):
-        temp_dir = default_temp_dir(job_id, name)
-        assert not temp_dir.exists()
-        marker = f"{job_id}/{index}/{name}"
-        assert not [
-            p for p in procs.all_pids()
-            if procs.alive(p) and (procs.environ(p).get(MARKER_ENV) == marker
-                                   or any(str(temp_dir) in a for a in procs.cmdline(p)))
-        ]  # fmt: skip
-    print(f"2-node Slurm Ray job took {time.monotonic() - t0:.1f}s")
-
-
-@pytest.mark.slurm
-def test_epilog_stops_ray_left_behind_by_a_cancelled_job(slurm_env: dict[str, str], tmp_path: Path) -> None:
-    """proctrack/linuxproc can't see Ray's daemonized processes; the dev cluster's
-    epilog (ray_node.cleanup) stops them when the job ends."""
-    started = tmp_path / "started"
-    script = tmp_path / "job.sh"
-    start = (
-        "import sys; from cluster.ray_node import start_head; "
-        "from cluster.ray_spec import RayClusterSpec; "
-        "start_head(RayClusterSpec.from_slurm(token_file=sys.argv[1]))"
-    )
-    script.write_text(
-        "#!/bin/bash\n"
-        f"export PYTHONPATH={REPO}\n"
-        f"{sys.executable} -c '{start}' {tmp_path / 'token'} || exit 1\n"
-        f"touch {started}\n"
-        "sleep 600\n"
-    )
-    job_id = subprocess.run(
-        ["sbatch", "--parsable", "-N1", f"--output={tmp_path / 'out'}", str(script)],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not started.exists():
-            assert time.monotonic() < deadline, (tmp_path / "out").read_text()
-            time.sleep(0.5)
-        node = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
-        temp_dir = default_temp_dir(int(job_id), node)
-        sessions = {int(x) for x in (temp_dir / "sessions").read_text().split()}
-        ray_pids = {p for p in procs.all_pids() if procs.session_id(p) in sessions}
-        assert ray_pids
-    finally:
-        subprocess.run(["scancel", job_id], check=False)
-    deadline = time.monotonic() + 60
-    while any(procs.alive(p) for p in ray_pids) or temp_dir.exists():
-        assert time.monotonic() < deadline, f"Ray of cancelled job {job_id} survived"
-        time.sleep(0.5)
