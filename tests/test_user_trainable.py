@@ -45,6 +45,29 @@ def _study(lab: Path, trainable: str, name: str = "study.toml", **replace: str) 
     return lab / name
 
 
+# mylab.train behind a gate: the first two trials each wait (at most 120 s) until two have
+# started, so two run at once, which on one CPU per node is one on each node. Without it
+# the head's reused actor can finish all nine 0.1 s trials before the other node's first
+# actor is up (CI saw that once).
+PAIRED = """from pathlib import Path
+import time
+import uuid
+from mylab.train import *  # noqa: F403  (its TrainableConfig, METRICS and capabilities)
+from mylab.train import train as _train
+
+GATE = Path({gate!r})
+
+
+def train(config, report):
+    GATE.mkdir(exist_ok=True)
+    (GATE / uuid.uuid4().hex).touch()
+    deadline = time.monotonic() + 120
+    while len(list(GATE.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _train(config, report)
+"""
+
+
 def _assert_run(run_dir: Path) -> None:
     trials = pq.read_table(run_dir / "trials.parquet").to_pandas()
     assert len(trials) == 9 and set(trials.status) <= {"completed", "early_stopped"}
@@ -65,9 +88,10 @@ def test_the_template_as_a_file_runs_a_local_sweep(lab: Path) -> None:
 
 @pytest.mark.slurm
 def test_the_template_as_a_module_runs_on_the_dev_slurm_cluster(lab: Path, slurm_env: dict[str, str]) -> None:
-    study = _study(lab, "mylab.train:train")
+    (lab / "mylab" / "paired.py").write_text(PAIRED.format(gate=str(lab / "started")))
+    study = _study(lab, "mylab.paired:train")
     dry = launch("--cluster", "slurm", "--study", str(study), "--dry-run", cwd=lab)
-    assert f"# trainable: mylab.train:train (imported from cwd {lab})" in dry.stdout
+    assert f"# trainable: mylab.paired:train (imported from cwd {lab})" in dry.stdout
     r = launch(
         "--cluster",
         "slurm",
