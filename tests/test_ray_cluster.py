@@ -33,8 +33,7 @@ from cluster.ray_spec import (
     client_env,
     local_ip,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from support import REPO
 
 # What a driver checks, given a connected ray: the alive nodes (labels, CPUs, GPUs) and,
 # for each Slurm node resource, where a task that asked for it ran. Prints one RESULT line.

@@ -21,8 +21,7 @@ from test_ray_cluster import CHECKS
 
 from cluster import devslurm, procs
 from cluster.ray_spec import MARKER_ENV, NODE_LABEL, default_temp_dir
-
-REPO = Path(__file__).resolve().parents[1]
+from support import REPO
 
 # One Slurm task of a job (srun, one per node): the roles cluster.job.SweepJob plays.
 SLURM_TASK = (
