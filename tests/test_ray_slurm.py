@@ -21,6 +21,7 @@ from test_ray_cluster import CHECKS
 
 from cluster import devslurm, procs
 from cluster.ray_spec import MARKER_ENV, NODE_LABEL, default_temp_dir
+from cluster.slurm import job_state
 from support import REPO
 
 # One Slurm task of a job (srun, one per node): the roles cluster.job.SweepJob plays.
@@ -117,8 +118,7 @@ def test_epilog_stops_ray_left_behind_by_a_cancelled_job(slurm_env: dict[str, st
     try:
         deadline = time.monotonic() + 120
         while not started.exists():
-            ended = devslurm.job_info(job_id).get("JobState") not in (None, "PENDING", "RUNNING", "CONFIGURING")
-            assert not ended and time.monotonic() < deadline, (tmp_path / "out").read_text()
+            assert job_state(job_id) is not None and time.monotonic() < deadline, (tmp_path / "out").read_text()
             time.sleep(0.5)
         node = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
         temp_dir = default_temp_dir(int(job_id), node)
